@@ -1,0 +1,112 @@
+"""The pair of networks with what is needed to use it, and atomic checkpoints."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import NORMALIZATION
+from .errors import CheckpointError
+from .networks import build_network
+from .runtime import resolve_device
+
+FORMAT = "napari-dmd/1"
+
+
+@dataclass
+class ModelPair:
+    """Two networks of one architecture, initialised differently, with their classes and settings."""
+
+    nets: tuple[nn.Module, nn.Module]
+    config: TrainConfig
+    ndim: int
+    device: torch.device
+    normalization: str = NORMALIZATION
+    iteration: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: TrainConfig, ndim: int, device: torch.device) -> "ModelPair":
+        """Network A with Kaiming, network B with Xavier initialisation (seeded by ``config.seed``)."""
+        torch.manual_seed(config.seed)
+        nets = tuple(build_network(ndim, out_channels(config.num_classes), init).to(device)
+                     for init in ("kaiming", "xavier"))
+        return cls(nets, config, ndim, device)  # type: ignore[arg-type]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return self.config.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the classes, background first."""
+        return self.config.class_names
+
+
+def out_channels(num_classes: int) -> int:
+    """One sigmoid channel for a binary task, one softmax channel per class otherwise."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model(model: ModelPair, path: Path, training_state: dict[str, Any] | None = None) -> Path:
+    """Save both networks, settings and classes (and, for resuming, the optimiser and RNG state)."""
+    payload = {
+        "format": FORMAT,
+        "ndim": model.ndim,
+        "config": model.config.to_dict(),
+        "normalization": model.normalization,
+        "iteration": model.iteration,
+        "nets": [{k: v.cpu() for k, v in net.state_dict().items()} for net in model.nets],
+        "training_state": training_state,
+    }
+    atomic_torch_save(payload, Path(path))
+    return Path(path)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "auto") -> tuple[ModelPair, dict[str, Any] | None]:
+    """The model pair and the saved training state (``None`` for a model saved without one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unreadable file: torch raises many kinds
+        raise CheckpointError(f"{path.name} is not a napari-dmd checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is not a napari-dmd checkpoint")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    config = TrainConfig.from_dict(payload["config"])
+    model = ModelPair.create(config, payload["ndim"], dev)
+    try:
+        for net, state in zip(model.nets, payload["nets"]):
+            net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path.name}: the saved weights do not fit the network") from exc
+    model.normalization, model.iteration = payload["normalization"], payload["iteration"]
+    return model, payload.get("training_state")
+
+
+def load_model(path: Path, device: str | torch.device = "auto") -> ModelPair:
+    """The model pair saved at ``path``, ready to predict."""
+    return load_checkpoint(path, device)[0]

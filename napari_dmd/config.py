@@ -1,0 +1,66 @@
+"""Training settings; the defaults are the paper's."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a DMD run. Sizes are in array axis order (z, y, x)."""
+
+    num_classes: int = 2
+    class_names: tuple[str, ...] = ()
+    iterations: int = 6000
+    lr: float = 0.01
+    lr_step: int = 2500
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lambda_distill: float = 4.0
+    temperature: float = 2.0
+    patch_size: tuple[int, ...] | None = None
+    labeled_batch: int = 2
+    unlabeled_batch: int = 2
+    foreground_fraction: float = 1 / 3
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.class_names = tuple(self.class_names) or tuple(
+            ["background"] + [f"class {c}" for c in range(1, self.num_classes)]
+        )
+        if self.patch_size is not None:
+            self.patch_size = tuple(int(s) for s in self.patch_size)
+        problems = []
+        if self.num_classes < 2:
+            problems.append("num_classes must be at least 2 (background and one structure)")
+        if len(self.class_names) != self.num_classes:
+            problems.append(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if self.iterations < 1 or self.labeled_batch < 1 or self.unlabeled_batch < 0:
+            problems.append("iterations and labeled_batch must be positive, unlabeled_batch not negative")
+        if self.lr <= 0 or self.temperature <= 0 or self.lambda_distill < 0:
+            problems.append("lr and temperature must be positive, lambda_distill not negative")
+        if self.patch_size is not None and any(s < 1 for s in self.patch_size):
+            problems.append(f"patch size {self.patch_size} must be positive")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision {self.precision!r} is not one of auto, fp32, bf16, fp16")
+        if problems:
+            from .errors import DataError
+
+            raise DataError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for checkpoints and run folders."""
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["patch_size"] = list(self.patch_size) if self.patch_size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

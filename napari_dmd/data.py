@@ -1,0 +1,172 @@
+"""Volumes held in memory, intensity normalisation and the random patch sampler."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+from .networks import DIVISOR
+
+NORMALIZATION = "percentile-0.5-99.5-zscore"
+
+
+def normalize_intensity(image: np.ndarray) -> np.ndarray:
+    """Clip to the 0.5–99.5 percentiles, then zero mean and unit variance, as float32.
+
+    Works for any dtype and range (uint8 MRI, float with maxima of 1e6); a constant image
+    becomes all zeros.
+    """
+    x = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = np.percentile(x, [0.5, 99.5])
+    x = np.clip(x, lo, hi)
+    std = float(x.std())
+    return ((x - x.mean()) / std if std > 0 else np.zeros_like(x)).astype(np.float32)
+
+
+def annotated_slices_mask(label: np.ndarray) -> np.ndarray:
+    """True on every slice (index along axis 0) that holds any nonzero label.
+
+    For a 2D image the whole image counts as annotated.
+    """
+    label = np.asarray(label)
+    if label.ndim == 2:
+        return np.ones(label.shape, dtype=bool)
+    has = label.reshape(label.shape[0], -1).any(axis=1)
+    return np.broadcast_to(has[:, None, None], label.shape).copy()
+
+
+@dataclass
+class Volume:
+    """A normalised image with, for labeled data, integer labels and a mask of annotated voxels."""
+
+    image: np.ndarray
+    label: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    name: str = ""
+    spacing: tuple[float, ...] | None = None
+
+    @classmethod
+    def create(cls, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None,
+               name: str = "", spacing: tuple[float, ...] | None = None) -> "Volume":
+        """Check and normalise; bad input raises ``DataError`` naming the volume."""
+        image = np.asarray(image)
+        who = f"image {name!r}" if name else "image"
+        if image.ndim not in (2, 3) or min(image.shape) < 1:
+            raise DataError(f"{who} has shape {image.shape}: expected a 2D image or a 3D volume with one channel")
+        if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
+            raise DataError(f"{who} has data type {image.dtype}: expected real numbers")
+        if label is not None:
+            label = np.asarray(label)
+            if label.shape != image.shape:
+                raise DataError(f"labels of {who} have shape {label.shape}, the image {image.shape}")
+            if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
+                if not np.array_equal(label, np.round(label)):
+                    raise DataError(f"labels of {who} are not whole numbers")
+            if label.min() < 0:
+                raise DataError(f"labels of {who} hold negative values")
+            label = label.astype(np.int64)
+        if mask is not None:
+            if label is None:
+                raise DataError(f"{who}: a mask of annotated voxels needs labels")
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != image.shape:
+                raise DataError(f"annotation mask of {who} has shape {mask.shape}, the image {image.shape}")
+            if not mask.any():
+                raise DataError(f"{who} has no annotated voxel")
+        if spacing is not None and len(spacing) != image.ndim:
+            raise DataError(f"{who}: spacing {spacing} does not have {image.ndim} values")
+        return cls(normalize_intensity(image), label, mask, name, tuple(map(float, spacing)) if spacing else None)
+
+    @property
+    def labeled(self) -> bool:
+        """Whether the volume carries labels."""
+        return self.label is not None
+
+
+def choose_patch_size(shapes: list[tuple[int, ...]], max_voxels: int = 64 * 128 * 128) -> tuple[int, ...]:
+    """A patch from the data: the median shape rounded down to the network's multiple (at least one
+    multiple), then the largest axis halved until the patch fits ``max_voxels``."""
+    med = np.median(np.array(shapes), axis=0)
+    patch = [max(DIVISOR, int(m) // DIVISOR * DIVISOR) for m in med]
+    while int(np.prod(patch)) > max_voxels:
+        i = int(np.argmax(patch))
+        patch[i] = max(DIVISOR, patch[i] // 2 // DIVISOR * DIVISOR)
+    return tuple(patch)
+
+
+class PatchSampler:
+    """Random crops with flips and in-plane 90° rotations; batches of labeled + unlabeled patches.
+
+    Labeled crops are centred on a random foreground voxel with probability ``foreground_fraction``
+    and otherwise always cover at least one annotated voxel. Unlabeled crops are uniform; when there
+    is no unlabeled volume the unlabeled half is filled from the labeled volumes (their images only),
+    so distillation still sees every voxel of every volume.
+    """
+
+    def __init__(self, labeled: list[Volume], unlabeled: list[Volume], patch: tuple[int, ...],
+                 rng: np.random.Generator, foreground_fraction: float = 1 / 3):
+        self.labeled, self.unlabeled = labeled, unlabeled or labeled
+        self.patch, self.rng, self.fg = tuple(patch), rng, foreground_fraction
+        self._fg_voxels = [np.argwhere(v.label > 0) for v in labeled]
+        self._ann_voxels = [np.argwhere(v.mask) if v.mask is not None else None for v in labeled]
+
+    def _corner(self, shape: tuple[int, ...], centre: np.ndarray | None) -> list[int]:
+        corner = []
+        for i, (s, p) in enumerate(zip(shape, self.patch)):
+            hi = max(s - p, 0)
+            c = self.rng.integers(0, hi + 1) if centre is None else int(np.clip(centre[i] - p // 2, 0, hi))
+            corner.append(int(c))
+        return corner
+
+    def _crop(self, arr: np.ndarray, corner: list[int], fill: float) -> np.ndarray:
+        out = arr[tuple(slice(c, c + p) for c, p in zip(corner, self.patch))]
+        pad = [(0, p - s) for s, p in zip(out.shape, self.patch)]
+        return np.pad(out, pad, constant_values=fill) if any(b for _, b in pad) else out
+
+    def _augment(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        square = self.patch[-1] == self.patch[-2]
+        k = int(self.rng.integers(0, 4)) if square else 2 * int(self.rng.integers(0, 2))
+        flips = [ax for ax in range(len(self.patch)) if self.rng.random() < 0.5]
+        out = []
+        for a in arrays:
+            a = np.rot90(a, k, axes=(-2, -1))
+            if flips:
+                a = np.flip(a, axis=flips)
+            out.append(np.ascontiguousarray(a))
+        return out
+
+    def labeled_patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, label, annotated mask) of one random labeled crop."""
+        i = int(self.rng.integers(len(self.labeled)))
+        v, fg, ann = self.labeled[i], self._fg_voxels[i], self._ann_voxels[i]
+        centre = None
+        if len(fg) and self.rng.random() < self.fg:
+            centre = fg[self.rng.integers(len(fg))]
+        elif ann is not None:
+            centre = ann[self.rng.integers(len(ann))] + self.rng.integers(-self._jitter(), self._jitter() + 1)
+        corner = self._corner(v.image.shape, centre)
+        mask = v.mask if v.mask is not None else np.ones(v.image.shape, dtype=bool)
+        img, lab, msk = (self._crop(a, corner, f) for a, f in ((v.image, 0.0), (v.label, 0), (mask, False)))
+        return tuple(self._augment([img, lab, msk]))  # type: ignore[return-value]
+
+    def _jitter(self) -> np.ndarray:
+        return np.array(self.patch) // 4
+
+    def unlabeled_patch(self) -> np.ndarray:
+        """The image of one random uniform crop of an unlabeled volume."""
+        v = self.unlabeled[int(self.rng.integers(len(self.unlabeled)))]
+        return self._augment([self._crop(v.image, self._corner(v.image.shape, None), 0.0)])[0]
+
+    def batch(self, n_labeled: int, n_unlabeled: int) -> dict[str, np.ndarray]:
+        """Arrays ``image`` (B, 1, *P), ``label`` and ``mask`` (n_labeled, 1, *P), labeled first."""
+        lab = [self.labeled_patch() for _ in range(n_labeled)]
+        unl = [self.unlabeled_patch() for _ in range(n_unlabeled)]
+        images = [x[0] for x in lab] + unl
+        return {
+            "image": np.stack(images)[:, None].astype(np.float32),
+            "label": np.stack([x[1] for x in lab])[:, None],
+            "mask": np.stack([x[2] for x in lab])[:, None].astype(np.float32),
+        }

@@ -1,0 +1,63 @@
+"""Dice losses of Deep Mutual Distillation.
+
+Logits have shape (B, K, *S): K = 1 for a binary task (sigmoid), K = C classes otherwise
+(softmax). Dice is computed per foreground channel over the whole batch and averaged.
+"""
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-5
+
+
+def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``sigmoid(z/T)`` for one channel, ``softmax(z/T)`` over channels otherwise (computed in fp32)."""
+    z = logits.float() / temperature
+    return torch.sigmoid(z) if z.shape[1] == 1 else torch.softmax(z, dim=1)
+
+
+def foreground(p: torch.Tensor) -> torch.Tensor:
+    """The foreground channels of class probabilities (all of a binary output, 1.. of a softmax)."""
+    return p if p.shape[1] == 1 else p[:, 1:]
+
+
+def dice_loss(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``1 - (2Σpq + ε)/(Σp² + Σq² + ε)`` per channel, averaged over channels.
+
+    ``mask`` (B, 1, *S), when given, restricts the sums to the voxels where it is 1.
+    """
+    if p.shape != q.shape:
+        raise ValueError(f"Dice loss needs equal shapes, got {tuple(p.shape)} and {tuple(q.shape)}")
+    if mask is not None:
+        if mask.shape[0] != p.shape[0] or mask.shape[1] != 1 or mask.shape[2:] != p.shape[2:]:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit {tuple(p.shape)}")
+        p, q = p * mask, q * mask
+    dims = [0, *range(2, p.ndim)]
+    inter = (p * q).sum(dims)
+    denom = (p * p).sum(dims) + (q * q).sum(dims)
+    return (1 - (2 * inter + EPS) / (denom + EPS)).mean()
+
+
+def one_hot_foreground(labels: torch.Tensor, channels: int) -> torch.Tensor:
+    """Labels (B, *S) or (B, 1, *S) as targets (B, K, *S) matching ``foreground`` of K-channel logits."""
+    if labels.ndim >= 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if channels == 1:
+        return (labels == 1).unsqueeze(1).float()
+    return torch.stack([(labels == c) for c in range(1, channels)], dim=1).float()
+
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Dice loss of a network against integer labels, on the annotated voxels (``mask``) only."""
+    target = one_hot_foreground(labels, logits.shape[1])
+    if target.shape[2:] != logits.shape[2:] or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
+    return dice_loss(foreground(probabilities(logits)), target, mask)
+
+
+def distillation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Dice loss between the temperature-softened outputs of the two networks.
+
+    Neither side is detached, so the gradient reaches both networks (mutual distillation).
+    """
+    return dice_loss(foreground(probabilities(logits_a, temperature)), foreground(probabilities(logits_b, temperature)))

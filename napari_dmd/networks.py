@@ -1,0 +1,124 @@
+"""Segmentation backbones: the paper's 3D V-Net and a 2D U-Net.
+
+Both accept any spatial size: the input is zero-padded up to the network's multiple
+(16, four levels of down-sampling) and the output is cropped back.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DIVISOR = 16
+
+
+class PaddedNet(nn.Module):
+    """Pads the input to a multiple of ``DIVISOR`` and crops the logits back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x.shape[2:]
+        pad: list[int] = []
+        for size in reversed(spatial):
+            pad += [0, (-size) % DIVISOR]
+        if any(pad):
+            x = F.pad(x, pad)
+        out = self.body(x)
+        return out[(..., *(slice(0, s) for s in spatial))]
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _conv_stage(conv: type, norm: type, c_in: int, c_out: int, n: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [conv(c_in if i == 0 else c_out, c_out, 3, padding=1), norm(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class VNet(PaddedNet):
+    """V-Net as used by UA-MT/MC-Net/DMD: 16 base filters, 4 levels, batch norm, dropout 0.5."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, n_filters: int = 16, dropout: float = 0.5):
+        super().__init__()
+        f = [n_filters * 2**i for i in range(5)]
+        stages = [1, 2, 3, 3, 3]
+        self.enc = nn.ModuleList(
+            _conv_stage(nn.Conv3d, nn.BatchNorm3d, in_channels if i == 0 else f[i], f[i], stages[i]) for i in range(5)
+        )
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(f[i], f[i + 1], 2, stride=2), nn.BatchNorm3d(f[i + 1]), nn.ReLU(inplace=True))
+            for i in range(4)
+        )
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose3d(f[i + 1], f[i], 2, stride=2), nn.BatchNorm3d(f[i]), nn.ReLU(inplace=True))
+            for i in reversed(range(4))
+        )
+        self.dec = nn.ModuleList(
+            _conv_stage(nn.Conv3d, nn.BatchNorm3d, f[i], f[i], n) for i, n in zip((3, 2, 1, 0), (3, 3, 2, 1))
+        )
+        self.dropout = nn.Dropout3d(dropout)
+        self.head = nn.Conv3d(f[0], out_channels, 1)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i in range(4):
+            x = self.enc[i](x)
+            skips.append(x)
+            x = self.down[i](x)
+        x = self.dropout(self.enc[4](x))
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+            x = dec(up(x) + skip)
+        return self.head(self.dropout(x))
+
+
+class _UNetBlock(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, dropout: float):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(inplace=True),
+        )
+
+
+class UNet2D(PaddedNet):
+    """2D U-Net of the semi-supervised code bases: filters 16..256, dropout 0.05..0.5 by depth."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, n_filters: int = 16,
+                 dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)):
+        super().__init__()
+        f = [n_filters * 2**i for i in range(5)]
+        self.enc = nn.ModuleList(_UNetBlock(in_channels if i == 0 else f[i - 1], f[i], dropout[i]) for i in range(5))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], 2, stride=2) for i in reversed(range(4)))
+        self.dec = nn.ModuleList(_UNetBlock(2 * f[i], f[i], 0.0) for i in reversed(range(4)))
+        self.head = nn.Conv2d(f[0], out_channels, 1)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+            x = dec(torch.cat([skip, up(x)], dim=1))
+        return self.head(x)
+
+
+def build_network(ndim: int, out_channels: int, init: str = "kaiming") -> PaddedNet:
+    """A V-Net for 3D data, a 2D U-Net for 2D data, initialised with ``init`` ('kaiming' or 'xavier')."""
+    if ndim == 3:
+        net: PaddedNet = VNet(out_channels=out_channels)
+    elif ndim == 2:
+        net = UNet2D(out_channels=out_channels)
+    else:
+        raise ValueError(f"no network for {ndim}-D data")
+    fill = {"kaiming": nn.init.kaiming_normal_, "xavier": nn.init.xavier_normal_}[init]
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            fill(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return net

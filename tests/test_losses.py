@@ -1,0 +1,69 @@
+"""Dice losses against hand-computed values, the shapes that broke the authors' script, gradients."""
+import pytest
+import torch
+
+from napari_dmd.losses import (EPS, dice_loss, distillation_loss, one_hot_foreground, probabilities,
+                               supervised_loss)
+
+
+def test_dice_loss_hand_computed():
+    p = torch.tensor([0.5, 1.0, 0.0, 0.25]).view(1, 1, 4)
+    q = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 4)
+    # Σpq = 1.5, Σp² = 0.25 + 1 + 0.0625 = 1.3125, Σq² = 2
+    expected = 1 - (2 * 1.5 + EPS) / (1.3125 + 2 + EPS)
+    assert dice_loss(p, q).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_dice_loss_mask_ignores_unannotated_voxels():
+    p = torch.tensor([1.0, 1.0, 0.0, 0.9]).view(1, 1, 4)
+    q = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 4)
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0]).view(1, 1, 4)
+    assert dice_loss(p, q, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert dice_loss(p, q).item() > 0.1
+    # a patch without any annotated voxel contributes nothing
+    assert dice_loss(p, q, torch.zeros_like(mask)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_multiclass_dice_averages_foreground_channels():
+    labels = torch.tensor([[0, 1, 2, 2]])
+    logits = torch.full((1, 3, 4), -20.0)
+    logits[0, 0, 0] = logits[0, 1, 1] = logits[0, 2, 2] = logits[0, 0, 3] = 20.0  # voxel 3 wrongly background
+    # class 1 perfect (loss 0); class 2: Σpq = 1, Σp² = 1, Σq² = 2 → 1 - (2+ε)/(3+ε)
+    expected = (0 + 1 - (2 + EPS) / (3 + EPS)) / 2
+    assert supervised_loss(logits, labels).item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("label_shape", [(2, 8, 8, 4), (2, 1, 8, 8, 4)])
+def test_label_shapes_of_the_authors_script_do_not_broadcast(label_shape):
+    """Labels B×X×Y×Z against logits B×1×X×Y×Z must give the per-voxel Dice, not a broadcast."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, 4)
+    labels = (torch.rand(2, 8, 8, 4) > 0.5).long().view(label_shape)
+    p = torch.sigmoid(logits)
+    q = labels.view(2, 1, 8, 8, 4).float()
+    expected = 1 - (2 * (p * q).sum() + EPS) / ((p * p).sum() + (q * q).sum() + EPS)
+    assert supervised_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert one_hot_foreground(labels, 1).shape == (2, 1, 8, 8, 4)
+
+
+def test_mismatched_shapes_raise():
+    with pytest.raises(ValueError):
+        supervised_loss(torch.randn(2, 1, 8, 8, 4), torch.zeros(2, 8, 8, 5, dtype=torch.long))
+    with pytest.raises(ValueError):
+        dice_loss(torch.rand(2, 1, 4), torch.rand(2, 1, 1, 4))
+
+
+def test_distillation_uses_temperature_softened_outputs():
+    za, zb = torch.randn(2, 1, 6, 6), torch.randn(2, 1, 6, 6)
+    pa, pb = torch.sigmoid(za / 2), torch.sigmoid(zb / 2)
+    expected = 1 - (2 * (pa * pb).sum() + EPS) / ((pa ** 2).sum() + (pb ** 2).sum() + EPS)
+    assert distillation_loss(za, zb, 2.0).item() == pytest.approx(expected.item(), rel=1e-5)
+    zc = torch.randn(2, 3, 6, 6)
+    assert torch.allclose(probabilities(zc, 2.0), torch.softmax(zc / 2, dim=1))
+
+
+def test_gradients_reach_both_networks_through_distillation():
+    za = torch.randn(2, 3, 5, 5, requires_grad=True)
+    zb = torch.randn(2, 3, 5, 5, requires_grad=True)
+    distillation_loss(za, zb, 2.0).backward()
+    assert za.grad.abs().sum() > 0 and zb.grad.abs().sum() > 0
