@@ -1,0 +1,165 @@
+"""DMD training loop: progress reports, stop, checkpoints, resume, warm start, bad input."""
+import numpy as np
+import pytest
+import torch
+
+from napari_dmd.checkpoint import load_checkpoint, load_model
+from napari_dmd.config import TrainConfig
+from napari_dmd.data import PatchSampler, Volume, annotated_slices_mask, choose_patch_size
+from napari_dmd.errors import CheckpointError, DataError
+from napari_dmd.training import CHECKPOINT_NAME, Trainer
+
+from conftest import make_case
+
+
+def volumes(cases, labeled=True):
+    return [Volume.create(img, lab if labeled else None, name=f"case{i}") for i, (img, lab) in enumerate(cases)]
+
+
+def config(**kw):
+    base = dict(iterations=4, patch_size=(16, 16, 16), labeled_batch=1, unlabeled_batch=1, checkpoint_every=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(model):
+    return [p.detach().clone() for net in model.nets for p in net.parameters()]
+
+
+def test_run_reports_every_step_and_checkpoints(tiny_cases, tmp_path):
+    t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(), run_dir=tmp_path)
+    reports = list(t.run())
+    assert [r.iteration for r in reports] == [1, 2, 3, 4]
+    assert [r.checkpoint is not None for r in reports] == [False, True, False, True]
+    assert all(np.isfinite([r.sup_loss, r.distill_loss, r.loss, r.eta]).all() for r in reports)
+    assert reports[0].loss == pytest.approx(reports[0].sup_loss + 4.0 * reports[0].distill_loss, rel=1e-5)
+    assert load_model(tmp_path / CHECKPOINT_NAME).iteration == 4
+    assert (tmp_path / "config.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_both_networks_learn(tiny_cases):
+    t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(iterations=1))
+    before = weights(t.model)
+    list(t.run())
+    after = weights(t.model)
+    half = len(before) // 2
+    assert any(not torch.equal(a, b) for a, b in zip(before[:half], after[:half]))
+    assert any(not torch.equal(a, b) for a, b in zip(before[half:], after[half:]))
+
+
+def test_stop_ends_the_run_with_a_checkpoint(tiny_cases, tmp_path):
+    t = Trainer(volumes(tiny_cases[:1]), [], config(iterations=50, checkpoint_every=100), run_dir=tmp_path)
+    seen = []
+    for r in t.run():
+        seen.append(r)
+        if r.iteration == 2:
+            t.stop()
+    assert seen[-1].iteration == 2 and seen[-1].checkpoint is not None
+    assert load_model(tmp_path / CHECKPOINT_NAME).iteration == 2
+
+
+def test_seeded_runs_are_reproducible_and_resume_continues_exactly(tiny_cases, tmp_path):
+    lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
+    full = Trainer(lab, unl, config(precision="fp32"))
+    losses = [r.loss for r in full.run()]
+    again = Trainer(lab, unl, config(precision="fp32"))
+    assert [r.loss for r in again.run()] == losses
+
+    first = Trainer(lab, unl, config(precision="fp32"), run_dir=tmp_path)
+    for r in first.run():
+        if r.iteration == 2:
+            first.stop()
+    resumed = Trainer(lab, unl, config(precision="fp32"), run_dir=tmp_path, init=tmp_path / CHECKPOINT_NAME,
+                      resume=True)
+    rest = [r for r in resumed.run()]
+    assert [r.iteration for r in rest] == [3, 4]
+    assert [r.loss for r in rest] == pytest.approx(losses[2:], rel=1e-5)
+    for a, b in zip(weights(full.model), weights(resumed.model)):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_warm_start_loads_weights_and_restarts_the_schedule(tiny_cases, tmp_path):
+    lab = volumes(tiny_cases[:2])
+    first = Trainer(lab, [], config(iterations=2), run_dir=tmp_path / "a")
+    list(first.run())
+    warm = Trainer(lab, [], config(iterations=2), init=tmp_path / "a" / CHECKPOINT_NAME)
+    for a, b in zip(weights(first.model), weights(warm.model)):
+        assert torch.equal(a, b)
+    assert [r.iteration for r in warm.run()] == [1, 2]
+
+
+def test_warm_start_refuses_a_model_for_other_classes(tiny_cases, tmp_path):
+    list(Trainer(volumes(tiny_cases[:1]), [], config(iterations=1), run_dir=tmp_path).run())
+    img, lab = make_case(0, classes=3)
+    with pytest.raises(CheckpointError, match="3 classes"):
+        Trainer([Volume.create(img, lab)], [], config(num_classes=3), init=tmp_path / CHECKPOINT_NAME)
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a napari-dmd checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_multiclass_and_2d_train(tiny_cases):
+    img, lab = make_case(1, classes=3)
+    t = Trainer([Volume.create(img, lab)], [], config(num_classes=3, iterations=2))
+    assert t.model.nets[0].head.out_channels == 3
+    assert len(list(t.run())) == 2
+    img2, lab2 = make_case(2, shape=(40, 36))
+    t2 = Trainer([Volume.create(img2, lab2)], [Volume.create(img2 * 2)], config(iterations=2, patch_size=None))
+    assert t2.patch == (32, 32) and len(list(t2.run())) == 2
+
+
+@pytest.mark.parametrize("problem,match", [
+    ("none", "no labeled image"),
+    ("classes", "value 2"),
+    ("empty", "all background"),
+    ("mixed", "2D, or all 3D"),
+])
+def test_bad_data_is_refused_clearly(tiny_cases, problem, match):
+    img, lab = tiny_cases[0]
+    labeled = {"none": [], "classes": [Volume.create(img, lab * 2)], "empty": [Volume.create(img, lab * 0)],
+               "mixed": [Volume.create(img, lab)]}[problem]
+    unlabeled = [Volume.create(img[0])] if problem == "mixed" else []
+    with pytest.raises(DataError, match=match):
+        Trainer(labeled, unlabeled, config())
+
+
+def test_volume_validation_and_normalisation():
+    img, lab = make_case(0, dtype=np.uint8, scale=60)
+    v = Volume.create(img, lab)
+    assert v.image.dtype == np.float32 and abs(v.image.mean()) < 1e-4 and abs(v.image.std() - 1) < 1e-3
+    big = Volume.create(make_case(0, scale=1e6)[0])
+    assert abs(big.image.std() - 1) < 1e-3
+    with pytest.raises(DataError, match="shape"):
+        Volume.create(img, lab[:-1])
+    with pytest.raises(DataError, match="one channel"):
+        Volume.create(np.zeros((4, 8, 8, 3)))
+    with pytest.raises(DataError, match="negative"):
+        Volume.create(img, lab.astype(int) - 1)
+
+
+def test_annotated_slices_and_sampler_cover_annotation():
+    img, lab = make_case(3)
+    sparse = np.zeros_like(lab)
+    sparse[8] = lab[8]
+    mask = annotated_slices_mask(sparse)
+    assert mask[8].all() and mask.sum() == mask[8].size
+    v = Volume.create(img, sparse, mask=mask)
+    s = PatchSampler([v], [], (8, 16, 16), np.random.default_rng(0))
+    for _ in range(20):
+        _, _, m = s.labeled_patch()
+        assert m.any()
+
+
+def test_sampler_pads_small_volumes_and_batches():
+    v = Volume.create(*make_case(0, shape=(10, 12, 12)))
+    s = PatchSampler([v], [Volume.create(make_case(1)[0])], (16, 16, 16), np.random.default_rng(0))
+    b = s.batch(2, 2)
+    assert b["image"].shape == (4, 1, 16, 16, 16) and b["label"].shape == (2, 1, 16, 16, 16)
+    assert (b["mask"].reshape(2, -1).sum(axis=1) == 10 * 12 * 12).all()  # padding is not annotated
+
+
+def test_patch_size_from_data():
+    assert choose_patch_size([(44, 80, 100), (44, 70, 90)]) == (32, 64, 80)
+    assert choose_patch_size([(10, 12, 12)]) == (16, 16, 16)
+    assert np.prod(choose_patch_size([(300, 512, 512)])) <= 64 * 128 * 128
