@@ -1,0 +1,107 @@
+"""Shared protocol of the accuracy benchmarks: train DMD and the supervised baseline, score network A.
+
+The supervised baseline is the same pair of networks with lambda = 0 and no unlabeled batch: the two
+networks then train independently on the labeled patches, and network A is scored as in DMD.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_dmd.checkpoint import load_model
+from napari_dmd.config import TrainConfig
+from napari_dmd.data import Volume
+from napari_dmd.inference import predict
+from napari_dmd.io import read_image
+from napari_dmd.metrics import evaluate_case, summarize
+from napari_dmd.training import CHECKPOINT_NAME, Trainer
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+METRICS = ("dice", "jaccard", "hd95", "asd")
+
+
+@dataclass
+class Split:
+    """Image paths (and label paths) of one benchmark split."""
+
+    labeled: list[tuple[Path, Path]]
+    unlabeled: list[Path]
+    test: list[tuple[Path, Path]]
+
+
+def load(pairs: list[tuple[Path, Path | None]]) -> list[Volume]:
+    """Volumes of (image, label-or-None) paths."""
+    out = []
+    for image_path, label_path in pairs:
+        image, geom = read_image(image_path)
+        label = read_image(label_path)[0] if label_path else None
+        out.append(Volume.create(image, label, name=image_path.name, spacing=geom.scale))
+    return out
+
+
+def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
+    """Train one run unless its final checkpoint exists; returns training seconds (0 if reused)."""
+    ckpt = run_dir / CHECKPOINT_NAME
+    if ckpt.exists() and load_model(ckpt, "cpu").iteration == cfg.iterations:
+        return 0.0
+    unlabeled = load([(p, None) for p in split.unlabeled]) if mode == "dmd" else []
+    t0 = time.perf_counter()
+    for p in Trainer(load(split.labeled), unlabeled, cfg, run_dir=run_dir).run():
+        if p.iteration % 100 == 0:
+            print(f"  {mode} it {p.iteration}/{p.total} sup {p.sup_loss:.3f} dis {p.distill_loss:.3f} "
+                  f"{p.its_per_s:.2f} it/s eta {p.eta / 60:.0f} min", flush=True)
+    return time.perf_counter() - t0
+
+
+def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[int, ...]) -> dict:
+    """Network A of the run scored on the test cases (voxel metrics, medpy definitions)."""
+    model = load_model(run_dir / CHECKPOINT_NAME, "auto")
+    rows, t0 = [], time.perf_counter()
+    for image_path, label_path in split.test:
+        image, _ = read_image(image_path)
+        ref, _ = read_image(label_path)
+        pred = predict(model, image, patch, stride, batch_size=8)
+        rows += [{"case": image_path.name, **r, "disagreement": pred.volume_score}
+                 for r in evaluate_case(pred.labels, ref, model.num_classes)]
+    seconds = (time.perf_counter() - t0) / len(split.test)
+    return {"per_class": summarize(rows), "cases": rows, "inference_s_per_volume": seconds}
+
+
+def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int], patch: tuple[int, ...],
+        stride: tuple[int, ...], runs: Path, out: Path) -> dict:
+    """Train and score every (mode, seed); results are merged into the JSON file ``out``."""
+    results = json.loads(out.read_text()) if out.exists() else {}
+    for seed in seeds:
+        for mode in modes:
+            dmd = mode == "dmd"
+            cfg = TrainConfig(**base, patch_size=patch, seed=seed,
+                              lambda_distill=TrainConfig.lambda_distill if dmd else 0.0, unlabeled_batch=2 if dmd else 0)
+            run_dir = runs / f"{name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"
+            seconds = train(mode, split, cfg, run_dir)
+            res = evaluate(run_dir, split, patch, stride)
+            res.update(mode=mode, seed=seed, config=cfg.to_dict(), labeled=len(split.labeled),
+                       unlabeled=len(split.unlabeled) if dmd else 0, test=len(split.test), train_seconds=seconds)
+            results[f"{mode}/seed{seed}"] = res
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+            for m in res["per_class"]:
+                print(f"{name} {mode} seed {seed} class {m['class']}: " + " ".join(
+                    f"{k} {100 * m[k] if k in ('dice', 'jaccard') else m[k]:.2f}" for k in METRICS), flush=True)
+    return results
+
+
+def table(results: dict) -> str:
+    """Markdown table of the mean metrics per mode and class, averaged over seeds."""
+    lines = ["| method | class | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) |", "|---|---|---|---|---|---|---|"]
+    modes = sorted({r["mode"] for r in results.values()})
+    for mode in modes:
+        runs = [r for r in results.values() if r["mode"] == mode]
+        for c in sorted({m["class"] for r in runs for m in r["per_class"]}):
+            vals = {k: np.mean([m[k] for r in runs for m in r["per_class"] if m["class"] == c]) for k in METRICS}
+            lines.append(f"| {mode} | {c} | {len(runs)} | {100 * vals['dice']:.2f} | {100 * vals['jaccard']:.2f} | "
+                         f"{vals['hd95']:.2f} | {vals['asd']:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Training speed and peak memory: the napari-dmd loop vs a plain fp32 PyTorch loop, in one run.
+
+Each variant runs in its own process (so peak memory is its own) on the same batches: the same
+seeded patch sampler over the same la_half scans, the same two V-Nets, the same DMD loss.
+  plain-fp32      : a textbook loop, fp32, default memory format
+  napari-dmd fp32 : the Trainer with precision fp32 (channels-last)
+  napari-dmd auto : the Trainer as shipped (bf16 autocast where the hardware has it, channels-last)
+Also inference seconds per la_half volume (patch 32x64x64, stride 2/9/9, both networks).
+
+    python benchmarks/speed.py --iterations 30
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_dmd.config import TrainConfig
+from napari_dmd.data import PatchSampler
+from napari_dmd.inference import predict
+from napari_dmd.io import read_image
+from napari_dmd.losses import distillation_loss, supervised_loss
+from napari_dmd.training import Trainer
+
+from protocol import SHARED, load
+
+PATCH = (32, 64, 64)
+WARMUP = 3
+
+
+def data(n_labeled: int = 4, n_unlabeled: int = 4):
+    root = SHARED / "la_half"
+    ids = (root / "train.list").read_text().split()
+    lab = load([(root / "imagesTr" / f"{i}.nii.gz", root / "labelsTr" / f"{i}.nii.gz") for i in ids[:n_labeled]])
+    unl = load([(root / "imagesTr" / f"{i}.nii.gz", None) for i in ids[8:8 + n_unlabeled]])
+    return lab, unl
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(step, iterations: int, device: torch.device) -> float:
+    for i in range(WARMUP):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(WARMUP, WARMUP + iterations):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return iterations / (time.perf_counter() - t0)
+
+
+def variant(name: str, iterations: int, device: str) -> dict:
+    lab, unl = data()
+    cfg = TrainConfig(iterations=iterations + WARMUP, patch_size=PATCH, device=device,
+                      precision="fp32" if name != "napari-dmd auto" else "auto")
+    trainer = Trainer(lab, unl, cfg)
+    if name == "plain-fp32":
+        nets = [net.to(memory_format=torch.contiguous_format) for net in trainer.model.nets]
+        opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
+        sampler = PatchSampler(lab, unl, PATCH, np.random.default_rng(cfg.seed))
+
+        def step(_: int) -> None:
+            b = sampler.batch(2, 2)
+            x = torch.from_numpy(b["image"]).to(trainer.device)
+            y, m = torch.from_numpy(b["label"]).to(trainer.device), torch.from_numpy(b["mask"]).to(trainer.device)
+            za, zb = nets[0](x), nets[1](x)
+            loss = supervised_loss(za[:2], y, m) + supervised_loss(zb[:2], y, m) + 4 * distillation_loss(za, zb, 2.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    else:
+        step = trainer.step
+    rate = timed(step, iterations, trainer.device)
+    return {"variant": name, "its_per_s": rate, "peak_memory_mb": peak_memory_mb(trainer.device),
+            "device": str(trainer.device), "dtype": str(trainer.dtype) if name != "plain-fp32" else "torch.float32"}
+
+
+def inference_seconds(device: str, volumes: int = 3) -> float:
+    lab, unl = data(1, 0)
+    model = Trainer(lab, [], TrainConfig(iterations=1, patch_size=PATCH, device=device)).model
+    root = SHARED / "la_half"
+    ids = (root / "test.list").read_text().split()[:volumes]
+    t0 = time.perf_counter()
+    for i in ids:
+        predict(model, read_image(root / "imagesTr" / f"{i}.nii.gz")[0], PATCH, (2, 9, 9), batch_size=8)
+    return (time.perf_counter() - t0) / len(ids)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
+    args = ap.parse_args()
+    if args.variant:
+        print(json.dumps(variant(args.variant, args.iterations, args.device)))
+        return
+    rows = []
+    for name in ("plain-fp32", "napari-dmd fp32", "napari-dmd auto"):
+        out = subprocess.run([sys.executable, __file__, "--variant", name, "--iterations", str(args.iterations),
+                              "--device", args.device], check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    base = rows[0]["its_per_s"]
+    for r in rows:
+        r["speedup_vs_plain_fp32"] = r["its_per_s"] / base
+    result = {"iterations": args.iterations, "batch": "2 labeled + 2 unlabeled", "patch": PATCH, "variants": rows,
+              "inference_s_per_volume": inference_seconds(args.device), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print("| loop | device | it/s | × plain fp32 | peak memory (MB) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['device']} | {r['its_per_s']:.3f} | {r['speedup_vs_plain_fp32']:.2f} | "
+              f"{r['peak_memory_mb']:.0f} |")
+    print(f"inference: {result['inference_s_per_volume']:.1f} s per la_half volume")
+
+
+if __name__ == "__main__":
+    main()

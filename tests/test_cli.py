@@ -1,0 +1,118 @@
+"""The command line: train → predict → evaluate on tiny files, and one clear line for bad input."""
+import csv
+
+import numpy as np
+import pytest
+
+from napari_dmd.cli import main
+from napari_dmd.io import Geometry, read_image, write_image
+
+from conftest import make_case
+
+GEOM = Geometry(spacing=(0.8, 0.8, 2.0), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    for k in range(3):
+        img, lab = make_case(k, classes=3)
+        write_image(tmp_path / "images" / f"case{k}.nii.gz", img, GEOM)
+        if k < 2:
+            write_image(tmp_path / "labels" / f"case{k}.nii.gz", lab, GEOM)
+        write_image(tmp_path / "truth" / f"case{k}.nii.gz", lab, GEOM)
+    write_image(tmp_path / "more" / "extra.nrrd", make_case(5, classes=3)[0], GEOM)
+    return tmp_path
+
+
+def test_train_predict_evaluate(dataset, capsys):
+    run = dataset / "run"
+    assert main(["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
+                 "--unlabeled", str(dataset / "more"), "--out", str(run), "--iterations", "3",
+                 "--patch", "16", "16", "16", "--checkpoint-every", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 labeled + 2 unlabeled" in out and "3 classes" in out
+    assert (run / "model.pt").exists()
+
+    # resume a finished run to more iterations
+    assert main(["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
+                 "--out", str(run), "--iterations", "4", "--patch", "16", "16", "16",
+                 "--init", str(run / "model.pt"), "--resume"]) == 0
+
+    pred_dir = dataset / "pred"
+    assert main(["predict", "--model", str(run / "model.pt"), "--images", str(dataset / "images"),
+                 "--out", str(pred_dir), "--stride", "8", "8", "8"]) == 0
+    pred, g = read_image(pred_dir / "case0.nii.gz")
+    assert pred.shape == (16, 24, 24) and set(np.unique(pred)) <= {0, 1, 2}
+    np.testing.assert_allclose(g.spacing, GEOM.spacing, rtol=1e-5)
+    np.testing.assert_allclose(g.origin, GEOM.origin, atol=1e-4)
+    dis, _ = read_image(pred_dir / "disagreement" / "case0.nii.gz")
+    assert dis.dtype == np.float32 and 0 <= dis.min() and dis.max() <= 1
+    ranking = list(csv.DictReader((pred_dir / "disagreement.csv").open()))
+    assert len(ranking) == 3
+    assert [float(r["disagreement"]) for r in ranking] == sorted((float(r["disagreement"]) for r in ranking),
+                                                                 reverse=True)
+
+    table = dataset / "metrics.csv"
+    assert main(["evaluate", "--predictions", str(pred_dir), "--labels", str(dataset / "truth"),
+                 "--classes", "3", "--out", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [r["case"] for r in rows] == ["case0", "case0", "case1", "case1", "case2", "case2", "mean", "mean"]
+    assert all(0 <= float(r["dice"]) <= 1 for r in rows)
+    # distances in mm use the anisotropic spacing, so they differ from the voxel ones
+    assert any(float(r["hd95_mm"]) != float(r["hd95"]) for r in rows if float(r["hd95"]) > 0)
+
+
+def test_evaluate_perfect_prediction(dataset, capsys):
+    assert main(["evaluate", "--predictions", str(dataset / "truth"), "--labels", str(dataset / "truth")]) == 0
+    out = capsys.readouterr().out
+    mean_rows = [line for line in out.splitlines() if line.startswith("mean")]
+    assert len(mean_rows) == 2 and all(line.split()[2] == "1.0000" for line in mean_rows)
+
+
+def bad(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("napari-dmd: error: ") and len(err.splitlines()) == 1
+    return err
+
+
+def test_bad_input_gets_one_line(dataset, tmp_path, capsys):
+    base = ["train", "--out", str(tmp_path / "r"), "--iterations", "1", "--patch", "16", "16", "16"]
+    err = bad(base + ["--images", str(tmp_path / "nope"), "--labels", str(dataset / "labels")], capsys)
+    assert "nope" in err
+    # label of another shape
+    write_image(tmp_path / "badlab" / "case0.nii.gz", np.zeros((16, 24, 20), np.uint8), GEOM)
+    assert "shape" in bad(base + ["--images", str(dataset / "images"), "--labels", str(tmp_path / "badlab")], capsys)
+    # label on another grid
+    other = Geometry(spacing=(1.0, 1.0, 1.0), origin=GEOM.origin, direction=GEOM.direction)
+    write_image(tmp_path / "moved" / "case0.nii.gz", make_case(0)[1], other)
+    assert "does not lie" in bad(base + ["--images", str(dataset / "images"), "--labels", str(tmp_path / "moved")],
+                                 capsys)
+    # values outside the classes
+    assert "classes" in bad(base + ["--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
+                                    "--classes", "2"], capsys)
+    # no labeled data
+    (tmp_path / "nolabels").mkdir()
+    (tmp_path / "nolabels" / "readme.txt").write_text("x")
+    assert "no image" in bad(base + ["--images", str(dataset / "images"), "--labels", str(tmp_path / "nolabels")],
+                             capsys)
+    # unreadable file
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "case0.nii.gz").write_bytes(b"not an image")
+    bad(base + ["--images", str(broken), "--labels", str(dataset / "labels")], capsys)
+    # a checkpoint that does not load
+    (tmp_path / "model.pt").write_text("x")
+    assert "checkpoint" in bad(["predict", "--model", str(tmp_path / "model.pt"), "--images",
+                                str(dataset / "images"), "--out", str(tmp_path / "p")], capsys)
+
+
+def test_volume_smaller_than_patch_is_padded(tmp_path):
+    img, lab = make_case(0, shape=(10, 12, 12))
+    write_image(tmp_path / "i" / "a.nii.gz", img)
+    write_image(tmp_path / "l" / "a.nii.gz", lab)
+    assert main(["train", "--images", str(tmp_path / "i"), "--labels", str(tmp_path / "l"), "--out",
+                 str(tmp_path / "r"), "--iterations", "1", "--patch", "16", "16", "16"]) == 0
+    assert main(["predict", "--model", str(tmp_path / "r" / "model.pt"), "--images", str(tmp_path / "i" / "a.nii.gz"),
+                 "--out", str(tmp_path / "p")]) == 0
+    assert read_image(tmp_path / "p" / "a.nii.gz")[0].shape == (10, 12, 12)
