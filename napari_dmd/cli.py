@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
+from tqdm import tqdm as _tqdm
 
 from .config import TrainConfig
 from .errors import DataError, DMDError
 
 DEFAULTS = TrainConfig()
+
+
+def tqdm(*args, **kwargs) -> _tqdm:
+    """A progress bar on a terminal, nothing when stderr is a file or a pipe."""
+    return _tqdm(*args, disable=None, **kwargs)
 
 
 def _folder_images(folder: Path) -> list[Path]:
@@ -111,12 +116,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def output_path(out: Path, source: Path) -> Path:
     """Where the prediction of ``source`` goes: same name, same format (DICOM becomes .nii.gz)."""
-    from .io import case_name
+    from .io import WRITABLE_EXTENSIONS, case_name, extension
 
-    suffix = "".join(source.suffixes[-2:]) if source.name.endswith(".nii.gz") else source.suffix
-    if source.is_dir() or suffix.lower() not in (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"):
-        suffix = ".nii.gz"
-    return out / f"{case_name(source)}{suffix}"
+    ext = extension(source) if source.is_file() else ""
+    return out / f"{case_name(source)}{ext if ext in WRITABLE_EXTENSIONS else '.nii.gz'}"
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -116,3 +116,12 @@ def test_volume_smaller_than_patch_is_padded(tmp_path):
     assert main(["predict", "--model", str(tmp_path / "r" / "model.pt"), "--images", str(tmp_path / "i" / "a.nii.gz"),
                  "--out", str(tmp_path / "p")]) == 0
     assert read_image(tmp_path / "p" / "a.nii.gz")[0].shape == (10, 12, 12)
+
+
+def test_headless_demo_runs_the_loop_on_the_sample_data(tmp_path, capsys):
+    assert main(["demo", "--headless", "--out", str(tmp_path), "--iterations", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "napari-dmd train" in out and "label next" in out
+    preds = sorted((tmp_path / "predictions").glob("*.nii.gz"))
+    assert len(preds) == 12
+    assert set(np.unique(read_image(preds[0])[0])) <= {0, 1, 2}
