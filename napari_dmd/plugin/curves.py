@@ -1,0 +1,68 @@
+"""Live loss curves: a small QWidget painting the supervised and distillation losses.
+
+Each loss gets its own strip with its own vertical range (the distillation loss is much smaller
+than the supervised one), the latest value written beside its name. No plotting library needed.
+"""
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+SERIES = (("supervised", QColor(80, 170, 255)), ("distillation", QColor(255, 150, 60)))
+
+
+class LossCurves(QWidget):
+    """Two strips of loss against iteration; ``add`` a point per step, ``clear`` for a new run."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumHeight(110)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.iterations: list[int] = []
+        self.values: tuple[list[float], list[float]] = ([], [])
+        self.total = 1
+
+    def clear(self, total: int = 1) -> None:
+        self.iterations, self.values, self.total = [], ([], []), max(1, total)
+        self.update()
+
+    def add(self, iteration: int, supervised: float, distillation: float) -> None:
+        self.iterations.append(iteration)
+        self.values[0].append(supervised)
+        self.values[1].append(distillation)
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.Antialiasing)
+        w, h = self.width(), self.height()
+        painter.fillRect(0, 0, w, h, QColor(38, 41, 48))
+        strip = h / len(SERIES)
+        x0 = float(self.iterations[0]) if self.iterations else 0.0
+        span = max(1.0, self.total - x0)
+        for k, (name, color) in enumerate(SERIES):
+            top = k * strip
+            values = self.values[k]
+            painter.setPen(QPen(QColor(70, 74, 84)))
+            painter.drawLine(0, int(top + strip - 1), w, int(top + strip - 1))
+            label = name if not values else f"{name} {values[-1]:.4g}"
+            painter.setPen(QPen(color))
+            painter.drawText(6, int(top + 14), label)
+            if len(values) < 2:
+                continue
+            v = np.asarray(values, dtype=float)
+            x = np.asarray(self.iterations, dtype=float)
+            if len(v) > 2 * w:  # at most two points per pixel
+                pick = np.linspace(0, len(v) - 1, 2 * w).astype(int)
+                v, x = v[pick], x[pick]
+            finite = np.isfinite(v)
+            lo, hi = (float(v[finite].min()), float(v[finite].max())) if finite.any() else (0.0, 1.0)
+            hi = hi if hi > lo else lo + 1.0
+            ys = top + 18 + (1 - (v - lo) / (hi - lo)) * (strip - 24)
+            xs = 4 + (x - x0) / span * (w - 8)
+            poly = QPolygonF([QPointF(float(a), float(b)) for a, b in zip(xs, ys) if np.isfinite(b)])
+            painter.setPen(QPen(color, 1.5))
+            painter.drawPolyline(poly)
+        painter.end()

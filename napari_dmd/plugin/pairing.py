@@ -1,0 +1,188 @@
+"""Training data from napari layers, as plain functions (no Qt, no viewer).
+
+Each labels layer is paired with the image of the same shape whose name is closest; every other
+usable image is unlabeled data. ``training_set`` checks the choice and says clearly what is wrong,
+``build_volumes`` turns it into the engine's ``Volume`` objects (run in the worker thread, since
+intensity normalisation of a large volume takes a moment).
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data import Volume, annotated_slices_mask
+from ..errors import DataError
+
+_SUFFIX = re.compile(r"([\s_.\-]*(labels?|seg(mentation)?s?|masks?|gt|annotations?|ground[\s_-]?truth))+$")
+_COPY = re.compile(r"\s*\[\d+\]$")  # napari's " [1]" suffix for a repeated name
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What pairing needs to know of a layer."""
+
+    name: str
+    shape: tuple[int, ...]
+    rgb: bool = False
+
+
+def image_problem(info: LayerInfo) -> str | None:
+    """Why an image layer cannot be used for training, or None."""
+    if info.rgb:
+        return "RGB image: use a single-channel (grayscale) image"
+    if len(info.shape) not in (2, 3):
+        return f"{len(info.shape)}D image {tuple(info.shape)}: only 2D images and 3D volumes can be used"
+    if min(info.shape) < 2:
+        return f"image of shape {tuple(info.shape)} is too small"
+    return None
+
+
+def base_name(name: str) -> str:
+    """A layer name without napari's copy suffix and words such as 'labels' or 'seg'."""
+    name = _COPY.sub("", name).strip().lower()
+    return _SUFFIX.sub("", name) or name
+
+
+def similarity(image_name: str, labels_name: str) -> float:
+    """0..1: how well a labels layer's name matches an image's name."""
+    return difflib.SequenceMatcher(None, base_name(image_name), base_name(labels_name)).ratio()
+
+
+def default_pairs(images: list[LayerInfo], labels: list[LayerInfo]) -> dict[str, str | None]:
+    """For each image name, the labels layer of the same shape with the closest name (or None).
+
+    Each labels layer goes to at most one image; the best-matching pairs are taken first.
+    """
+    candidates = sorted(
+        ((similarity(i.name, lab.name), -n, -m, i.name, lab.name)
+         for n, i in enumerate(images) for m, lab in enumerate(labels)
+         if tuple(i.shape) == tuple(lab.shape) and image_problem(i) is None),
+        reverse=True)
+    pairs: dict[str, str | None] = {i.name: None for i in images}
+    used: set[str] = set()
+    for _, _, _, image, lab in candidates:
+        if pairs[image] is None and lab not in used:
+            pairs[image] = lab
+            used.add(lab)
+    return pairs
+
+
+@dataclass
+class Row:
+    """One image of the training table with what the user chose for it."""
+
+    name: str
+    image: np.ndarray
+    include: bool = True
+    labels: np.ndarray | None = None
+    labels_name: str | None = None
+    rgb: bool = False
+    class_names: tuple[str, ...] | None = None  # from the labels layer's metadata
+
+
+@dataclass
+class TrainingSet:
+    """Checked training data: labels are copies (the user may paint on while training runs)."""
+
+    labeled: list[tuple[str, np.ndarray, np.ndarray]]
+    unlabeled: list[tuple[str, np.ndarray]]
+    num_classes: int
+    class_names: tuple[str, ...]
+    ndim: int
+    notes: list[str] = field(default_factory=list)  # things to tell the user, training goes on
+
+    @property
+    def images(self) -> list[tuple[str, np.ndarray]]:
+        """Every image of the set (labeled first), for prediction."""
+        return [(n, i) for n, i, _ in self.labeled] + list(self.unlabeled)
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """'background', 'class 1', ..."""
+    return ("background",) + tuple(f"class {c}" for c in range(1, num_classes))
+
+
+def choose_class_names(num_classes: int, *candidates: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The first candidate naming at least ``num_classes`` classes (cut to that), else defaults."""
+    for names in candidates:
+        if names and len(names) >= num_classes:
+            return tuple(names[:num_classes])
+    return default_class_names(num_classes)
+
+
+def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = None,
+                 model_ndim: int | None = None) -> TrainingSet:
+    """Check the chosen rows; ``DataError`` with a message naming the layer for anything wrong.
+
+    ``model_class_names``/``model_ndim`` describe the model a warm start continues from: the class
+    count is at least the model's, and its dimension must be the data's.
+    """
+    notes: list[str] = []
+    labeled, unlabeled = [], []
+    for row in rows:
+        problem = image_problem(LayerInfo(row.name, tuple(np.shape(row.image)), row.rgb))
+        if not row.include:
+            if problem:
+                notes.append(f"'{row.name}' is not used ({problem})")
+            continue
+        if problem:
+            raise DataError(f"'{row.name}' cannot be used: {problem}")
+        if row.labels is not None:
+            lab = np.asarray(row.labels)
+            if lab.shape != np.shape(row.image):
+                raise DataError(f"labels '{row.labels_name}' have shape {lab.shape} but image '{row.name}' has "
+                                f"shape {np.shape(row.image)}: pair them with an image of the same shape")
+            if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+                raise DataError(f"labels '{row.labels_name}' hold {lab.dtype} values, not whole numbers")
+            if lab.size and lab.min() < 0:
+                raise DataError(f"labels '{row.labels_name}' hold negative values")
+            if not lab.any():
+                raise DataError(f"labels '{row.labels_name}' are empty (all 0): paint the structure on a few "
+                                f"slices first, or set the labels of '{row.name}' to none")
+            labeled.append((row.name, np.asarray(row.image), lab.copy(), row.class_names))
+        else:
+            unlabeled.append((row.name, np.asarray(row.image)))
+    if not labeled:
+        raise DataError("no image has labels: paint labels on a few slices of an image and pair that "
+                        "labels layer with it in the training table")
+    ndims = {img.ndim for _, img, _, _ in labeled}
+    if len(ndims) > 1:
+        raise DataError("the labeled images are a mix of 2D images and 3D volumes: train on one kind at a time")
+    ndim = ndims.pop()
+    if model_ndim is not None and model_ndim != ndim:
+        raise DataError(f"the current model is for {model_ndim}D images but the labeled images are {ndim}D: "
+                        "untick 'continue from the current model' to train a new one")
+    for name, img in list(unlabeled):
+        if img.ndim != ndim:
+            notes.append(f"'{name}' is not used: it is {img.ndim}D, the labeled images are {ndim}D")
+            unlabeled.remove((name, img))
+    if not unlabeled:
+        notes.append("no unlabeled image: training on the labeled images only (the two networks still "
+                     "distil on them); open more images of the same kind to use unlabeled data")
+    top = max(int(lab.max()) for _, _, lab, _ in labeled)
+    num_classes = max(2, top + 1, len(model_class_names or ()))
+    layer_names = next((n for *_, n in labeled if n and len(n) >= num_classes), None)
+    names = choose_class_names(num_classes, layer_names, model_class_names)
+    return TrainingSet([(n, i, lab) for n, i, lab, _ in labeled], unlabeled, num_classes, names, ndim, notes)
+
+
+def build_volumes(data: TrainingSet, annotated_only: bool) -> tuple[list[Volume], list[Volume]]:
+    """Engine volumes; with ``annotated_only`` only slices holding a label count as annotated."""
+    labeled = [Volume.create(img, lab, annotated_slices_mask(lab) if annotated_only else None, name=name)
+               for name, img, lab in data.labeled]
+    unlabeled = [Volume.create(img, name=name) for name, img in data.unlabeled]
+    return labeled, unlabeled
+
+
+def annotated_summary(labels: np.ndarray) -> str:
+    """'12/35 slices labeled' for a volume, 'labeled' for a 2D image, 'empty' without labels."""
+    labels = np.asarray(labels)
+    if not labels.any():
+        return "labels empty"
+    if labels.ndim != 3:
+        return "labeled"
+    n = int(labels.reshape(labels.shape[0], -1).any(axis=1).sum())
+    return f"{n}/{labels.shape[0]} slices labeled"

@@ -1,0 +1,73 @@
+"""npe2 reader: NIfTI, NRRD, MetaImage files and DICOM folders through SimpleITK.
+
+Each file becomes one layer with ``scale`` from the voxel spacing, ``translate`` from the origin
+and the full geometry (spacing, origin, direction) in ``metadata['geometry']``. A file opens as
+Labels when its voxels are integers with at most ``MAX_LABEL_VALUES`` distinct values and its name
+or its folder's name says so ('label' or 'seg' in it); everything else opens as an Image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..io import case_name, is_supported, read_image
+from ._layers import GEOMETRY
+
+MAX_LABEL_VALUES = 32
+LABEL_WORDS = ("label", "seg")
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """The reader function for ``path`` (a file, a DICOM folder, or a list of them), else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(is_supported(p) for p in paths):
+        return None
+    return read_layers
+
+
+def looks_like_labels(path: str | Path, array: np.ndarray) -> bool:
+    """'label' or 'seg' in the file or folder name, and at most ``MAX_LABEL_VALUES`` distinct
+    non-negative whole numbers (label maps stored as floats count too)."""
+    path = Path(path)
+    named = any(w in part.lower() for part in (path.name, path.parent.name) for w in LABEL_WORDS)
+    if not named or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        return False
+    values = np.unique(array)
+    return len(values) <= MAX_LABEL_VALUES and values.min(initial=0) >= 0 and bool(np.all(values == np.round(values)))
+
+
+def as_label_array(array: np.ndarray) -> np.ndarray:
+    """Whole-number voxels as the smallest fitting unsigned integer type (uint8 for < 256 classes)."""
+    top = int(array.max(initial=0))
+    dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
+    return array.astype(dtype) if array.dtype != dtype else array
+
+
+def layer_data(path: str | Path) -> LayerData:
+    """One napari layer-data tuple for the image at ``path``."""
+    array, geometry = read_image(path)
+    name = case_name(path)
+    kind = "labels" if looks_like_labels(path, array) else "image"
+    if kind == "labels":
+        array = as_label_array(array)
+        if not any(w in name.lower() for w in LABEL_WORDS):
+            name = f"{name} labels"
+    meta: dict[str, Any] = {
+        "name": name,
+        "scale": geometry.scale,
+        "translate": geometry.translate,
+        "metadata": {GEOMETRY: geometry.to_dict(), "path": str(path)},
+    }
+    if kind == "image":
+        meta["colormap"] = "gray"
+    return array, meta, kind
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Layer-data tuples for one path or a list of paths."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    return [layer_data(p) for p in paths]

@@ -1,0 +1,210 @@
+"""What runs in the worker thread: training and prediction as generators of plain messages.
+
+The generators never touch Qt, widgets or layers. They yield ``Started``, the engine's
+``Progress`` after every step, an ``ImageResult`` per image at every refresh, ``Refreshed`` when a
+refresh is complete, and ``Finished`` (or ``Failed`` with a message fit to show a user) last.
+Errors are yielded, not raised, so napari never shows a traceback for bad input.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..errors import DMDError
+from .pairing import TrainingSet, build_volumes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Started:
+    """The run is set up (volumes normalised, networks built)."""
+
+    device: str
+    patch: tuple[int, ...]
+    labeled: int
+    unlabeled: int
+    start: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Prediction of one image: label map, disagreement map and its per-slice means."""
+
+    name: str
+    labels: np.ndarray
+    disagreement: np.ndarray
+    slice_scores: np.ndarray
+    volume_score: float
+    iteration: int
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """All images were predicted with the model of ``iteration``."""
+
+    iteration: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The run ended: completed, stopped, or (``aborted``) cancelled by closing."""
+
+    model: object  # napari_dmd.checkpoint.ModelPair
+    checkpoint: Path | None
+    iteration: int
+    stopped: bool
+    aborted: bool
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run could not go on; ``message`` is fit to show a user."""
+
+    message: str
+
+
+class Control:
+    """Thread-safe stop/abort flags shared by the dock and the worker, and a 'done' event."""
+
+    def __init__(self) -> None:
+        self._stop, self._abort, self.done = threading.Event(), threading.Event(), threading.Event()
+        self._trainer = None
+        self._lock = threading.Lock()
+
+    def attach(self, trainer) -> None:
+        """Remember the trainer so ``stop`` reaches it (even a stop asked before it existed)."""
+        with self._lock:
+            self._trainer = trainer
+            if self._stop.is_set():
+                trainer.stop()
+
+    def stop(self) -> None:
+        """End training after the current step; the final checkpoint and predictions follow."""
+        with self._lock:
+            self._stop.set()
+            if self._trainer is not None:
+                self._trainer.stop()
+
+    def abort(self) -> None:
+        """Like ``stop``, without the final predictions (the dock or the viewer is closing)."""
+        self._abort.set()
+        self.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker has finished; False on timeout."""
+        return self.done.wait(timeout)
+
+
+@dataclass
+class TrainJob:
+    """Everything the training thread needs; built on the GUI thread from the layers."""
+
+    data: TrainingSet
+    config: TrainConfig
+    annotated_only: bool = True
+    run_dir: Path | None = None
+    init: Path | None = None
+    refresh_every: int = 500
+    batch_size: int = 4
+
+
+def _failure(exc: BaseException, what: str) -> Failed:
+    try:
+        import torch
+
+        oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+    except Exception:  # torch without CUDA support
+        oom = False
+    if oom:
+        return Failed(f"the GPU ran out of memory while {what}: lower the patch size or the batch, "
+                      "or choose precision bf16/fp16")
+    if isinstance(exc, DMDError):
+        return Failed(str(exc))
+    if isinstance(exc, MemoryError):
+        return Failed(f"out of memory while {what}: lower the patch size or the batch, or use fewer images")
+    log.exception("napari-dmd: unexpected error while %s", what)
+    return Failed(f"unexpected error while {what}: {type(exc).__name__}: {exc}")
+
+
+def predict_images(model, images: list[tuple[str, np.ndarray]], patch: tuple[int, ...] | None,
+                   iteration: int, control: Control | None = None, batch_size: int = 4) -> Iterator[ImageResult]:
+    """Sliding-window prediction of each image, one ``ImageResult`` at a time (stops on abort)."""
+    from ..data import choose_patch_size
+    from ..inference import predict
+
+    for name, image in images:
+        if control is not None and control.aborted:
+            return
+        p = patch or model.config.patch_size or choose_patch_size([np.shape(image)])
+        pred = predict(model, image, patch_size=tuple(p), batch_size=batch_size)
+        yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration)
+
+
+def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
+    """The training thread: train, refresh predictions every ``job.refresh_every`` steps and at the end."""
+    what = "preparing the training data"
+    try:
+        from ..data import choose_patch_size
+        from ..training import Trainer
+
+        labeled, unlabeled = build_volumes(job.data, job.annotated_only)
+        config = job.config
+        if config.patch_size is None:  # chosen here so the saved model remembers it
+            config = replace(config, patch_size=choose_patch_size([v.image.shape for v in labeled + unlabeled]))
+        what = "setting up the networks"
+        trainer = Trainer(labeled, unlabeled, config, run_dir=job.run_dir, init=job.init)
+        control.attach(trainer)
+        yield Started(str(trainer.device), tuple(trainer.patch), len(labeled), len(unlabeled),
+                      trainer.start, config.iterations)
+        what = "training"
+        refreshed, last = -1, trainer.start
+        for progress in trainer.run():
+            last = progress.iteration
+            yield progress
+            due = last % max(1, job.refresh_every) == 0 or last == progress.total
+            if due and not control.stopped and last != refreshed:
+                what = "predicting"
+                yield from predict_images(trainer.model, job.data.images, trainer.patch, last, control,
+                                          job.batch_size)
+                refreshed = last
+                yield Refreshed(last, last == progress.total)
+                what = "training"
+        if not control.aborted and refreshed != last:
+            what = "predicting"
+            yield from predict_images(trainer.model, job.data.images, trainer.patch, last, control, job.batch_size)
+            yield Refreshed(last, True)
+        yield Finished(trainer.model, trainer.checkpoint_path, last, control.stopped, control.aborted)
+    except Exception as exc:
+        yield _failure(exc, what)
+    finally:
+        control.done.set()
+
+
+def predict_only(model, images: list[tuple[str, np.ndarray]], control: Control,
+                 batch_size: int = 4) -> Iterator[object]:
+    """The prediction thread for a loaded model: one ``ImageResult`` per image, then ``Refreshed``."""
+    try:
+        yield from predict_images(model, images, None, model.iteration, control, batch_size)
+        yield Refreshed(model.iteration, True)
+        yield Finished(model, None, model.iteration, control.stopped, control.aborted)
+    except Exception as exc:
+        yield _failure(exc, "predicting")
+    finally:
+        control.done.set()

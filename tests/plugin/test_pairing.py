@@ -1,0 +1,102 @@
+"""Pairing layers into training data: plain functions, no viewer."""
+import numpy as np
+import pytest
+
+from napari_dmd.errors import DataError
+from napari_dmd.plugin.pairing import (
+    LayerInfo,
+    Row,
+    base_name,
+    build_volumes,
+    default_pairs,
+    training_set,
+)
+
+from plugin_helpers import cube_case
+
+
+def test_base_name_strips_label_words_and_copy_suffix():
+    assert base_name("case_007_seg") == "case_007"
+    assert base_name("Case 7 labels [1]") == "case 7"
+    assert base_name("hippocampus_001 labels") == "hippocampus_001"
+    assert base_name("labels") == "labels"
+
+
+def test_default_pairs_by_shape_then_name():
+    images = [LayerInfo("brain_a", (10, 20, 20)), LayerInfo("brain_b", (10, 20, 20)), LayerInfo("c", (5, 5, 5))]
+    labels = [LayerInfo("brain_b_seg", (10, 20, 20)), LayerInfo("c labels", (6, 5, 5))]
+    assert default_pairs(images, labels) == {"brain_a": None, "brain_b": "brain_b_seg", "c": None}
+
+
+def test_default_pairs_skips_rgb_images():
+    images = [LayerInfo("photo", (20, 20, 3), rgb=True)]
+    assert default_pairs(images, [LayerInfo("photo labels", (20, 20, 3))]) == {"photo": None}
+
+
+def rows():
+    img0, lab0 = cube_case(0)
+    img1, _ = cube_case(1)
+    return [Row("a", img0, True, lab0, "a labels"), Row("b", img1, True)]
+
+
+def test_training_set_copies_labels_and_counts_classes():
+    r = rows()
+    data = training_set(r)
+    assert (len(data.labeled), len(data.unlabeled), data.num_classes, data.ndim) == (1, 1, 2, 3)
+    assert data.class_names == ("background", "class 1")
+    assert data.labeled[0][2] is not r[0].labels and np.array_equal(data.labeled[0][2], r[0].labels)
+    assert not data.notes
+
+
+def test_training_set_class_names_from_layer_metadata_and_model():
+    r = rows()
+    r[0].class_names = ("bg", "cube", "spare")
+    assert training_set(r).class_names == ("bg", "cube")
+    assert training_set(rows(), model_class_names=("bg", "x", "y")).num_classes == 3
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r: setattr(r[0], "labels", r[0].labels[:-1]), "shape"),
+    (lambda r: setattr(r[0], "labels", np.zeros_like(r[0].labels)), "empty"),
+    (lambda r: setattr(r[0], "labels", None), "no image has labels"),
+    (lambda r: setattr(r[1], "image", np.zeros((2, 4, 8, 8))), "4D"),
+    (lambda r: (setattr(r[1], "image", np.zeros((8, 8, 3))), setattr(r[1], "rgb", True)), "RGB"),
+    (lambda r: setattr(r[0], "labels", r[0].labels.astype(np.int16) - 1), "negative"),
+])
+def test_training_set_bad_input_names_the_problem(change, words):
+    r = rows()
+    change(r)
+    with pytest.raises(DataError, match=words):
+        training_set(r)
+
+
+def test_unticked_rgb_image_is_only_a_note_and_no_unlabeled_is_said():
+    r = rows()
+    r[1] = Row("photo", np.zeros((8, 8, 3)), include=False, rgb=True)
+    data = training_set(r)
+    assert any("RGB" in n for n in data.notes)
+    assert any(n.startswith("no unlabeled image") for n in data.notes)
+
+
+def test_unlabeled_of_other_dimension_is_skipped_with_a_note():
+    r = rows() + [Row("flat", np.zeros((32, 32)))]
+    data = training_set(r)
+    assert [n for n, _ in data.unlabeled] == ["b"]
+    assert any("'flat' is not used" in n for n in data.notes)
+
+
+def test_warm_start_dimension_must_match():
+    with pytest.raises(DataError, match="2D images"):
+        training_set(rows(), model_class_names=("bg", "fg"), model_ndim=2)
+
+
+def test_build_volumes_annotated_slices_only():
+    img, lab = cube_case(0)
+    some = np.zeros_like(lab)
+    some[5] = lab[5]
+    some[5, 0, 0] = 1
+    data = training_set([Row("a", img, True, some, "a labels")])
+    (vol,), _ = build_volumes(data, annotated_only=True)
+    assert vol.mask[5].all() and not vol.mask[4].any()
+    (vol,), _ = build_volumes(data, annotated_only=False)
+    assert vol.mask is None

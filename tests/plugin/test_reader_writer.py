@@ -1,0 +1,98 @@
+"""Reader, writers and sample data through napari (viewer.open / save_layers with plugin='napari-dmd')."""
+import numpy as np
+import pytest
+from plugin_helpers import cube_case
+
+from napari_dmd.io import Geometry, read_image, write_image
+from napari_dmd.plugin.reader import napari_get_reader
+
+GEO = Geometry(spacing=(0.8, 0.9, 2.5), origin=(-12.0, 30.5, 7.25),
+               direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def close(a: Geometry, b: Geometry) -> bool:
+    return all(np.allclose(getattr(a, k), getattr(b, k), atol=1e-5) for k in ("spacing", "origin", "direction"))
+
+
+@pytest.fixture
+def case_files(tmp_path):
+    img, lab = cube_case(0)
+    write_image(tmp_path / "scan.nii.gz", img, GEO)
+    write_image(tmp_path / "labels" / "scan.nii.gz", lab, GEO)
+    return tmp_path / "scan.nii.gz", tmp_path / "labels" / "scan.nii.gz", img, lab
+
+
+def test_reader_refuses_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader(str(tmp_path)) is None  # a folder without DICOM
+
+
+def test_open_sets_scale_translate_and_geometry(make_napari_viewer, case_files):
+    image_path, label_path, img, lab = case_files
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(image_path), plugin="napari-dmd")
+    (labels,) = viewer.open(str(label_path), plugin="napari-dmd")
+    assert type(image).__name__ == "Image" and type(labels).__name__ == "Labels"
+    assert labels.name == "scan labels"
+    np.testing.assert_allclose(image.scale, (2.5, 0.9, 0.8))
+    np.testing.assert_allclose(image.translate, (7.25, 30.5, -12.0))
+    assert Geometry.from_dict(image.metadata["geometry"]) == read_image(image_path)[1]
+    assert close(read_image(image_path)[1], GEO)
+    np.testing.assert_array_equal(labels.data, lab)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha"])
+def test_labels_and_image_round_trip_their_geometry(make_napari_viewer, case_files, tmp_path, ext):
+    import napari
+
+    image_path, label_path, img, lab = case_files
+    viewer = make_napari_viewer()
+    (labels,) = viewer.open(str(label_path), plugin="napari-dmd")
+    (image,) = viewer.open(str(image_path), plugin="napari-dmd")
+    out = tmp_path / "out"
+    napari.save_layers(str(out / f"saved_labels{ext}"), [labels], plugin="napari-dmd")
+    napari.save_layers(str(out / f"saved_image{ext}"), [image], plugin="napari-dmd")
+    source = read_image(label_path)[1]
+    arr, geo = read_image(out / f"saved_labels{ext}")
+    np.testing.assert_array_equal(arr, lab)
+    assert geo == source if ext == ".nii.gz" else close(geo, source)
+    arr, geo = read_image(out / f"saved_image{ext}")
+    np.testing.assert_allclose(arr, img)
+    assert close(geo, GEO)
+
+
+def test_layer_without_geometry_saves_its_scale_and_translate(make_napari_viewer, tmp_path):
+    import napari
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.eye(8, dtype=np.uint8)[None].repeat(3, 0), scale=(3, 1, 0.5), translate=(1, 2, 3))
+    napari.save_layers(str(tmp_path / "x.nrrd"), [layer], plugin="napari-dmd")
+    _, geo = read_image(tmp_path / "x.nrrd")
+    assert geo.spacing == (0.5, 1.0, 3.0) and geo.origin == (3.0, 2.0, 1.0)
+
+
+def test_sample_data_loads_12_images_and_3_labels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dmd", "hippocampus")
+    kinds = [type(la).__name__ for la in viewer.layers]
+    assert kinds.count("Image") == 12 and kinds.count("Labels") == 3
+    labels = viewer.layers["hippocampus_001 labels"]
+    assert labels.metadata["class_names"] == ["background", "anterior", "posterior"]
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+    assert [la.name for la in viewer.layers if la.visible] == ["hippocampus_001", "hippocampus_001 labels"]
+    assert "geometry" in viewer.layers["hippocampus_007"].metadata
+
+
+def test_demo_opens_napari_with_the_sample_and_the_dock(make_napari_viewer, monkeypatch):
+    import napari
+
+    from napari_dmd.plugin import demo
+    from napari_dmd.plugin.widget import DMDWidget
+
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: make_napari_viewer(title=kw.get("title", "")))
+    viewer = demo.open_demo()
+    assert len(viewer.layers) == 15
+    widget = demo.dock_widget(viewer)
+    assert isinstance(widget, DMDWidget)
+    assert len(widget.pairs()) == 12 and sum(v is not None for v in widget.pairs().values()) == 3
