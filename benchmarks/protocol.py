@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from napari_dmd.checkpoint import load_model
 from napari_dmd.config import TrainConfig
@@ -73,8 +74,8 @@ def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[
 
 def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int], patch: tuple[int, ...],
         stride: tuple[int, ...], runs: Path, out: Path) -> dict:
-    """Train and score every (mode, seed); results are merged into the JSON file ``out``."""
-    results = json.loads(out.read_text()) if out.exists() else {}
+    """Train and score every (mode, seed); each result is merged into the JSON file ``out`` as it comes
+    (re-read before writing, so runs of other seeds in parallel processes keep theirs)."""
     for seed in seeds:
         for mode in modes:
             dmd = mode == "dmd"
@@ -85,23 +86,34 @@ def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int],
             res = evaluate(run_dir, split, patch, stride)
             res.update(mode=mode, seed=seed, config=cfg.to_dict(), labeled=len(split.labeled),
                        unlabeled=len(split.unlabeled) if dmd else 0, test=len(split.test), train_seconds=seconds)
+            results = json.loads(out.read_text()) if out.exists() else {}
             results[f"{mode}/seed{seed}"] = res
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=1))
+            tmp = out.with_name(f".{out.name}.{seed}.tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            tmp.replace(out)
             for m in res["per_class"]:
                 print(f"{name} {mode} seed {seed} class {m['class']}: " + " ".join(
                     f"{k} {100 * m[k] if k in ('dice', 'jaccard') else m[k]:.2f}" for k in METRICS), flush=True)
-    return results
+    return json.loads(out.read_text())
+
+
+def disagreement_vs_dice(run: dict) -> float:
+    """Spearman correlation of the test cases' mean disagreement with their Dice (all classes):
+    negative where the images the two networks disagree on are those they segment worse."""
+    return float(spearmanr([c["disagreement"] for c in run["cases"]], [c["dice"] for c in run["cases"]])[0])
 
 
 def table(results: dict) -> str:
     """Markdown table of the mean metrics per mode and class, averaged over seeds."""
-    lines = ["| method | class | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | class | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | ρ(disagreement, Dice) |",
+             "|---|---|---|---|---|---|---|---|"]
     modes = sorted({r["mode"] for r in results.values()})
     for mode in modes:
         runs = [r for r in results.values() if r["mode"] == mode]
         for c in sorted({m["class"] for r in runs for m in r["per_class"]}):
             vals = {k: np.mean([m[k] for r in runs for m in r["per_class"] if m["class"] == c]) for k in METRICS}
+            rho = np.mean([disagreement_vs_dice(r) for r in runs])
             lines.append(f"| {mode} | {c} | {len(runs)} | {100 * vals['dice']:.2f} | {100 * vals['jaccard']:.2f} | "
-                         f"{vals['hd95']:.2f} | {vals['asd']:.2f} |")
+                         f"{vals['hd95']:.2f} | {vals['asd']:.2f} | {rho:.2f} |")
     return "\n".join(lines)
