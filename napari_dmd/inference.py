@@ -63,7 +63,7 @@ def sliding_window_probabilities(model: ModelPair, image: np.ndarray, patch: tup
     acc = [np.zeros((c, *padded_shape), np.float32) for _ in model.nets]
     count = np.zeros(padded_shape, np.float32)
     dtype = resolve_precision(model.config.precision, model.device)
-    fmt = memory_format(model.ndim, model.device)
+    fmt = memory_format(model.ndim)
     windows = list(_windows(padded_shape, patch, stride))
     modes = [net.training for net in model.nets]
     for net in model.nets:

@@ -76,7 +76,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.checkpoint_path: Path | None = None
         self._stop = threading.Event()
-        self._memory = memory_format(ndim, self.device)
+        self._memory = memory_format(ndim)
 
         state = None
         if init is not None:
