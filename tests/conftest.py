@@ -1,22 +1,7 @@
-"""Tiny synthetic volumes: a bright box on noise, labeled 1 (and a second class for 3-class data)."""
-from pathlib import Path
-
-import numpy as np
+"""Fixtures shared by the engine tests."""
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def make_case(seed: int, shape=(16, 24, 24), classes: int = 2, dtype=np.float32, scale: float = 1.0):
-    """(image, label): class 1 is a bright box, class 2 (if any) a dimmer box beside it."""
-    rng = np.random.default_rng(seed)
-    label = np.zeros(shape, np.uint8)
-    lo = [int(rng.integers(2, s // 2 - 2)) for s in shape]
-    label[tuple(slice(a, a + s // 3) for a, s in zip(lo, shape))] = 1
-    if classes == 3:
-        label[tuple(slice(a + s // 3, a + s // 3 + s // 5) for a, s in zip(lo, shape))] = 2
-    image = rng.normal(0, 0.3, shape) + 2.0 * (label == 1) + 1.0 * (label == 2)
-    return (image * scale).astype(dtype), label
+from synthetic import make_case
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from napari_dmd.cli import main
 from napari_dmd.io import Geometry, read_image, write_image
 
-from conftest import make_case
+from synthetic import make_case
 
 GEOM = Geometry(spacing=(0.8, 0.8, 2.0), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
 

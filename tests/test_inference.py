@@ -10,7 +10,7 @@ from napari_dmd.inference import predict, sliding_window_probabilities, window_s
 from napari_dmd.losses import probabilities
 from napari_dmd.runtime import resolve_device
 
-from conftest import make_case
+from synthetic import SHARED_DATA, make_case
 
 
 def pair(num_classes=2, ndim=3, patch=(16, 16, 16)):
@@ -72,3 +72,23 @@ def test_2d_prediction():
     model = pair(ndim=2, patch=(32, 32))
     pred = predict(model, make_case(0, shape=(40, 36))[0])
     assert pred.labels.shape == (40, 36) and pred.slice_scores.shape == (1,)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SHARED_DATA / "hippocampus").is_dir(), reason="../shared/data is absent")
+def test_real_hippocampus_mixed_dtypes_train_and_predict():
+    """A uint8 and a float32 case of the MSD set (3 classes, different ranges) train and predict."""
+    from napari_dmd.data import Volume
+    from napari_dmd.io import read_image
+    from napari_dmd.training import Trainer
+
+    root = SHARED_DATA / "hippocampus"
+    cases = [read_image(root / d / "hippocampus_001.nii.gz")[0] for d in ("images", "labels")], \
+        [read_image(root / d / "hippocampus_003.nii.gz")[0] for d in ("images", "labels")]
+    assert {cases[0][0].dtype, cases[1][0].dtype} == {np.dtype(np.uint8), np.dtype(np.float32)}
+    vols = [Volume.create(img, lab) for img, lab in cases]
+    cfg = TrainConfig(num_classes=3, iterations=2, patch_size=(16, 32, 16), labeled_batch=1, unlabeled_batch=1)
+    trainer = Trainer(vols[:1], [Volume.create(cases[1][0])], cfg)
+    assert all(np.isfinite(p.loss) for p in trainer.run())
+    pred = predict(trainer.model, cases[1][0])
+    assert pred.labels.shape == cases[1][0].shape and pred.probabilities.shape[0] == 3

@@ -9,7 +9,7 @@ from napari_dmd.data import PatchSampler, Volume, annotated_slices_mask, choose_
 from napari_dmd.errors import CheckpointError, DataError
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
-from conftest import make_case
+from synthetic import make_case
 
 
 def volumes(cases, labeled=True):
