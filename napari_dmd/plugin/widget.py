@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
+    QFrame,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -35,6 +36,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -157,8 +159,18 @@ class DMDWidget(QWidget):
     # ---------------------------------------------------------------- building the dock
     def _build(self) -> None:
         d = TrainConfig()
-        outer = QVBoxLayout(self)
+        root = QVBoxLayout(self)
+        root.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()  # the dock is taller than a small screen: scroll rather than squeeze
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        root.addWidget(scroll)
+        body = QWidget()
+        scroll.setWidget(body)
+        outer = QVBoxLayout(body)
         outer.setContentsMargins(4, 4, 4, 4)
+        self.setMinimumWidth(420)
 
         data_box = QGroupBox("Training data")
         v = QVBoxLayout(data_box)

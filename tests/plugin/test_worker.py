@@ -1,0 +1,69 @@
+"""The worker generators run synchronously here: no thread, no Qt (they never touch either)."""
+from dataclasses import replace
+
+import torch
+from plugin_helpers import cube_case
+
+from napari_dmd.config import TrainConfig
+from napari_dmd.errors import DataError
+from napari_dmd.plugin.pairing import Row, training_set
+from napari_dmd.plugin.worker import (
+    Control,
+    Failed,
+    Finished,
+    ImageResult,
+    Refreshed,
+    Started,
+    TrainJob,
+    _failure,
+    predict_only,
+    train_and_predict,
+)
+
+CONFIG = TrainConfig(iterations=2, patch_size=None, labeled_batch=1, unlabeled_batch=1, device="cpu",
+                     precision="fp32", checkpoint_every=1000)
+
+
+def job(tmp_path, **kw):
+    img0, lab0 = cube_case(0)
+    img1, _ = cube_case(1)
+    data = training_set([Row("a", img0, True, lab0, "a labels"), Row("b", img1, True)])
+    return TrainJob(data, replace(CONFIG, **kw), annotated_only=True, run_dir=tmp_path, refresh_every=1)
+
+
+def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
+    control = Control()
+    msgs = list(train_and_predict(job(tmp_path), control))
+    kinds = [type(m).__name__ for m in msgs]
+    assert kinds[0] == "Started" and kinds[-1] == "Finished" and control.done.is_set()
+    assert kinds.count("Refreshed") == 2 and kinds.count("ImageResult") == 4  # 2 refreshes × 2 images
+    started, finished = msgs[0], msgs[-1]
+    assert isinstance(started, Started) and started.labeled == 1 and started.unlabeled == 1
+    assert isinstance(finished, Finished) and finished.iteration == 2 and finished.checkpoint.is_file()
+    assert finished.model.config.patch_size == started.patch  # saved models know their patch
+    result = next(m for m in msgs if isinstance(m, ImageResult))
+    assert result.labels.shape == result.disagreement.shape == (16, 32, 32) and len(result.slice_scores) == 16
+    assert [m.final for m in msgs if isinstance(m, Refreshed)] == [False, True]
+    again = list(predict_only(finished.model, [("b", cube_case(1)[0])], Control()))
+    assert [type(m).__name__ for m in again] == ["ImageResult", "Refreshed", "Finished"]
+
+
+def test_abort_before_the_first_step_ends_at_once_without_predictions(tmp_path):
+    control = Control()
+    control.abort()
+    msgs = list(train_and_predict(job(tmp_path, iterations=50), control))
+    assert not any(isinstance(m, ImageResult) for m in msgs)
+    assert isinstance(msgs[-1], Finished) and msgs[-1].aborted and msgs[-1].iteration == 0
+
+
+def test_errors_are_yielded_as_messages_not_raised(tmp_path):
+    msgs = list(train_and_predict(job(tmp_path, device="cuda:7" if not torch.cuda.is_available() else "nope"),
+                                  Control()))
+    assert isinstance(msgs[-1], Failed) and "device" in msgs[-1].message
+
+
+def test_failure_messages_say_what_to_lower():
+    assert "lower the patch size or the batch" in _failure(torch.cuda.OutOfMemoryError("CUDA out of memory"),
+                                                           "predicting").message
+    assert _failure(DataError("labels are bad"), "training").message == "labels are bad"
+    assert _failure(ValueError("boom"), "training").message.startswith("unexpected error while training")
