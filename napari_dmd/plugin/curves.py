@@ -6,7 +6,7 @@ than the supervised one), the latest value written beside its name. No plotting 
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
