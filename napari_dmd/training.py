@@ -67,10 +67,10 @@ class Trainer:
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], config: TrainConfig,
                  run_dir: Path | None = None, init: Path | None = None, resume: bool = False):
         ndim = check_volumes(labeled, unlabeled, config.num_classes)
-        self.config = config
+        self.patch = config.patch_size or choose_patch_size([v.image.shape for v in labeled + unlabeled])
+        self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
         self.device = resolve_device(config.device)
         self.dtype = resolve_precision(config.precision, self.device)
-        self.patch = config.patch_size or choose_patch_size([v.image.shape for v in labeled + unlabeled])
         if len(self.patch) != ndim:
             raise DataError(f"patch size {self.patch} has {len(self.patch)} values for {ndim}-D images")
         self.run_dir = Path(run_dir) if run_dir else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -146,14 +146,12 @@ def _failure(exc: BaseException, what: str) -> Failed:
 def predict_images(model, images: list[tuple[str, np.ndarray]], patch: tuple[int, ...] | None,
                    iteration: int, control: Control | None = None, batch_size: int = 4) -> Iterator[ImageResult]:
     """Sliding-window prediction of each image, one ``ImageResult`` at a time (stops on abort)."""
-    from ..data import choose_patch_size
     from ..inference import predict
 
     for name, image in images:
         if control is not None and control.aborted:
             return
-        p = patch or model.config.patch_size or choose_patch_size([np.shape(image)])
-        pred = predict(model, image, patch_size=tuple(p), batch_size=batch_size)
+        pred = predict(model, image, patch_size=patch, batch_size=batch_size)
         yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration)
 
 
@@ -161,18 +159,14 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
     """The training thread: train, refresh predictions every ``job.refresh_every`` steps and at the end."""
     what = "preparing the training data"
     try:
-        from ..data import choose_patch_size
         from ..training import Trainer
 
         labeled, unlabeled = build_volumes(job.data, job.annotated_only)
-        config = job.config
-        if config.patch_size is None:  # chosen here so the saved model remembers it
-            config = replace(config, patch_size=choose_patch_size([v.image.shape for v in labeled + unlabeled]))
         what = "setting up the networks"
-        trainer = Trainer(labeled, unlabeled, config, run_dir=job.run_dir, init=job.init)
+        trainer = Trainer(labeled, unlabeled, job.config, run_dir=job.run_dir, init=job.init)
         control.attach(trainer)
         yield Started(str(trainer.device), tuple(trainer.patch), len(labeled), len(unlabeled),
-                      trainer.start, config.iterations)
+                      trainer.start, trainer.config.iterations)
         what = "training"
         refreshed, last = -1, trainer.start
         for progress in trainer.run():
