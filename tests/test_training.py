@@ -107,6 +107,7 @@ def test_multiclass_and_2d_train(tiny_cases):
     img2, lab2 = make_case(2, shape=(40, 36))
     t2 = Trainer([Volume.create(img2, lab2)], [Volume.create(img2 * 2)], config(iterations=2, patch_size=None))
     assert t2.patch == (32, 32) and len(list(t2.run())) == 2
+    assert t2.model.config.patch_size == (32, 32)  # a saved model remembers the patch chosen from the data
 
 
 @pytest.mark.parametrize("problem,match", [
