@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("--labeled", type=int, default=16)
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--lr-step", type=int, default=750)
+    ap.add_argument("--lambda-rampup", type=int, default=0, help="ramp lambda up over this many iterations")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--modes", nargs="+", default=["dmd", "supervised"], choices=["dmd", "supervised"])
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
@@ -31,7 +32,8 @@ def main() -> None:
     train = [n for k, n in enumerate(names) if k % 5 != 4]
     split = Split([pair(n) for n in train[:args.labeled]], [pair(n)[0] for n in train[args.labeled:]], test)
     base = dict(num_classes=3, class_names=("background", "anterior", "posterior"), iterations=args.iterations,
-                lr_step=args.lr_step, checkpoint_every=500)
+                lr_step=args.lr_step, checkpoint_every=500,
+                lambda_rampup=args.lambda_rampup)
     print(table(run("hippocampus", split, base, args.modes, args.seeds, (32, 48, 32), (8, 12, 8), args.runs,
                     args.out)))
 

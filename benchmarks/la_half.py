@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--lr-step", type=int, default=1500)
     ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--lambda-rampup", type=int, default=0, help="ramp lambda up over this many iterations")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--modes", nargs="+", default=["dmd", "supervised"], choices=["dmd", "supervised"])
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
@@ -30,7 +31,8 @@ def main() -> None:
     pair = lambda i: (args.data / "imagesTr" / f"{i}.nii.gz", args.data / "labelsTr" / f"{i}.nii.gz")  # noqa: E731
     split = Split([pair(i) for i in ids[:args.labeled]], [pair(i)[0] for i in ids[args.labeled:]],
                   [pair(i) for i in (args.data / "test.list").read_text().split()])
-    base = dict(iterations=args.iterations, lr_step=args.lr_step, temperature=args.temperature, checkpoint_every=500)
+    base = dict(iterations=args.iterations, lr_step=args.lr_step, temperature=args.temperature, checkpoint_every=500,
+                lambda_rampup=args.lambda_rampup)
     print(table(run("la_half", split, base, args.modes, args.seeds, (32, 64, 64), (2, 9, 9), args.runs, args.out)))
 
 

@@ -81,6 +81,8 @@ def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int],
             dmd = mode == "dmd"
             cfg = TrainConfig(**base, patch_size=patch, seed=seed,
                               lambda_distill=TrainConfig.lambda_distill if dmd else 0.0, unlabeled_batch=2 if dmd else 0)
+            if dmd and cfg.lambda_rampup:
+                mode = f"dmd-rampup{cfg.lambda_rampup}"
             run_dir = runs / f"{name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"
             seconds = train(mode, split, cfg, run_dir)
             res = evaluate(run_dir, split, patch, stride)

@@ -92,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()),
                       iterations=args.iterations, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       momentum=args.momentum, weight_decay=args.weight_decay, lambda_distill=args.lambda_distill,
+                      lambda_rampup=args.lambda_rampup,
                       temperature=args.temperature, patch_size=tuple(args.patch) if args.patch else None,
                       labeled_batch=args.labeled_batch, unlabeled_batch=args.unlabeled_batch,
                       device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
@@ -238,6 +239,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     p.add_argument("--lambda", dest="lambda_distill", type=float, default=DEFAULTS.lambda_distill,
                    help="weight of the distillation loss")
+    p.add_argument("--lambda-rampup", type=int, default=DEFAULTS.lambda_rampup,
+                   help="ramp lambda up over this many iterations (0: constant, as in the paper)")
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
     p.add_argument("--patch", type=int, nargs="+", help="patch size in array order (z y x); default: from the data")
     p.add_argument("--labeled-batch", type=int, default=DEFAULTS.labeled_batch)

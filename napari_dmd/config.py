@@ -18,6 +18,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lambda_distill: float = 4.0
+    lambda_rampup: int = 0
     temperature: float = 2.0
     patch_size: tuple[int, ...] | None = None
     labeled_batch: int = 2
@@ -39,6 +40,8 @@ class TrainConfig:
             problems.append("num_classes must be at least 2 (background and one structure)")
         if len(self.class_names) != self.num_classes:
             problems.append(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if self.lambda_rampup < 0:
+            problems.append("lambda_rampup must not be negative")
         if self.iterations < 1 or self.labeled_batch < 1 or self.unlabeled_batch < 0:
             problems.append("iterations and labeled_batch must be positive, unlabeled_batch not negative")
         if self.lr <= 0 or self.temperature <= 0 or self.lambda_distill < 0:

@@ -121,6 +121,14 @@ class Trainer:
         """Step schedule: ``lr × gamma^(iteration // lr_step)``."""
         return self.config.lr * self.config.lr_gamma ** (iteration // self.config.lr_step)
 
+    def lambda_at(self, iteration: int) -> float:
+        """λ, ramped up as ``exp(-5 (1 - t)²)`` over ``lambda_rampup`` iterations (constant when 0)."""
+        cfg = self.config
+        if cfg.lambda_rampup == 0:
+            return cfg.lambda_distill
+        t = min(iteration / cfg.lambda_rampup, 1.0)
+        return cfg.lambda_distill * float(np.exp(-5.0 * (1.0 - t) ** 2))
+
     def step(self, iteration: int) -> tuple[float, float, float]:
         """One SGD step on a fresh batch; returns (supervised, distillation, total) loss."""
         cfg, nl = self.config, self.config.labeled_batch
@@ -136,7 +144,7 @@ class Trainer:
             logits = [net(x) for net in self.model.nets]
         sup = sum(supervised_loss(z[:nl], y, m) for z in logits)
         dis = distillation_loss(*logits, cfg.temperature) if cfg.lambda_distill > 0 else torch.zeros(())
-        loss = sup + cfg.lambda_distill * dis
+        loss = sup + self.lambda_at(iteration) * dis
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

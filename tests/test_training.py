@@ -37,6 +37,15 @@ def test_run_reports_every_step_and_checkpoints(tiny_cases, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_lambda_is_constant_or_ramped_up(tiny_cases):
+    lab = volumes(tiny_cases[:1])
+    assert Trainer(lab, [], config()).lambda_at(0) == 4.0
+    ramped = Trainer(lab, [], config(lambda_rampup=100))
+    assert ramped.lambda_at(0) == pytest.approx(4.0 * np.exp(-5.0))
+    assert ramped.lambda_at(50) == pytest.approx(4.0 * np.exp(-1.25))
+    assert ramped.lambda_at(100) == ramped.lambda_at(5000) == 4.0
+
+
 def test_both_networks_learn(tiny_cases):
     t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(iterations=1))
     before = weights(t.model)
