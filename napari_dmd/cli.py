@@ -217,8 +217,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return
     import napari
 
-    from .plugin.demo import open_demo
+    from .plugin.demo import open_demo, train_and_screenshot
 
+    if args.screenshot:
+        print(train_and_screenshot(args.screenshot, args.iterations, args.iterations // 3))
+        return
     open_demo()
     napari.run()
 
@@ -277,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="napari with the plugin and sample data (--headless: the loop without a screen)")
     p.add_argument("--headless", action="store_true")
     p.add_argument("--out", type=Path, default=Path("napari-dmd-demo"))
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=300, help="training iterations of --headless and --screenshot")
+    p.add_argument("--screenshot", type=Path, help="train in the dock, save a picture of the window there, and quit")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -85,25 +85,3 @@ def train_and_screenshot(path: str | Path, iterations: int = 300, refresh_every:
     out = screenshot(viewer, path)
     viewer.close()
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m napari_dmd.plugin.demo --screenshot docs/screenshot.png [--iterations N]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--screenshot", type=Path, required=True, help="PNG file to write")
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--refresh-every", type=int)
-    parser.add_argument("--run-dir", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        print(train_and_screenshot(args.screenshot, args.iterations, args.refresh_every, args.run_dir))
-    except DMDError as exc:
-        print(f"napari-dmd: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
