@@ -34,8 +34,10 @@ def main() -> None:
     base = dict(num_classes=3, class_names=("background", "anterior", "posterior"), iterations=args.iterations,
                 lr_step=args.lr_step, checkpoint_every=500,
                 lambda_rampup=args.lambda_rampup)
-    print(table(run("hippocampus", split, base, args.modes, args.seeds, (32, 48, 32), (8, 12, 8), args.runs,
-                    args.out)))
+    results = run("hippocampus", split, base, args.modes, args.seeds, (32, 48, 32), (8, 12, 8), args.runs,
+                  args.out)
+    print(table(results))
+    print(table(results, largest_component=True))
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ from scipy.stats import spearmanr
 from napari_dmd.checkpoint import load_model
 from napari_dmd.config import TrainConfig
 from napari_dmd.data import Volume
-from napari_dmd.inference import predict
+from napari_dmd.inference import largest_components, predict
 from napari_dmd.io import read_image
 from napari_dmd.metrics import evaluate_case, summarize
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METRICS = ("dice", "jaccard", "hd95", "asd")
+RUN_KEYS = ("iterations", "lr", "lr_step", "lr_gamma", "lambda_distill", "lambda_rampup", "temperature", "patch_size",
+            "labeled_batch", "unlabeled_batch", "seed")
 
 
 @dataclass
@@ -45,10 +47,14 @@ def load(pairs: list[tuple[Path, Path | None]]) -> list[Volume]:
 
 
 def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
-    """Train one run unless its final checkpoint exists; returns training seconds (0 if reused)."""
+    """Train one run unless a finished checkpoint of the same settings exists; returns training seconds
+    (0 if reused)."""
     ckpt = run_dir / CHECKPOINT_NAME
-    if ckpt.exists() and load_model(ckpt, "cpu").iteration == cfg.iterations:
-        return 0.0
+    if ckpt.exists():
+        done = load_model(ckpt, "cpu")
+        saved, wanted = done.config.to_dict(), cfg.to_dict()
+        if done.iteration == cfg.iterations and all(saved[k] == wanted[k] for k in RUN_KEYS):
+            return 0.0
     unlabeled = load([(p, None) for p in split.unlabeled]) if mode == "dmd" else []
     t0 = time.perf_counter()
     for p in Trainer(load(split.labeled), unlabeled, cfg, run_dir=run_dir).run():
@@ -59,17 +65,21 @@ def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
 
 
 def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[int, ...]) -> dict:
-    """Network A of the run scored on the test cases (voxel metrics, medpy definitions)."""
+    """Network A of the run scored on the test cases (voxel metrics, medpy definitions), as predicted
+    and, under ``largest_component``, with each class cut to its largest connected component."""
     model = load_model(run_dir / CHECKPOINT_NAME, "auto")
-    rows, t0 = [], time.perf_counter()
+    rows, lcc_rows, seconds = [], [], 0.0
     for image_path, label_path in split.test:
         image, _ = read_image(image_path)
         ref, _ = read_image(label_path)
+        t0 = time.perf_counter()
         pred = predict(model, image, patch, stride, batch_size=8)
-        rows += [{"case": image_path.name, **r, "disagreement": pred.volume_score}
-                 for r in evaluate_case(pred.labels, ref, model.num_classes)]
-    seconds = (time.perf_counter() - t0) / len(split.test)
-    return {"per_class": summarize(rows), "cases": rows, "inference_s_per_volume": seconds}
+        seconds += time.perf_counter() - t0
+        for out, labels in ((rows, pred.labels), (lcc_rows, largest_components(pred.labels))):
+            out += [{"case": image_path.name, **r, "disagreement": pred.volume_score}
+                    for r in evaluate_case(labels, ref, model.num_classes)]
+    return {"per_class": summarize(rows), "cases": rows, "inference_s_per_volume": seconds / len(split.test),
+            "largest_component": {"per_class": summarize(lcc_rows), "cases": lcc_rows}}
 
 
 def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int], patch: tuple[int, ...],
@@ -106,16 +116,18 @@ def disagreement_vs_dice(run: dict) -> float:
     return float(spearmanr([c["disagreement"] for c in run["cases"]], [c["dice"] for c in run["cases"]])[0])
 
 
-def table(results: dict) -> str:
-    """Markdown table of the mean metrics per mode and class, averaged over seeds."""
+def table(results: dict, largest_component: bool = False) -> str:
+    """Markdown table of the mean metrics per mode and class, averaged over seeds (with
+    ``largest_component``: of the predictions cut to their largest component)."""
     lines = ["| method | class | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | ρ(disagreement, Dice) |",
              "|---|---|---|---|---|---|---|---|"]
     modes = sorted({r["mode"] for r in results.values()})
     for mode in modes:
-        runs = [r for r in results.values() if r["mode"] == mode]
+        runs = [r["largest_component"] if largest_component else r for r in results.values() if r["mode"] == mode]
         for c in sorted({m["class"] for r in runs for m in r["per_class"]}):
             vals = {k: np.mean([m[k] for r in runs for m in r["per_class"] if m["class"] == c]) for k in METRICS}
             rho = np.mean([disagreement_vs_dice(r) for r in runs])
-            lines.append(f"| {mode} | {c} | {len(runs)} | {100 * vals['dice']:.2f} | {100 * vals['jaccard']:.2f} | "
+            label = f"{mode} + largest component" if largest_component else mode
+            lines.append(f"| {label} | {c} | {len(runs)} | {100 * vals['dice']:.2f} | {100 * vals['jaccard']:.2f} | "
                          f"{vals['hd95']:.2f} | {vals['asd']:.2f} | {rho:.2f} |")
     return "\n".join(lines)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import signal
 import sys
+from io import StringIO
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +20,7 @@ from .config import TrainConfig
 from .errors import DataError, DMDError
 
 DEFAULTS = TrainConfig()
+KINDS = "NIfTI, NRRD, MHA/MHD or a DICOM series"
 
 
 def tqdm(*args, **kwargs) -> _tqdm:
@@ -32,7 +35,7 @@ def _folder_images(folder: Path) -> list[Path]:
         raise DataError(f"{folder} is not a folder")
     paths = list_images(folder)
     if not paths:
-        raise DataError(f"{folder} holds no image (.nii, .nii.gz, .nrrd, .mha, .mhd or DICOM)")
+        raise DataError(f"{folder} holds no image ({KINDS})")
     return paths
 
 
@@ -87,8 +90,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     labeled, unlabeled, found_classes = load_training_data(args.images, args.labels, args.unlabeled)
     num_classes = args.classes or (len(args.class_names) if args.class_names else found_classes)
-    if found_classes > num_classes:
-        raise DataError(f"the labels hold values up to {found_classes - 1}, more than {num_classes} classes")
     cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()),
                       iterations=args.iterations, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       momentum=args.momentum, weight_decay=args.weight_decay, lambda_distill=args.lambda_distill,
@@ -102,16 +103,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"training on {len(labeled)} labeled + {len(unlabeled)} unlabeled volumes, {num_classes} classes, "
           f"patch {trainer.patch}, {trainer.device} {str(trainer.dtype).removeprefix('torch.')}{note}")
     bar = tqdm(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
+    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop after this step
     try:
         for p in trainer.run():
             bar.update(p.iteration - bar.n)
             bar.set_postfix(sup=f"{p.sup_loss:.3f}", dis=f"{p.distill_loss:.3f}", lr=f"{p.lr:.0e}")
-    except KeyboardInterrupt:
-        trainer.save(trainer.model.iteration)
-        print(f"\ninterrupted; last checkpoint in {args.out}", file=sys.stderr)
-        raise SystemExit(130)
     finally:
+        signal.signal(signal.SIGINT, previous)
         bar.close()
+    if trainer.stopped:
+        print(f"interrupted at iteration {trainer.model.iteration}; checkpoint written to {trainer.checkpoint_path}"
+              " (continue with --init it --resume)", file=sys.stderr)
+        raise SystemExit(130)
     print(f"model written to {trainer.checkpoint_path}")
 
 
@@ -126,18 +129,25 @@ def output_path(out: Path, source: Path) -> Path:
 def cmd_predict(args: argparse.Namespace) -> None:
     """Predict images with a saved model; write label maps, disagreement maps and a ranking CSV."""
     from .checkpoint import load_model
-    from .inference import predict
+    from .inference import largest_components, predict
     from .io import read_image, write_image
 
-    model = load_model(args.model, args.device)
     paths = _expand(args.images)
+    targets = [output_path(args.out, path) for path in paths]
+    inputs = {path.resolve() for path in paths}
+    for path, target in zip(paths, targets):
+        if target.resolve() in inputs:
+            raise DataError(f"the prediction of {path.name} would overwrite an input image: choose another --out")
+    if len(set(targets)) < len(targets):
+        raise DataError("two input images have the same name, so their predictions would overwrite each other: "
+                        "predict them into different --out folders")
+    model = load_model(args.model, args.device)
     rows = []
-    for path in tqdm(paths, desc="predicting", unit="vol"):
+    for path, target in tqdm(list(zip(paths, targets)), desc="predicting", unit="vol"):
         image, geometry = read_image(path)
         pred = predict(model, image, tuple(args.patch) if args.patch else None,
                        tuple(args.stride) if args.stride else None, args.batch_size)
-        target = output_path(args.out, path)
-        write_image(target, pred.labels, geometry)
+        write_image(target, largest_components(pred.labels) if args.largest_component else pred.labels, geometry)
         write_image(output_path(args.out / "disagreement", path), pred.disagreement, geometry)
         top = np.argsort(pred.slice_scores)[::-1][:5]
         rows.append({"case": target.name, "disagreement": f"{pred.volume_score:.6f}",
@@ -158,25 +168,25 @@ def _expand(sources: list[Path]) -> list[Path]:
             raise DataError(f"{src} does not exist")
         inside = list_images(src) if src.is_dir() else []
         if src.is_dir() and not inside and not is_supported(src):
-            raise DataError(f"{src} holds no image (.nii, .nii.gz, .nrrd, .mha, .mhd or DICOM)")
+            raise DataError(f"{src} holds no image ({KINDS})")
         paths += inside or [src]
     return paths
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    from .io import write_text
+
+    text = StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Score predictions against ground truth of the same names: per case, per class, and means."""
     from .io import read_image
-    from .metrics import evaluate_case, summarize
+    from .metrics import METRICS, evaluate_case, summarize
 
     preds, refs = _by_case(_folder_images(args.predictions)), _by_case(_folder_images(args.labels))
     cases = sorted(set(preds) & set(refs))
@@ -190,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise DataError(f"prediction {preds[case].name} has shape {pred.shape}, the label {ref.shape}")
         classes = args.classes or max(int(ref.max()), int(pred.max()), 1) + 1
         rows += [{"case": case, **r} for r in evaluate_case(pred, ref, classes, g.scale)]
-    keys = ["dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm"]
+    keys = list(METRICS)
     table = rows + [{"case": "mean", **m} for m in summarize(rows)]
     print(f"{'case':<24}{'class':>6}" + "".join(f"{k:>10}" for k in keys))
     for r in table:
@@ -269,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, nargs="+", help="window size (z y x); default: the training patch")
     p.add_argument("--stride", type=int, nargs="+", help="window stride (z y x); default: half the window")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep only the largest connected component of each class")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score predictions against ground truth")

@@ -5,6 +5,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """'background', 'class 1', ..."""
+    return ("background",) + tuple(f"class {c}" for c in range(1, num_classes))
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of a DMD run. Sizes are in array axis order (z, y, x)."""
@@ -30,9 +35,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.class_names = tuple(self.class_names) or tuple(
-            ["background"] + [f"class {c}" for c in range(1, self.num_classes)]
-        )
+        self.class_names = tuple(self.class_names) or default_class_names(self.num_classes)
         if self.patch_size is not None:
             self.patch_size = tuple(int(s) for s in self.patch_size)
         problems = []
@@ -46,6 +49,12 @@ class TrainConfig:
             problems.append("iterations and labeled_batch must be positive, unlabeled_batch not negative")
         if self.lr <= 0 or self.temperature <= 0 or self.lambda_distill < 0:
             problems.append("lr and temperature must be positive, lambda_distill not negative")
+        if self.lr_step < 1 or self.checkpoint_every < 1:
+            problems.append("lr_step and checkpoint_every must be at least 1 iteration")
+        if not (0 < self.lr_gamma <= 1 and 0 <= self.momentum < 1 and self.weight_decay >= 0):
+            problems.append("lr_gamma must be in (0, 1], momentum in [0, 1), weight_decay not negative")
+        if not 0 <= self.foreground_fraction <= 1:
+            problems.append("foreground_fraction must be between 0 and 1")
         if self.patch_size is not None and any(s < 1 for s in self.patch_size):
             problems.append(f"patch size {self.patch_size} must be positive")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

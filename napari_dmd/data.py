@@ -97,6 +97,26 @@ def choose_patch_size(shapes: list[tuple[int, ...]], max_voxels: int = 64 * 128 
     return tuple(patch)
 
 
+class VoxelPicker:
+    """Uniformly random voxels of a boolean mask, held as per-slice counts rather than a list of
+    coordinates (which would cost 24 bytes per voxel of a large, fully annotated volume)."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+        self.cumulative = np.cumsum(mask.reshape(mask.shape[0], -1).sum(axis=1))
+
+    def __len__(self) -> int:
+        return int(self.cumulative[-1]) if len(self.cumulative) else 0
+
+    def pick(self, rng: np.random.Generator) -> np.ndarray:
+        """Coordinates of one voxel of the mask (C order, as ``np.argwhere(mask)[k]``)."""
+        k = int(rng.integers(len(self)))
+        s = int(np.searchsorted(self.cumulative, k, side="right"))
+        within = k - (int(self.cumulative[s - 1]) if s else 0)
+        flat = np.flatnonzero(self.mask[s])[within]
+        return np.array((s, *np.unravel_index(flat, self.mask.shape[1:])))
+
+
 class PatchSampler:
     """Random crops with flips and in-plane 90° rotations; batches of labeled + unlabeled patches.
 
@@ -110,8 +130,9 @@ class PatchSampler:
                  rng: np.random.Generator, foreground_fraction: float = 1 / 3):
         self.labeled, self.unlabeled = labeled, unlabeled or labeled
         self.patch, self.rng, self.fg = tuple(patch), rng, foreground_fraction
-        self._fg_voxels = [np.argwhere(v.label > 0) for v in labeled]
-        self._ann_voxels = [np.argwhere(v.mask) if v.mask is not None else None for v in labeled]
+        self._fg_voxels = [VoxelPicker(v.label > 0) for v in labeled]
+        self._ann_voxels = [VoxelPicker(v.mask) if v.mask is not None else None for v in labeled]
+        self._jitter = np.array(self.patch) // 4
 
     def _corner(self, shape: tuple[int, ...], centre: np.ndarray | None) -> list[int]:
         corner = []
@@ -144,16 +165,13 @@ class PatchSampler:
         v, fg, ann = self.labeled[i], self._fg_voxels[i], self._ann_voxels[i]
         centre = None
         if len(fg) and self.rng.random() < self.fg:
-            centre = fg[self.rng.integers(len(fg))]
+            centre = fg.pick(self.rng)
         elif ann is not None:
-            centre = ann[self.rng.integers(len(ann))] + self.rng.integers(-self._jitter(), self._jitter() + 1)
+            centre = ann.pick(self.rng) + self.rng.integers(-self._jitter, self._jitter + 1)
         corner = self._corner(v.image.shape, centre)
-        mask = v.mask if v.mask is not None else np.ones(v.image.shape, dtype=bool)
+        mask = v.mask if v.mask is not None else np.broadcast_to(np.True_, v.image.shape)  # no full-size copy
         img, lab, msk = (self._crop(a, corner, f) for a, f in ((v.image, 0.0), (v.label, 0), (mask, False)))
         return tuple(self._augment([img, lab, msk]))  # type: ignore[return-value]
-
-    def _jitter(self) -> np.ndarray:
-        return np.array(self.patch) // 4
 
     def unlabeled_patch(self) -> np.ndarray:
         """The image of one random uniform crop of an unlabeled volume."""

@@ -34,6 +34,23 @@ class Prediction:
     volume_score: float
 
 
+def largest_components(labels: np.ndarray) -> np.ndarray:
+    """The label map with each foreground class cut to its largest connected component (face
+    connectivity); the voxels removed become background. An optional clean-up of stray blobs."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    for c in np.unique(labels):
+        if c == 0:
+            continue
+        parts, n = ndimage.label(labels == c)
+        if n > 1:
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            out[(parts > 0) & (parts != sizes.argmax())] = 0
+    return out
+
+
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
     """Window corners along one axis covering ``size`` with the last window flush with the end."""
     if size <= patch:

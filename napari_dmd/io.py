@@ -177,6 +177,19 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
     return sitk.GetArrayFromImage(image), Geometry.of(image)
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (a temporary file beside it, then a rename); parents are created."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def write_image(path: str | Path, array: np.ndarray, geometry: Geometry | None = None) -> None:
     """Write an array (z, y, x) with its geometry, atomically; parent folders are created.
 

@@ -15,6 +15,7 @@ from .checkpoint import ModelPair, load_checkpoint, save_model
 from .config import TrainConfig
 from .data import PatchSampler, Volume, choose_patch_size
 from .errors import CheckpointError, DataError, DMDError
+from .io import write_text
 from .losses import distillation_loss, supervised_loss
 from .runtime import autocast, memory_format, resolve_device, resolve_precision
 
@@ -66,6 +67,8 @@ class Trainer:
 
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], config: TrainConfig,
                  run_dir: Path | None = None, init: Path | None = None, resume: bool = False):
+        if resume and init is None:
+            raise DataError("resuming needs the checkpoint of the run to continue (init, --init)")
         ndim = check_volumes(labeled, unlabeled, config.num_classes)
         self.patch = config.patch_size or choose_patch_size([v.image.shape for v in labeled + unlabeled])
         self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
@@ -102,6 +105,10 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
+            if state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
+            if state.get("cuda_rng") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
             self.start = self.model.iteration
         else:
             self.model.iteration = 0
@@ -157,7 +164,8 @@ class Trainer:
         if self.run_dir is None:
             return None
         state = {"optimizer": self.optimizer.state_dict(), "numpy_rng": self.rng.bit_generator.state,
-                 "torch_rng": torch.get_rng_state()}
+                 "torch_rng": torch.get_rng_state(), "scaler": self.scaler.state_dict(),
+                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         self.checkpoint_path = save_model(self.model, self.run_dir / CHECKPOINT_NAME, state)
         return self.checkpoint_path
 
@@ -165,8 +173,7 @@ class Trainer:
         """Train to ``config.iterations``; yields after every step. A CUDA OOM becomes a ``DMDError``."""
         cfg = self.config
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+            write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
         t0, saved, last = time.perf_counter(), self.start, None
         for it in range(self.start, cfg.iterations):
             if self._stop.is_set():

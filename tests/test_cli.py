@@ -1,9 +1,14 @@
 """The command line: train → predict → evaluate on tiny files, and one clear line for bad input."""
 import csv
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.cli import main
 from napari_dmd.io import Geometry, read_image, write_image
 
@@ -105,6 +110,37 @@ def test_bad_input_gets_one_line(dataset, tmp_path, capsys):
     (tmp_path / "model.pt").write_text("x")
     assert "checkpoint" in bad(["predict", "--model", str(tmp_path / "model.pt"), "--images",
                                 str(dataset / "images"), "--out", str(tmp_path / "p")], capsys)
+
+
+def test_predict_never_overwrites_an_input(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels"), "--out",
+                 str(run), "--iterations", "1", "--patch", "16", "16", "16"]) == 0
+    before = (dataset / "images" / "case0.nii.gz").read_bytes()
+    predict = ["predict", "--model", str(run / "model.pt"), "--images"]
+    assert "overwrite an input" in bad(predict + [str(dataset / "images"), "--out", str(dataset / "images")], capsys)
+    assert (dataset / "images" / "case0.nii.gz").read_bytes() == before
+    assert "same name" in bad(predict + [str(dataset / "images" / "case0.nii.gz"), str(dataset / "truth"),
+                                         "--out", str(tmp_path / "p")], capsys)
+
+
+def test_ctrl_c_stops_training_with_a_resumable_checkpoint(dataset, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "napari_dmd.cli", "train", "--images", str(dataset / "images"), "--labels",
+           str(dataset / "labels"), "--out", str(run), "--iterations", "100000", "--patch", "16", "16", "16",
+           "--checkpoint-every", "100000", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "config.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few steps
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at iteration" in err and "Traceback" not in err
+    model = load_model(run / "model.pt", "cpu")
+    assert 0 < model.iteration < 100000 and f"iteration {model.iteration}" in err
+    assert load_checkpoint(run / "model.pt", "cpu")[1] is not None  # the training state to resume from
 
 
 def test_volume_smaller_than_patch_is_padded(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from napari_dmd.checkpoint import ModelPair
 from napari_dmd.config import TrainConfig
 from napari_dmd.data import normalize_intensity
-from napari_dmd.inference import predict, sliding_window_probabilities, window_starts
+from napari_dmd.inference import largest_components, predict, sliding_window_probabilities, window_starts
 from napari_dmd.losses import probabilities
 from napari_dmd.runtime import resolve_device
 
@@ -66,6 +66,21 @@ def test_identical_networks_do_not_disagree():
     model.nets[1].load_state_dict(model.nets[0].state_dict())
     pred = predict(model, make_case(3)[0], (16, 16, 16))
     assert pred.volume_score < 1e-6
+
+
+def test_largest_components_keeps_the_biggest_blob_of_each_class():
+    labels = np.zeros((6, 10, 10), np.uint8)
+    labels[1:4, 1:5, 1:5] = 1  # 48 voxels
+    labels[5, 8:10, 8:10] = 1  # a stray blob
+    labels[1:3, 6:9, 6:9] = 2  # 18 voxels
+    labels[4, 0, 9] = 2
+    labels[4, 0, 7] = 2  # two single voxels, not face-connected to each other
+    out = largest_components(labels)
+    expected = labels.copy()
+    expected[5, 8:10, 8:10] = 0
+    expected[4, 0, [7, 9]] = 0
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(largest_components(expected), expected)  # nothing more to remove
 
 
 def test_2d_prediction():

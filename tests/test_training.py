@@ -5,7 +5,7 @@ import torch
 
 from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.config import TrainConfig
-from napari_dmd.data import PatchSampler, Volume, annotated_slices_mask, choose_patch_size
+from napari_dmd.data import PatchSampler, Volume, VoxelPicker, annotated_slices_mask, choose_patch_size
 from napari_dmd.errors import CheckpointError, DataError
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
@@ -134,6 +134,21 @@ def test_bad_data_is_refused_clearly(tiny_cases, problem, match):
         Trainer(labeled, unlabeled, config())
 
 
+@pytest.mark.parametrize("setting,match", [
+    ({"lr_step": 0}, "lr_step"), ({"checkpoint_every": 0}, "checkpoint_every"), ({"lr_gamma": 0}, "lr_gamma"),
+    ({"momentum": 1.0}, "momentum"), ({"foreground_fraction": 1.5}, "foreground_fraction"),
+    ({"precision": "fp8"}, "precision"), ({"num_classes": 1}, "num_classes"),
+])
+def test_invalid_settings_are_refused_clearly(setting, match):
+    with pytest.raises(DataError, match=match):
+        config(**setting)
+
+
+def test_resume_needs_a_checkpoint(tiny_cases):
+    with pytest.raises(DataError, match="resuming needs"):
+        Trainer(volumes(tiny_cases[:1]), [], config(), resume=True)
+
+
 def test_volume_validation_and_normalisation():
     img, lab = make_case(0, dtype=np.uint8, scale=60)
     v = Volume.create(img, lab)
@@ -159,6 +174,17 @@ def test_annotated_slices_and_sampler_cover_annotation():
     for _ in range(20):
         _, _, m = s.labeled_patch()
         assert m.any()
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 9), (6, 8)])
+def test_voxel_picker_draws_uniformly_like_argwhere(shape):
+    mask = np.random.default_rng(1).random(shape) < 0.2
+    every = np.argwhere(mask)
+    picker = VoxelPicker(mask)
+    assert len(picker) == len(every)
+    r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(100):
+        np.testing.assert_array_equal(picker.pick(r2), every[r1.integers(len(every))])
 
 
 def test_sampler_pads_small_volumes_and_batches():

@@ -13,6 +13,11 @@ CLASS_NAMES = "class_names"  # layer.metadata[CLASS_NAMES] = list of names, back
 PREDICTION, DISAGREEMENT = "prediction", "disagreement"
 
 
+def class_features(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """A Labels features table naming each class (napari shows it under the cursor)."""
+    return {"index": list(range(len(names))), "class": list(names)}
+
+
 def role(layer: Any) -> str | None:
     """The plugin role of a layer ('prediction', 'disagreement') or None for the user's layers."""
     meta = getattr(layer, "metadata", None) or {}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..config import default_class_names
 from ..data import Volume, annotated_slices_mask
 from ..errors import DataError
 
@@ -85,7 +86,7 @@ class Row:
 
 @dataclass
 class TrainingSet:
-    """Checked training data: labels are copies (the user may paint on while training runs)."""
+    """Checked training data (arrays by reference: ``frozen()`` before handing it to a worker)."""
 
     labeled: list[tuple[str, np.ndarray, np.ndarray]]
     unlabeled: list[tuple[str, np.ndarray]]
@@ -94,15 +95,14 @@ class TrainingSet:
     ndim: int
     notes: list[str] = field(default_factory=list)  # things to tell the user, training goes on
 
+    def frozen(self) -> "TrainingSet":
+        """The same set with copies of the labels, which the user may paint on while training runs."""
+        return replace(self, labeled=[(n, img, lab.copy()) for n, img, lab in self.labeled])
+
     @property
     def images(self) -> list[tuple[str, np.ndarray]]:
         """Every image of the set (labeled first), for prediction."""
         return [(n, i) for n, i, _ in self.labeled] + list(self.unlabeled)
-
-
-def default_class_names(num_classes: int) -> tuple[str, ...]:
-    """'background', 'class 1', ..."""
-    return ("background",) + tuple(f"class {c}" for c in range(1, num_classes))
 
 
 def choose_class_names(num_classes: int, *candidates: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -142,7 +142,7 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
             if not lab.any():
                 raise DataError(f"labels '{row.labels_name}' are empty (all 0): paint the structure on a few "
                                 f"slices first, or set the labels of '{row.name}' to none")
-            labeled.append((row.name, np.asarray(row.image), lab.copy(), row.class_names))
+            labeled.append((row.name, np.asarray(row.image), lab, row.class_names))
         else:
             unlabeled.append((row.name, np.asarray(row.image)))
     if not labeled:

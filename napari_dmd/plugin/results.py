@@ -2,6 +2,8 @@
 
 For an image layer named X the dock shows:
 - "X prediction": a Labels layer with network A's label map (the user's labels are never written);
+  once the user paints on it, refreshes leave it alone until it is merged whole or deleted, so a
+  correction in progress is never overwritten;
 - "X disagreement": an Image layer with the disagreement of the two networks, 0..1, drawn with
   the 'inferno' colormap, additive blending and opacity 0.6 so the MRI stays readable beneath it.
 Both carry the image's scale, translate and geometry, so they overlay it and save with its geometry.
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import DISAGREEMENT, GEOMETRY, KEY, PREDICTION, role, source
+from ._layers import DISAGREEMENT, GEOMETRY, KEY, PREDICTION, class_features, role, source
 
 DISAGREEMENT_STYLE = {"colormap": "inferno", "blending": "additive", "opacity": 0.6, "contrast_limits": (0.0, 1.0)}
 
@@ -25,6 +27,16 @@ def prediction_name(image: str) -> str:
 
 def disagreement_name(image: str) -> str:
     return f"{image} disagreement"
+
+
+def edited(layer: Any) -> bool:
+    """Whether the user painted on this prediction layer since it was last merged whole."""
+    return bool(layer is not None and (layer.metadata.get(KEY) or {}).get("edited"))
+
+
+def set_edited(layer: Any, value: bool) -> None:
+    """Mark a prediction layer as holding (or no longer holding) unmerged corrections."""
+    layer.metadata[KEY] = {**layer.metadata[KEY], "edited": value}
 
 
 def find_layer(viewer: Any, name: str, kind: str | None = None):
@@ -54,20 +66,23 @@ def show_result(viewer: Any, image: str, labels: np.ndarray, disagreement: np.nd
     """Add or refresh the prediction and disagreement layers of the image layer named ``image``.
 
     Existing result layers of the same image and shape are updated in place (keeping the user's
-    colormap and visibility choices); a missing one is added again.
+    colormap and visibility choices), except a prediction the user has edited; a missing one is
+    added again.
     """
     image_layer = find_layer(viewer, image)
     place = _placement(image_layer)
     visible = True if image_layer is None else bool(image_layer.visible)
     pred = find_layer(viewer, prediction_name(image), PREDICTION)
     if pred is not None and pred.data.shape == labels.shape:
-        pred.data = labels
+        if not edited(pred):
+            pred.data = labels
     else:
         kwargs = dict(place, name=prediction_name(image), visible=visible)
         kwargs["metadata"] = {**place["metadata"], KEY: {"role": PREDICTION, "source": image}}
         if class_names:
-            kwargs["features"] = {"index": list(range(len(class_names))), "class": list(class_names)}
+            kwargs["features"] = class_features(class_names)
         pred = viewer.add_labels(labels, **kwargs)
+        pred.events.paint.connect(lambda _event, layer=pred: set_edited(layer, True))
     dis = find_layer(viewer, disagreement_name(image), DISAGREEMENT)
     if dis is not None and dis.data.shape == disagreement.shape:
         dis.data = disagreement

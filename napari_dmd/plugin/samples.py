@@ -4,16 +4,10 @@ Only the first case is visible at first; the dock shows another case when its ro
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..sample_data import CLASS_NAMES, sample_cases
 from ._layers import CLASS_NAMES as CLASS_NAMES_KEY
+from ._layers import class_features
 from .reader import LayerData, as_label_array, layer_data
-
-
-def class_features(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """A Labels features table naming each class (napari shows it under the cursor)."""
-    return {"index": list(range(len(names))), "class": list(names)}
 
 
 def hippocampus_sample() -> list[LayerData]:

@@ -48,11 +48,10 @@ from superqt import QCollapsible
 from ..config import TrainConfig
 from ..errors import DataError, DMDError
 from . import merge as merging
-from ._layers import CLASS_NAMES, GEOMETRY, PREDICTION, role, source
+from ._layers import CLASS_NAMES, GEOMETRY, PREDICTION, class_features, role, source
 from .curves import LossCurves
 from .pairing import LayerInfo, Row, annotated_summary, default_pairs, image_problem, training_set
-from .results import find_layer, go_to, rank_slices, show_result
-from .samples import class_features
+from .results import edited, find_layer, go_to, prediction_name, rank_slices, set_edited, show_result
 from .worker import (
     Control,
     Failed,
@@ -133,6 +132,7 @@ class DMDWidget(QWidget):
         self._ndims: dict[str, int] = {}
         self._in_use: set[str] = set()
         self._missing_warned: set[str] = set()
+        self._edit_warned: set[str] = set()
         self._class_names: tuple[str, ...] = ()
         self._watched = None
         self._was_parented = False
@@ -212,6 +212,10 @@ class DMDWidget(QWidget):
         af.setContentsMargins(0, 0, 0, 0)
         self.lambda_distill = self._dspin(0, 1000, d.lambda_distill, 3)
         af.addRow("λ (distillation weight)", self.lambda_distill)
+        self.lambda_rampup = self._spin(0, 10_000_000, d.lambda_rampup)
+        self.lambda_rampup.setToolTip("Ramp λ up from 0 over this many iterations (0: constant λ, as in the "
+                                      "paper). Helps when the networks fit the labels slowly.")
+        af.addRow("λ ramp-up (iterations)", self.lambda_rampup)
         self.temperature = self._dspin(0.01, 100, d.temperature, 2)
         af.addRow("T (temperature)", self.temperature)
         self.lr = self._dspin(1e-6, 10, d.lr, 6)
@@ -354,6 +358,8 @@ class DMDWidget(QWidget):
         if self.worker is not None and layer.name in self._in_use:
             show_warning(f"'{layer.name}' was removed while training: training goes on with the data as it "
                          "was at Start; results of a removed image are not shown")
+        if self._scores.pop(layer.name, None) is not None:
+            self._fill_ranking()
         self._schedule_refresh()
 
     def refresh_table(self) -> None:
@@ -417,7 +423,7 @@ class DMDWidget(QWidget):
         return out
 
     def rows(self) -> list[Row]:
-        """The table as ``pairing.Row`` objects (arrays by reference; ``training_set`` copies labels)."""
+        """The table as ``pairing.Row`` objects (arrays by reference)."""
         rows, pairs = [], self.pairs()
         for r in range(self.table.rowCount()):
             name = self.table.item(r, 1).text()
@@ -448,8 +454,9 @@ class DMDWidget(QWidget):
         return TrainConfig(
             num_classes=num_classes, class_names=class_names, iterations=self.iterations.value(),
             lr=self.lr.value(), lr_step=self.lr_step.value(), lr_gamma=self.lr_gamma.value(),
-            lambda_distill=self.lambda_distill.value(), temperature=self.temperature.value(),
-            patch_size=parse_patch(self.patch.text(), ndim), labeled_batch=self.labeled_batch.value(),
+            lambda_distill=self.lambda_distill.value(), lambda_rampup=self.lambda_rampup.value(),
+            temperature=self.temperature.value(), patch_size=parse_patch(self.patch.text(), ndim),
+            labeled_batch=self.labeled_batch.value(),
             unlabeled_batch=self.unlabeled_batch.value(), device=self.device.currentText().strip() or "auto",
             precision=self.precision.currentText(), checkpoint_every=self.checkpoint_every.value(),
             seed=self.seed.value())
@@ -478,13 +485,16 @@ class DMDWidget(QWidget):
         self._class_names = data.class_names
         self._in_use = {n for n, _ in data.images} | {r.labels_name for r in self.rows() if r.labels_name}
         self._missing_warned.clear()
+        self._edit_warned.clear()
         self._ndims = {n: img.ndim for n, img in data.images}
+        self._scores.clear()  # the ranking shows this run's model only
         self.curves.clear(config.iterations)
         self.progress.setRange(0, config.iterations)
         self.progress.setValue(0)
         self.progress.setFormat("preparing…")
         self.status.setText("Preparing the data and the networks…")
-        job = TrainJob(data, config, self.annotated_only.isChecked(), self.run_dir, init, self.refresh_every.value())
+        job = TrainJob(data.frozen(), config, self.annotated_only.isChecked(), self.run_dir, init,
+                       self.refresh_every.value())
         self._launch(train_and_predict, job)
 
     def predict(self) -> None:
@@ -509,7 +519,9 @@ class DMDWidget(QWidget):
         self._class_names = self.model.class_names
         self._in_use = {n for n, _ in images}
         self._missing_warned.clear()
+        self._edit_warned.clear()
         self._ndims.update({n: np.ndim(i) for n, i in images})
+        self._scores.clear()
         self.progress.setRange(0, len(images))
         self.progress.setValue(0)
         self.progress.setFormat("predicting %v/%m")
@@ -585,6 +597,11 @@ class DMDWidget(QWidget):
                 self._missing_warned.add(r.name)
                 show_warning(f"image '{r.name}' is no longer in the viewer: its prediction is not shown")
             return
+        pred = find_layer(self.viewer, prediction_name(r.name), PREDICTION)
+        if edited(pred) and r.name not in self._edit_warned:
+            self._edit_warned.add(r.name)
+            show_warning(f"'{pred.name}' holds your unmerged edits, so it is not refreshed: merge it (whole image) "
+                         "or delete it to see the new prediction")
         show_result(self.viewer, r.name, r.labels, r.disagreement, self._class_names)
         self._scores[r.name] = r.slice_scores
 
@@ -607,7 +624,7 @@ class DMDWidget(QWidget):
             show_warning(f"image '{image}' is no longer in the viewer")
             return
         go_to(self.viewer, image, index)
-        pred = find_layer(self.viewer, f"{image} prediction", PREDICTION)
+        pred = find_layer(self.viewer, prediction_name(image), PREDICTION)
         if pred is not None:
             self.viewer.layers.selection.active = pred
 
@@ -669,8 +686,8 @@ class DMDWidget(QWidget):
         path = Path(path)
         try:
             save_model(self.model, path)
-        except OSError as exc:
-            show_error(f"cannot save the model to {path}: {exc.strerror or exc}")
+        except DMDError as exc:
+            show_error(str(exc))
             return None
         self.model_path = path
         self._update_model_label()
@@ -745,6 +762,8 @@ class DMDWidget(QWidget):
         except DMDError as exc:
             show_error(str(exc))
             return None
+        if index is None:
+            set_edited(layer, False)  # every correction is in the labels now: refreshes may replace it
         self.merges.append(record)
         self._update_buttons()
         where = "the whole image" if index is None else f"slice {index}"
@@ -791,10 +810,6 @@ class DMDWidget(QWidget):
             elif self.parent() is not None:
                 self._was_parented = True
                 QTimer.singleShot(0, self._watch_window)
-        app = QApplication.instance()
-        if app is not None:
-            me = weakref.ref(self)
-            app.aboutToQuit.connect(lambda: me() is not None and me().shutdown())
         elif e.type() == QEvent.Type.Show:
             self._watch_window()
         return super().event(e)

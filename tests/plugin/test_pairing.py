@@ -39,12 +39,13 @@ def rows():
     return [Row("a", img0, True, lab0, "a labels"), Row("b", img1, True)]
 
 
-def test_training_set_copies_labels_and_counts_classes():
+def test_training_set_counts_classes_and_freezes_labels():
     r = rows()
     data = training_set(r)
     assert (len(data.labeled), len(data.unlabeled), data.num_classes, data.ndim) == (1, 1, 2, 3)
     assert data.class_names == ("background", "class 1")
-    assert data.labeled[0][2] is not r[0].labels and np.array_equal(data.labeled[0][2], r[0].labels)
+    frozen = data.frozen().labeled[0][2]
+    assert frozen is not r[0].labels and np.array_equal(frozen, r[0].labels)
     assert not data.notes
 
 

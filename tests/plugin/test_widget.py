@@ -127,6 +127,25 @@ def test_merge_into_labels_and_undo(dock, qtbot):
     assert "case1 labels" not in viewer.layers
 
 
+def test_a_refresh_never_overwrites_corrections_in_progress(dock, qtbot, notes):
+    viewer, widget = dock
+    widget.start()
+    wait_done(qtbot, widget)
+    pred = viewer.layers["case0 prediction"]
+    ys, xs = np.nonzero(np.ones_like(pred.data[5]))
+    pred.data_setitem((np.full(ys.size, 5), ys, xs), 1 - pred.data[5, ys, xs])  # the user paints slice 5
+    corrected = pred.data.copy()
+    widget.predict()
+    wait_done(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["case0 prediction"].data, corrected)
+    assert any("unmerged edits" in m for s, m in notes if "warning" in s)
+    widget.merge_prediction(pred, whole=True)  # every correction in the labels: refreshes resume
+    pred.data = np.full_like(pred.data, 3)  # not a class of the model
+    widget.predict()
+    wait_done(qtbot, widget)
+    assert viewer.layers["case0 prediction"].data.max() <= 1
+
+
 def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_path, notes):
     viewer, widget = dock
     widget.start()
@@ -259,3 +278,14 @@ def test_parse_patch():
     for bad in ("32,32", "a,b,c", "0,16,16"):
         with pytest.raises(DataError, match="patch size"):
             parse_patch(bad, 3)
+
+
+def test_advanced_settings_reach_the_training_config(dock):
+    viewer, widget = dock
+    widget.lambda_distill.setValue(2.5)
+    widget.lambda_rampup.setValue(40)
+    widget.temperature.setValue(1.93)
+    widget.lr_step.setValue(7)
+    cfg = widget.config(3, ("background", "a", "b"), 3)
+    assert (cfg.lambda_distill, cfg.lambda_rampup, cfg.temperature, cfg.lr_step) == (2.5, 40, 1.93, 7)
+    assert cfg.patch_size == (16, 32, 32) and cfg.device == "cpu" and cfg.precision == "fp32"
