@@ -118,12 +118,14 @@ def disagreement_vs_dice(run: dict) -> float:
 
 def table(results: dict, largest_component: bool = False) -> str:
     """Markdown table of the mean metrics per mode and class, averaged over seeds (with
-    ``largest_component``: of the predictions cut to their largest component)."""
+    ``largest_component``: of the predictions cut to their largest component, for the results
+    that were scored that way)."""
     lines = ["| method | class | seeds | Dice % | Jaccard % | 95HD (vox) | ASD (vox) | ρ(disagreement, Dice) |",
              "|---|---|---|---|---|---|---|---|"]
     modes = sorted({r["mode"] for r in results.values()})
     for mode in modes:
-        runs = [r["largest_component"] if largest_component else r for r in results.values() if r["mode"] == mode]
+        runs = [r["largest_component"] if largest_component else r for r in results.values()
+                if r["mode"] == mode and (not largest_component or "largest_component" in r)]
         for c in sorted({m["class"] for r in runs for m in r["per_class"]}):
             vals = {k: np.mean([m[k] for r in runs for m in r["per_class"] if m["class"] == c]) for k in METRICS}
             rho = np.mean([disagreement_vs_dice(r) for r in runs])
