@@ -24,7 +24,7 @@ from napari_dmd.training import CHECKPOINT_NAME, Trainer
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METRICS = ("dice", "jaccard", "hd95", "asd")
 RUN_KEYS = ("iterations", "lr", "lr_step", "lr_gamma", "lambda_distill", "lambda_rampup", "temperature", "patch_size",
-            "labeled_batch", "unlabeled_batch", "seed")
+            "foreground_fraction", "labeled_batch", "unlabeled_batch", "seed")
 
 
 @dataclass

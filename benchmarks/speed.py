@@ -70,7 +70,7 @@ def variant(name: str, iterations: int, device: str) -> dict:
     if name == "plain-fp32":
         nets = [net.to(memory_format=torch.contiguous_format) for net in trainer.model.nets]
         opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
-        sampler = PatchSampler(lab, unl, PATCH, np.random.default_rng(cfg.seed))
+        sampler = PatchSampler(lab, unl, PATCH, np.random.default_rng(cfg.seed), cfg.foreground_fraction)
 
         def step(_: int) -> None:
             b = sampler.batch(2, 2)

@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                       lambda_rampup=args.lambda_rampup,
                       temperature=args.temperature, patch_size=tuple(args.patch) if args.patch else None,
                       labeled_batch=args.labeled_batch, unlabeled_batch=args.unlabeled_batch,
-                      device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
+                      foreground_fraction=args.foreground_fraction, device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
                       seed=args.seed)
     trainer = Trainer(labeled, unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
     note = "" if unlabeled else " (no unlabeled image: distillation on the labeled images only)"
@@ -258,6 +258,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, nargs="+", help="patch size in array order (z y x); default: from the data")
     p.add_argument("--labeled-batch", type=int, default=DEFAULTS.labeled_batch)
     p.add_argument("--unlabeled-batch", type=int, default=DEFAULTS.unlabeled_batch)
+    p.add_argument("--foreground-fraction", type=float, default=DEFAULTS.foreground_fraction,
+                   help="share of labeled crops centred on a labeled voxel (default 0: uniform crops, as in the "
+                        "paper); raise it, e.g. to 0.33, for structures small next to the patch")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default=DEFAULTS.precision, choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)

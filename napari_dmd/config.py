@@ -28,7 +28,7 @@ class TrainConfig:
     patch_size: tuple[int, ...] | None = None
     labeled_batch: int = 2
     unlabeled_batch: int = 2
-    foreground_fraction: float = 1 / 3
+    foreground_fraction: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     checkpoint_every: int = 500

@@ -121,13 +121,14 @@ class PatchSampler:
     """Random crops with flips and in-plane 90° rotations; batches of labeled + unlabeled patches.
 
     Labeled crops are centred on a random foreground voxel with probability ``foreground_fraction``
-    and otherwise always cover at least one annotated voxel. Unlabeled crops are uniform; when there
+    (0 by default: uniform crops, as in the paper) and otherwise always cover at least one
+    annotated voxel. Unlabeled crops are uniform; when there
     is no unlabeled volume the unlabeled half is filled from the labeled volumes (their images only),
     so distillation still sees every voxel of every volume.
     """
 
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], patch: tuple[int, ...],
-                 rng: np.random.Generator, foreground_fraction: float = 1 / 3):
+                 rng: np.random.Generator, foreground_fraction: float = 0.0):
         self.labeled, self.unlabeled = labeled, unlabeled or labeled
         self.patch, self.rng, self.fg = tuple(patch), rng, foreground_fraction
         self._fg_voxels = [VoxelPicker(v.label > 0) for v in labeled]

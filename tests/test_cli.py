@@ -1,5 +1,6 @@
 """The command line: train → predict → evaluate on tiny files, and one clear line for bad input."""
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -33,10 +34,11 @@ def test_train_predict_evaluate(dataset, capsys):
     run = dataset / "run"
     assert main(["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
                  "--unlabeled", str(dataset / "more"), "--out", str(run), "--iterations", "3",
-                 "--patch", "16", "16", "16", "--checkpoint-every", "2"]) == 0
+                 "--patch", "16", "16", "16", "--checkpoint-every", "2", "--foreground-fraction", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "2 labeled + 2 unlabeled" in out and "3 classes" in out
     assert (run / "model.pt").exists()
+    assert json.loads((run / "config.json").read_text())["foreground_fraction"] == 0.5
 
     # resume a finished run to more iterations
     assert main(["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
@@ -96,6 +98,9 @@ def test_bad_input_gets_one_line(dataset, tmp_path, capsys):
     # values outside the classes
     assert "classes" in bad(base + ["--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
                                     "--classes", "2"], capsys)
+    # a setting out of range
+    assert "foreground_fraction" in bad(base + ["--images", str(dataset / "images"), "--labels",
+                                                str(dataset / "labels"), "--foreground-fraction", "2"], capsys)
     # no labeled data
     (tmp_path / "nolabels").mkdir()
     (tmp_path / "nolabels" / "readme.txt").write_text("x")

@@ -176,6 +176,20 @@ def test_annotated_slices_and_sampler_cover_annotation():
         assert m.any()
 
 
+def test_foreground_fraction_centres_labeled_crops_on_the_structure():
+    img = np.random.default_rng(0).random((16, 64, 64)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[6:9, 50:53, 4:7] = 1  # a small structure far from the volume's centre
+    v = Volume.create(img, lab)
+
+    def hits(fraction: float) -> int:
+        s = PatchSampler([v], [], (8, 16, 16), np.random.default_rng(0), fraction)
+        return sum(bool(s.labeled_patch()[1].any()) for _ in range(40))
+
+    assert hits(1.0) == 40
+    assert hits(0.0) < 20  # uniform crops mostly miss it
+
+
 @pytest.mark.parametrize("shape", [(5, 7, 9), (6, 8)])
 def test_voxel_picker_draws_uniformly_like_argwhere(shape):
     mask = np.random.default_rng(1).random(shape) < 0.2

@@ -231,6 +231,11 @@ class DMDWidget(QWidget):
         af.addRow("Labeled patches per batch", self.labeled_batch)
         self.unlabeled_batch = self._spin(0, 256, d.unlabeled_batch)
         af.addRow("Unlabeled patches per batch", self.unlabeled_batch)
+        self.foreground_fraction = self._dspin(0, 1, d.foreground_fraction, 2)
+        self.foreground_fraction.setToolTip("Share of labeled patches centred on a labeled voxel (0: uniform "
+                                            "crops, as in the paper). Raise it, e.g. to 0.33, for structures "
+                                            "small next to the patch.")
+        af.addRow("Foreground-centred share", self.foreground_fraction)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device.setEditable(True)
@@ -456,8 +461,8 @@ class DMDWidget(QWidget):
             lr=self.lr.value(), lr_step=self.lr_step.value(), lr_gamma=self.lr_gamma.value(),
             lambda_distill=self.lambda_distill.value(), lambda_rampup=self.lambda_rampup.value(),
             temperature=self.temperature.value(), patch_size=parse_patch(self.patch.text(), ndim),
-            labeled_batch=self.labeled_batch.value(),
-            unlabeled_batch=self.unlabeled_batch.value(), device=self.device.currentText().strip() or "auto",
+            labeled_batch=self.labeled_batch.value(), unlabeled_batch=self.unlabeled_batch.value(),
+            foreground_fraction=self.foreground_fraction.value(), device=self.device.currentText().strip() or "auto",
             precision=self.precision.currentText(), checkpoint_every=self.checkpoint_every.value(),
             seed=self.seed.value())
 

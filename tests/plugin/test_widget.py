@@ -286,6 +286,8 @@ def test_advanced_settings_reach_the_training_config(dock):
     widget.lambda_rampup.setValue(40)
     widget.temperature.setValue(1.93)
     widget.lr_step.setValue(7)
+    widget.foreground_fraction.setValue(0.33)
     cfg = widget.config(3, ("background", "a", "b"), 3)
     assert (cfg.lambda_distill, cfg.lambda_rampup, cfg.temperature, cfg.lr_step) == (2.5, 40, 1.93, 7)
+    assert cfg.foreground_fraction == 0.33
     assert cfg.patch_size == (16, 32, 32) and cfg.device == "cpu" and cfg.precision == "fp32"
