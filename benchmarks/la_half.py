@@ -25,6 +25,8 @@ def main() -> None:
                     help="lr x0.1 every this many iterations (paper: 2500, so constant over 2000)")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--lambda-rampup", type=int, default=0, help="ramp lambda up over this many iterations")
+    ap.add_argument("--foreground-fraction", type=float, default=TrainConfig.foreground_fraction,
+                    help="share of labeled crops centred on a foreground voxel")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--modes", nargs="+", default=["dmd", "supervised"], choices=["dmd", "supervised"])
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
@@ -35,7 +37,7 @@ def main() -> None:
     split = Split([pair(i) for i in ids[:args.labeled]], [pair(i)[0] for i in ids[args.labeled:]],
                   [pair(i) for i in (args.data / "test.list").read_text().split()])
     base = dict(iterations=args.iterations, lr_step=args.lr_step, temperature=args.temperature, checkpoint_every=500,
-                lambda_rampup=args.lambda_rampup)
+                lambda_rampup=args.lambda_rampup, foreground_fraction=args.foreground_fraction)
     results = run("la_half", split, base, args.modes, args.seeds, (32, 64, 64), (2, 9, 9), args.runs, args.out)
     print(table(results))
     print(table(results, largest_component=True))

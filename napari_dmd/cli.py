@@ -96,8 +96,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                       lambda_rampup=args.lambda_rampup,
                       temperature=args.temperature, patch_size=tuple(args.patch) if args.patch else None,
                       labeled_batch=args.labeled_batch, unlabeled_batch=args.unlabeled_batch,
-                      foreground_fraction=args.foreground_fraction, device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
-                      seed=args.seed)
+                      foreground_fraction=args.foreground_fraction, device=args.device, precision=args.precision,
+                      checkpoint_every=args.checkpoint_every, seed=args.seed)
     trainer = Trainer(labeled, unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
     note = "" if unlabeled else " (no unlabeled image: distillation on the labeled images only)"
     print(f"training on {len(labeled)} labeled + {len(unlabeled)} unlabeled volumes, {num_classes} classes, "

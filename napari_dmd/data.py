@@ -122,9 +122,9 @@ class PatchSampler:
 
     Labeled crops are centred on a random foreground voxel with probability ``foreground_fraction``
     (0 by default: uniform crops, as in the paper) and otherwise always cover at least one
-    annotated voxel. Unlabeled crops are uniform; when there
-    is no unlabeled volume the unlabeled half is filled from the labeled volumes (their images only),
-    so distillation still sees every voxel of every volume.
+    annotated voxel. Unlabeled crops are uniform; when there is no unlabeled volume the unlabeled
+    half is filled from the labeled volumes (their images only), so distillation still sees every
+    voxel of every volume.
     """
 
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], patch: tuple[int, ...],

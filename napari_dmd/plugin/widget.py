@@ -462,9 +462,9 @@ class DMDWidget(QWidget):
             lambda_distill=self.lambda_distill.value(), lambda_rampup=self.lambda_rampup.value(),
             temperature=self.temperature.value(), patch_size=parse_patch(self.patch.text(), ndim),
             labeled_batch=self.labeled_batch.value(), unlabeled_batch=self.unlabeled_batch.value(),
-            foreground_fraction=self.foreground_fraction.value(), device=self.device.currentText().strip() or "auto",
-            precision=self.precision.currentText(), checkpoint_every=self.checkpoint_every.value(),
-            seed=self.seed.value())
+            foreground_fraction=self.foreground_fraction.value(),
+            device=self.device.currentText().strip() or "auto", precision=self.precision.currentText(),
+            checkpoint_every=self.checkpoint_every.value(), seed=self.seed.value())
 
     def start(self) -> None:
         """Check the training data and settings, then train in a worker thread."""
