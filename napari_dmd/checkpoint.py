@@ -33,10 +33,10 @@ class ModelPair:
 
     @classmethod
     def create(cls, config: TrainConfig, ndim: int, device: torch.device) -> "ModelPair":
-        """Network A with Kaiming, network B with Xavier initialisation (seeded by ``config.seed``)."""
+        """Two networks from consecutive draws of one generator seeded with ``config.seed``, so they
+        start from different weights (as in the authors' code) and a seed reproduces both."""
         torch.manual_seed(config.seed)
-        nets = tuple(build_network(ndim, out_channels(config.num_classes), init).to(device)
-                     for init in ("kaiming", "xavier"))
+        nets = tuple(build_network(ndim, out_channels(config.num_classes)).to(device) for _ in range(2))
         return cls(nets, config, ndim, device)  # type: ignore[arg-type]
 
     @property

@@ -118,7 +118,10 @@ class VoxelPicker:
 
 
 class PatchSampler:
-    """Random crops with flips and in-plane 90° rotations; batches of labeled + unlabeled patches.
+    """Random crops with in-plane flips and 90° rotations; batches of labeled + unlabeled patches.
+
+    The slice axis (the first of a 3D patch) is never flipped: anatomy is not mirror-symmetric from
+    head to foot, and the paper's augmentation keeps it too.
 
     Labeled crops are centred on a random foreground voxel with probability ``foreground_fraction``
     (0 by default: uniform crops, as in the paper) and otherwise always cover at least one
@@ -151,7 +154,7 @@ class PatchSampler:
     def _augment(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         square = self.patch[-1] == self.patch[-2]
         k = int(self.rng.integers(0, 4)) if square else 2 * int(self.rng.integers(0, 2))
-        flips = [ax for ax in range(len(self.patch)) if self.rng.random() < 0.5]
+        flips = [ax for ax in (-2, -1) if self.rng.random() < 0.5]
         out = []
         for a in arrays:
             a = np.rot90(a, k, axes=(-2, -1))

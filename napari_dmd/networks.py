@@ -104,21 +104,10 @@ class UNet2D(PaddedNet):
         return self.head(x)
 
 
-def build_network(ndim: int, out_channels: int, init: str = "kaiming") -> PaddedNet:
-    """A V-Net for 3D data, a 2D U-Net for 2D data, initialised with ``init`` ('kaiming' or 'xavier')."""
+def build_network(ndim: int, out_channels: int) -> PaddedNet:
+    """A V-Net for 3D data, a 2D U-Net for 2D data, with PyTorch's default layer initialisation."""
     if ndim == 3:
-        net: PaddedNet = VNet(out_channels=out_channels)
-    elif ndim == 2:
-        net = UNet2D(out_channels=out_channels)
-    else:
-        raise ValueError(f"no network for {ndim}-D data")
-    fill = {"kaiming": nn.init.kaiming_normal_, "xavier": nn.init.xavier_normal_}[init]
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            fill(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return net
+        return VNet(out_channels=out_channels)
+    if ndim == 2:
+        return UNet2D(out_channels=out_channels)
+    raise ValueError(f"no network for {ndim}-D data")

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from napari_dmd.checkpoint import ModelPair
+from napari_dmd.config import TrainConfig
 from napari_dmd.networks import UNet2D, VNet, build_network
 
 
@@ -28,9 +30,10 @@ def test_vnet_matches_paper_size():
     assert net.head.in_channels == 16 and net.enc[4][0].out_channels == 256
 
 
-def test_initialisations_differ():
-    torch.manual_seed(0)
-    a = build_network(3, 1, "kaiming")
-    torch.manual_seed(0)
-    b = build_network(3, 1, "xavier")
+def test_the_pair_starts_from_different_weights_reproducibly():
+    cfg = TrainConfig(seed=3)
+    a, b = ModelPair.create(cfg, 3, torch.device("cpu")).nets
     assert not torch.equal(a.enc[0][0].weight, b.enc[0][0].weight)
+    assert not torch.equal(a.head.weight, b.head.weight)
+    again = ModelPair.create(cfg, 3, torch.device("cpu")).nets
+    assert all(torch.equal(p, q) for n, m in zip((a, b), again) for p, q in zip(n.parameters(), m.parameters()))

@@ -190,6 +190,22 @@ def test_foreground_fraction_centres_labeled_crops_on_the_structure():
     assert hits(0.0) < 20  # uniform crops mostly miss it
 
 
+def test_augmentation_keeps_the_slice_order_and_the_labels_aligned():
+    z, y, x = np.meshgrid(np.arange(16), np.arange(32), np.arange(32), indexing="ij")
+    v = Volume.create((1000 * z + 30 * y + x).astype(np.float32), (30 * y + x > 500).astype(np.uint8))
+    label_of = dict(zip(v.image.ravel().tolist(), v.label.ravel().tolist()))  # each intensity has one label
+    s = PatchSampler([v], [v], (8, 16, 16), np.random.default_rng(0))
+    flipped_in_plane = 0
+    for _ in range(40):
+        image, label, _ = s.labeled_patch()
+        assert (np.diff(image, axis=0) > 0).all()  # the slice axis is never flipped
+        np.testing.assert_array_equal(label, np.vectorize(label_of.get)(image))
+        flipped_in_plane += bool((np.diff(image, axis=-1) < 0).any())
+    assert 0 < flipped_in_plane < 40
+    for _ in range(10):
+        assert (np.diff(s.unlabeled_patch(), axis=0) > 0).all()
+
+
 @pytest.mark.parametrize("shape", [(5, 7, 9), (6, 8)])
 def test_voxel_picker_draws_uniformly_like_argwhere(shape):
     mask = np.random.default_rng(1).random(shape) < 0.2
