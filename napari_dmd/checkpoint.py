@@ -13,6 +13,7 @@ from torch import nn
 from .config import TrainConfig
 from .data import NORMALIZATION
 from .errors import CheckpointError
+from .heads import out_channels
 from .networks import build_network
 from .runtime import resolve_device
 
@@ -32,7 +33,7 @@ class ModelPair:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, config: TrainConfig, ndim: int, device: torch.device) -> "ModelPair":
+    def create(cls, config: TrainConfig, ndim: int, device: torch.device) -> ModelPair:
         """Two networks from consecutive draws of one generator seeded with ``config.seed``, so they
         start from different weights (as in the authors' code) and a seed reproduces both."""
         torch.manual_seed(config.seed)
@@ -50,17 +51,14 @@ class ModelPair:
         return self.config.class_names
 
 
-def out_channels(num_classes: int) -> int:
-    """One sigmoid channel for a binary task, one softmax channel per class otherwise."""
-    return 1 if num_classes == 2 else num_classes
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Write to a temporary file beside ``path``, then rename over it; ``CheckpointError`` if it cannot."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*"):  # left by a write that was killed (kill -9)
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         torch.save(obj, tmp)  # a full disk is a RuntimeError from torch
@@ -73,8 +71,18 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             os.remove(tmp)
 
 
+def non_finite_tensors(states: list[dict[str, torch.Tensor]]) -> list[str]:
+    """Names of the weights and buffers that hold NaN or Inf."""
+    return [f"net {'AB'[i]} {k}" for i, state in enumerate(states) for k, v in state.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_model(model: ModelPair, path: Path, training_state: dict[str, Any] | None = None) -> Path:
-    """Save both networks, settings and classes (and, for resuming, the optimiser and RNG state)."""
+    """Save both networks, settings and classes (and, for resuming, the optimiser and RNG state).
+    A model with non-finite weights or buffers is refused, so a good file is never replaced by it."""
+    bad = non_finite_tensors([net.state_dict() for net in model.nets])
+    if bad:
+        raise CheckpointError(f"not writing {Path(path).name}: the model holds NaN or Inf ({', '.join(bad[:3])})")
     payload = {
         "format": FORMAT,
         "ndim": model.ndim,
@@ -99,6 +107,10 @@ def load_checkpoint(path: Path, device: str | torch.device = "auto") -> tuple[Mo
         raise CheckpointError(f"{path.name} is not a napari-dmd checkpoint ({type(exc).__name__})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a napari-dmd checkpoint")
+    bad = non_finite_tensors(payload["nets"])
+    if bad:
+        raise CheckpointError(f"{path.name} holds NaN or Inf weights ({', '.join(bad[:3])}): it cannot predict; "
+                              "use an earlier checkpoint")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     config = TrainConfig.from_dict(payload["config"])
     model = ModelPair.create(config, payload["ndim"], dev)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -12,8 +12,9 @@ import torch
 from .checkpoint import ModelPair
 from .data import normalize_intensity
 from .errors import DataError
-from .losses import probabilities
-from .runtime import autocast, memory_format, resolve_precision
+from .heads import class_probabilities, out_channels
+from .precision import Precision, choose_precision
+from .runtime import memory_format
 
 
 @dataclass
@@ -70,7 +71,9 @@ def sliding_window_probabilities(model: ModelPair, image: np.ndarray, patch: tup
     """Per network, class probabilities (C, *shape) averaged over overlapping windows.
 
     ``image`` is already normalised. A volume smaller than the patch is padded and cropped back.
-    Memory: two accumulators of C × voxels float32 plus one batch of windows.
+    Memory: two accumulators of C × voxels float32 plus one batch of windows. The precision is the
+    model's setting as checked on this machine (``choose_precision``); a window batch with a non-finite
+    result in reduced precision is computed again in fp32, and so is the rest of the image.
     """
     shape = image.shape
     padded_shape = tuple(max(s, p) for s, p in zip(shape, patch))
@@ -79,22 +82,27 @@ def sliding_window_probabilities(model: ModelPair, image: np.ndarray, patch: tup
     c = model.num_classes
     acc = [np.zeros((c, *padded_shape), np.float32) for _ in model.nets]
     count = np.zeros(padded_shape, np.float32)
-    dtype = resolve_precision(model.config.precision, model.device)
     fmt = memory_format(model.ndim)
+    precision = choose_precision(model.config.precision, model.device, model.ndim, out_channels(c),
+                                 (batch_size, 1, *patch), fmt)
     windows = list(_windows(padded_shape, patch, stride))
     modes = [net.training for net in model.nets]
     for net in model.nets:
+        precision.apply(net)
         net.eval()
     try:
-        with torch.inference_mode(), autocast(model.device, dtype):
+        with torch.inference_mode():
             for start in range(0, len(windows), batch_size):
                 chunk = windows[start:start + batch_size]
                 x = torch.from_numpy(np.stack([padded[w] for w in chunk])[:, None]).to(model.device)
                 x = x.contiguous(memory_format=fmt)
-                for net, a in zip(model.nets, acc):
-                    p = probabilities(net(x))
-                    p = torch.cat([1 - p, p], dim=1) if p.shape[1] == 1 else p
-                    p = p.float().cpu().numpy()
+                probs = _window_probabilities(model, x, precision)
+                if probs is None:
+                    precision = Precision(torch.float32, (), "a reduced-precision result was not finite")
+                    probs = _window_probabilities(model, x, precision)
+                if probs is None:
+                    raise DataError("the model's prediction is not finite (NaN) even in fp32: the model is broken")
+                for a, p in zip(acc, probs):
                     for w, pw in zip(chunk, p):
                         a[(slice(None), *w)] += pw
                 for w in chunk:
@@ -106,6 +114,15 @@ def sliding_window_probabilities(model: ModelPair, image: np.ndarray, patch: tup
             net.train(mode)
     crop = (slice(None), *(slice(0, s) for s in shape))
     return [(a / count)[crop] for a in acc]
+
+
+def _window_probabilities(model: ModelPair, x: torch.Tensor, precision: Precision) -> list[np.ndarray] | None:
+    """Class probabilities of both networks for a batch of windows; ``None`` if any is not finite."""
+    with precision.autocast(model.device):
+        probs = [class_probabilities(net(x)) for net in model.nets]
+    if not all(bool(torch.isfinite(p).all()) for p in probs):
+        return None
+    return [p.cpu().numpy() for p in probs]
 
 
 def default_stride(patch: tuple[int, ...]) -> tuple[int, ...]:

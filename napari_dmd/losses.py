@@ -1,24 +1,15 @@
 """Dice losses of Deep Mutual Distillation.
 
-Logits have shape (B, K, *S): K = 1 for a binary task (sigmoid), K = C classes otherwise
-(softmax). Dice is computed per foreground channel over the whole batch and averaged.
+Logits have shape (B, K, *S) as ``heads`` describes (one sigmoid channel for two classes, a softmax
+channel per class otherwise). Dice is computed per foreground channel over the whole batch and averaged.
 """
 from __future__ import annotations
 
 import torch
 
+from .heads import foreground, probabilities
+
 EPS = 1e-5
-
-
-def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``sigmoid(z/T)`` for one channel, ``softmax(z/T)`` over channels otherwise (computed in fp32)."""
-    z = logits.float() / temperature
-    return torch.sigmoid(z) if z.shape[1] == 1 else torch.softmax(z, dim=1)
-
-
-def foreground(p: torch.Tensor) -> torch.Tensor:
-    """The foreground channels of class probabilities (all of a binary output, 1.. of a softmax)."""
-    return p if p.shape[1] == 1 else p[:, 1:]
 
 
 def dice_loss(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

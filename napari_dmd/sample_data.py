@@ -1,12 +1,18 @@
-"""The bundled sample data: 12 hippocampus MRI volumes (MSD Task04), 3 of them labeled."""
+"""The bundled sample data: 12 hippocampus MRI volumes (MSD Task04), 3 of them labeled.
+
+The volumes live in the repository's top-level ``sample_data/`` folder, which installs as the package
+``napari_dmd._sample`` (pyproject.toml), so they are found the same way in an editable install and in a wheel.
+"""
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from .errors import DataError
 from .io import list_images
 
-SAMPLE_DIR = Path(__file__).parents[1] / "sample_data"
+# A regular package unpacked on disk (wheel or editable install), so its Traversable is a real folder.
+SAMPLE_DIR = Path(str(files("napari_dmd._sample")))
 CLASS_NAMES = ("background", "anterior", "posterior")
 
 
@@ -14,5 +20,5 @@ def sample_cases() -> list[tuple[Path, Path | None]]:
     """(image, label or None) for each sample image, in name order."""
     images, labels = SAMPLE_DIR / "images", SAMPLE_DIR / "labels"
     if not images.is_dir():
-        raise DataError(f"the sample data folder {images} is missing; reinstall napari-dmd from its repository")
+        raise DataError(f"the sample data folder {images} is missing; reinstall napari-dmd")
     return [(p, labels / p.name if (labels / p.name).is_file() else None) for p in list_images(images)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,11 +15,17 @@ from .checkpoint import ModelPair, load_checkpoint, save_model
 from .config import TrainConfig
 from .data import PatchSampler, Volume, choose_patch_size
 from .errors import CheckpointError, DataError, DMDError
+from .heads import out_channels
 from .io import write_text
 from .losses import distillation_loss, supervised_loss
-from .runtime import autocast, memory_format, resolve_device, resolve_precision
+from .precision import Precision, choose_precision, reset_fp32_layers
+from .runtime import memory_format, resolve_device
 
 CHECKPOINT_NAME = "model.pt"
+LOG_NAME = "log.csv"
+LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
+FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
+DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,26 @@ class Progress:
     its_per_s: float
     device: str
     checkpoint: Path | None = None
+    skipped: int = 0
+    precision: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one training step did: its losses, or what was not finite (the step was skipped)."""
+
+    sup_loss: float
+    distill_loss: float
+    loss: float
+    problem: str = ""
 
 
 def check_volumes(labeled: list[Volume], unlabeled: list[Volume], num_classes: int) -> int:
     """The common dimensionality of the volumes; ``DataError`` for data that cannot train."""
     if not labeled:
         raise DataError("no labeled image: label at least one image (or some of its slices) to train")
+    structure = False
     for v in labeled:
         if v.label is None:
             raise DataError(f"{v.name or 'a labeled image'} has no labels")
@@ -50,8 +70,9 @@ def check_volumes(labeled: list[Volume], unlabeled: list[Volume], num_classes: i
         if top >= num_classes:
             raise DataError(f"labels of {v.name or 'an image'} hold value {top}, but there are only "
                             f"{num_classes} classes (0..{num_classes - 1})")
-        if not (v.label > 0).any():
-            raise DataError(f"labels of {v.name or 'an image'} are all background: label some structure first")
+        structure = structure or bool(((v.label > 0) & (True if v.mask is None else v.mask)).any())
+    if not structure:  # an empty label says "nothing here", but some image must show the structure
+        raise DataError("every labeled image is all background: label some structure in at least one image")
     dims = {v.image.ndim for v in labeled + unlabeled}
     if len(dims) > 1:
         raise DataError("all images must be 2D, or all 3D: found both")
@@ -73,7 +94,6 @@ class Trainer:
         self.patch = config.patch_size or choose_patch_size([v.image.shape for v in labeled + unlabeled])
         self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
         self.device = resolve_device(config.device)
-        self.dtype = resolve_precision(config.precision, self.device)
         if len(self.patch) != ndim:
             raise DataError(f"patch size {self.patch} has {len(self.patch)} values for {ndim}-D images")
         self.run_dir = Path(run_dir) if run_dir else None
@@ -91,12 +111,18 @@ class Trainer:
             self.model.config = config
         else:
             self.model = ModelPair.create(config, ndim, self.device)
+        batch = (config.labeled_batch + config.unlabeled_batch, 1, *self.patch)
+        self.precision = choose_precision(config.precision, self.device, ndim, out_channels(config.num_classes),
+                                          batch, self._memory)
         for net in self.model.nets:
-            net.to(memory_format=self._memory)
-        params = [p for net in self.model.nets for p in net.parameters()]
-        self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+            self.precision.apply(net.to(memory_format=self._memory))
+        self._params = [p for net in self.model.nets for p in net.parameters()]
+        self._buffers = [b for net in self.model.nets for b in net.buffers()]
+        self.optimizer = torch.optim.SGD(self._params, lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.skipped = 0
+        self._skipped_reduced = self._bad_in_row = 0
         self.rng = np.random.default_rng(config.seed)
         self.start = 0
         if resume:
@@ -136,8 +162,14 @@ class Trainer:
         t = min(iteration / cfg.lambda_rampup, 1.0)
         return cfg.lambda_distill * float(np.exp(-5.0 * (1.0 - t) ** 2))
 
-    def step(self, iteration: int) -> tuple[float, float, float]:
-        """One SGD step on a fresh batch; returns (supervised, distillation, total) loss."""
+    @property
+    def dtype(self) -> torch.dtype:
+        """The autocast dtype the run computes in now (fp32 after a fallback)."""
+        return self.precision.dtype
+
+    def step(self, iteration: int) -> Step:
+        """One SGD step on a fresh batch. A non-finite loss, gradient or batch-norm statistic skips
+        the update and puts the batch-norm statistics back as they were (``Step.problem`` says what)."""
         cfg, nl = self.config, self.config.labeled_batch
         batch = self.sampler.batch(nl, self.unlabeled_batch)
         x = torch.from_numpy(batch["image"]).to(self.device).contiguous(memory_format=self._memory)
@@ -147,16 +179,62 @@ class Trainer:
             group["lr"] = self.lr_at(iteration)
         for net in self.model.nets:
             net.train()
-        with autocast(self.device, self.dtype):
+        saved = [b.clone() for b in self._buffers]
+        with self.precision.autocast(self.device):
             logits = [net(x) for net in self.model.nets]
         sup = sum(supervised_loss(z[:nl], y, m) for z in logits)
         dis = distillation_loss(*logits, cfg.temperature) if cfg.lambda_distill > 0 else torch.zeros(())
         loss = sup + self.lambda_at(iteration) * dis
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        values = float(sup.detach()), float(dis.detach()), float(loss.detach())
+        problem = self._non_finite(values[2])
+        if problem:
+            for b, before in zip(self._buffers, saved):
+                b.copy_(before)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()  # an fp16 overflow lowers the loss scale
+            return Step(*values, problem)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(sup.detach()), float(dis.detach()), float(loss.detach())
+        return Step(*values)
+
+    def _non_finite(self, loss: float) -> str:
+        """What is not finite after a backward pass ('' when all is finite)."""
+        if not np.isfinite(loss):
+            return "loss"
+        if not torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None])):
+            return "gradient"
+        if not torch.isfinite(torch.nn.utils.get_total_norm([b for b in self._buffers if b.is_floating_point()])):
+            return "batch-norm statistics"
+        return ""
+
+    def _after_skip(self, step: Step, done: int) -> str:
+        """Count a skipped step; fall back to fp32 or end the run when they pile up. Returns a note."""
+        self.skipped += 1
+        self._bad_in_row += 1
+        if self.scaler.is_enabled() and step.problem == "gradient":
+            return ""  # fp16 loss-scale overflow: the scaler lowers the scale, as designed
+        if self.dtype != torch.float32:
+            self._skipped_reduced += 1
+            if self._skipped_reduced < FALLBACK_AFTER:
+                return ""
+            was = self.precision.name
+            self.precision = Precision(torch.float32, (), f"{self._skipped_reduced} {was} steps gave a non-finite "
+                                                          f"{step.problem}; continued in fp32 from iteration {done}")
+            for net in self.model.nets:
+                reset_fp32_layers(net)
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+            self._bad_in_row = 0
+            return f"switched to fp32 at iteration {done}: {self.precision.reason}"
+        if self._bad_in_row >= DIVERGED_AFTER:
+            raise DMDError(f"training diverged at iteration {done}: the {step.problem} was not finite in fp32 for "
+                           f"{self._bad_in_row} steps in a row (learning rate {self.lr_at(done - 1):g}); lower the "
+                           "learning rate, or check the images for extreme values")
+        return ""
 
     def save(self, iteration: int) -> Path | None:
         """Write the checkpoint of the run folder (atomically); ``None`` without a run folder."""
@@ -169,32 +247,57 @@ class Trainer:
         self.checkpoint_path = save_model(self.model, self.run_dir / CHECKPOINT_NAME, state)
         return self.checkpoint_path
 
+    def runtime(self) -> dict:
+        """Where and how the run computes, for config.json and the user."""
+        return {"device": str(self.device), "torch": torch.__version__, **self.precision.to_dict()}
+
+    def _log(self, row: tuple) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / LOG_NAME
+        new = not path.exists()
+        with path.open("a", encoding="utf-8") as f:
+            if new:
+                f.write(",".join(LOG_COLUMNS) + "\n")
+            f.write(",".join(str(v) for v in row) + "\n")
+
     def run(self) -> Iterator[Progress]:
         """Train to ``config.iterations``; yields after every step. A CUDA OOM becomes a ``DMDError``."""
         cfg = self.config
         if self.run_dir is not None:
-            write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.json",
+                       json.dumps({**cfg.to_dict(), "runtime": self.runtime()}, indent=1))
         t0, saved, last = time.perf_counter(), self.start, None
         for it in range(self.start, cfg.iterations):
             if self._stop.is_set():
                 break
             try:
-                sup, dis, loss = self.step(it)
+                step = self.step(it)
             except torch.cuda.OutOfMemoryError as exc:
                 raise DMDError(
                     f"the GPU ran out of memory with patch {self.patch} and batch "
                     f"{cfg.labeled_batch}+{cfg.unlabeled_batch}: lower the patch size or the batch, "
                     "or use precision bf16/fp16") from exc
             done = it + 1
-            if not np.isfinite(loss):
-                raise DMDError(f"training diverged at iteration {done} (loss {loss}): lower the learning rate")
+            precision = self.precision.name
+            note = self._after_skip(step, done) if step.problem else ""
+            if not step.problem:
+                self._bad_in_row = 0
+            if note and self.run_dir is not None:
+                write_text(self.run_dir / "config.json",
+                           json.dumps({**cfg.to_dict(), "runtime": self.runtime()}, indent=1))
+            elapsed = time.perf_counter() - t0
+            self._log((done, f"{step.sup_loss:.6g}", f"{step.distill_loss:.6g}", f"{step.loss:.6g}",
+                       f"{self.lambda_at(it):.6g}", f"{self.lr_at(it):.6g}", precision, self.skipped,
+                       f"{elapsed:.3f}"))
             ckpt = None
             if done == cfg.iterations or done % cfg.checkpoint_every == 0:
                 ckpt, saved = self.save(done), done
-            elapsed = time.perf_counter() - t0
             rate = (done - self.start) / elapsed
-            last = Progress(done, cfg.iterations, sup, dis, loss, self.lr_at(it), elapsed,
-                            (cfg.iterations - done) / rate, rate, str(self.device), ckpt)
+            last = Progress(done, cfg.iterations, step.sup_loss, step.distill_loss, step.loss, self.lr_at(it),
+                            elapsed, (cfg.iterations - done) / rate, rate, str(self.device), ckpt, self.skipped,
+                            self.precision.name, note)
             yield last
         if last is not None and saved != last.iteration:
-            yield replace(last, checkpoint=self.save(last.iteration))
+            yield replace(last, checkpoint=self.save(last.iteration), note="")

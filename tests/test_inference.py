@@ -6,8 +6,8 @@ import torch
 from napari_dmd.checkpoint import ModelPair
 from napari_dmd.config import TrainConfig
 from napari_dmd.data import normalize_intensity
+from napari_dmd.heads import probabilities
 from napari_dmd.inference import largest_components, predict, sliding_window_probabilities, window_starts
-from napari_dmd.losses import probabilities
 from napari_dmd.runtime import resolve_device
 
 from synthetic import SHARED_DATA, make_case

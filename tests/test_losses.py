@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from napari_dmd.losses import (EPS, dice_loss, distillation_loss, one_hot_foreground, probabilities,
-                               supervised_loss)
+from napari_dmd.heads import probabilities
+from napari_dmd.losses import EPS, dice_loss, distillation_loss, one_hot_foreground, supervised_loss
 
 
 def test_dice_loss_hand_computed():
