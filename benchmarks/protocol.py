@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from napari_dmd.checkpoint import load_model
-from napari_dmd.config import TrainConfig
+from napari_dmd.config import TrainConfig, model_settings
 from napari_dmd.data import Volume
 from napari_dmd.inference import largest_components, predict
 from napari_dmd.io import read_image
@@ -23,8 +23,6 @@ from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METRICS = ("dice", "jaccard", "hd95", "asd")
-RUN_KEYS = ("iterations", "lr", "lr_step", "lr_gamma", "lambda_distill", "lambda_rampup", "temperature", "patch_size",
-            "foreground_fraction", "labeled_batch", "unlabeled_batch", "seed")
 
 
 @dataclass
@@ -48,12 +46,12 @@ def load(pairs: list[tuple[Path, Path | None]]) -> list[Volume]:
 
 def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
     """Train one run unless a finished checkpoint of the same settings exists; returns training seconds
-    (0 if reused)."""
+    (0 if reused). The same settings: every declared setting that changes what is learned
+    (``config.model_settings``), so a new setting joins the key where it is declared."""
     ckpt = run_dir / CHECKPOINT_NAME
     if ckpt.exists():
         done = load_model(ckpt, "cpu")
-        saved, wanted = done.config.to_dict(), cfg.to_dict()
-        if done.iteration == cfg.iterations and all(saved[k] == wanted[k] for k in RUN_KEYS):
+        if done.iteration == cfg.iterations and model_settings(done.config) == model_settings(cfg):
             return 0.0
     unlabeled = load([(p, None) for p in split.unlabeled]) if mode == "dmd" else []
     t0 = time.perf_counter()
@@ -90,7 +88,8 @@ def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int],
         for mode in modes:
             dmd = mode == "dmd"
             cfg = TrainConfig(**base, patch_size=patch, seed=seed,
-                              lambda_distill=TrainConfig.lambda_distill if dmd else 0.0, unlabeled_batch=2 if dmd else 0)
+                              lambda_distill=TrainConfig.lambda_distill if dmd else 0.0,
+                              unlabeled_batch=2 if dmd else 0)
             if dmd and cfg.lambda_rampup:
                 mode = f"dmd-rampup{cfg.lambda_rampup}"
             run_dir = runs / f"{name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"

@@ -4,7 +4,10 @@ Each variant runs in its own process (so peak memory is its own) on the same bat
 seeded patch sampler over the same la_half scans, the same two V-Nets, the same DMD loss.
   plain-fp32      : a textbook loop, fp32, default memory format
   napari-dmd fp32 : the Trainer with precision fp32 (channels-last)
-  napari-dmd auto : the Trainer as shipped (bf16 autocast where the hardware has it, channels-last)
+  napari-dmd auto : the Trainer as shipped (the precision its self-check chose on this machine)
+  napari-dmd bf16, bottleneck fp32 : bf16 autocast with the three bottleneck convolutions in fp32,
+                    the path the self-check picks on CPUs whose bf16 bottleneck is wrong (forced here,
+                    so it is measured on any machine)
 Also inference seconds per la_half volume (patch 32x64x64, stride 2/9/9, both networks).
 
     python benchmarks/speed.py --iterations 30
@@ -27,12 +30,15 @@ from napari_dmd.data import PatchSampler
 from napari_dmd.inference import predict
 from napari_dmd.io import read_image
 from napari_dmd.losses import distillation_loss, supervised_loss
+from napari_dmd.precision import Precision, machine_name
 from napari_dmd.training import Trainer
 
 from protocol import SHARED, load
 
 PATCH = (32, 64, 64)
 WARMUP = 3
+BOTTLENECK = ("enc.4.0", "enc.4.3", "enc.4.6")
+VARIANTS = ("plain-fp32", "napari-dmd fp32", "napari-dmd auto", "napari-dmd bf16, bottleneck fp32")
 
 
 def data(n_labeled: int = 4, n_unlabeled: int = 4):
@@ -64,9 +70,13 @@ def timed(step, iterations: int, device: torch.device) -> float:
 
 def variant(name: str, iterations: int, device: str) -> dict:
     lab, unl = data()
-    cfg = TrainConfig(iterations=iterations + WARMUP, patch_size=PATCH, device=device,
-                      precision="fp32" if name != "napari-dmd auto" else "auto")
+    precision = {"napari-dmd auto": "auto", "napari-dmd bf16, bottleneck fp32": "bf16"}.get(name, "fp32")
+    cfg = TrainConfig(iterations=iterations + WARMUP, patch_size=PATCH, device=device, precision=precision)
     trainer = Trainer(lab, unl, cfg)
+    if name == "napari-dmd bf16, bottleneck fp32":
+        trainer.precision = Precision(torch.bfloat16, BOTTLENECK, "forced by the benchmark")
+        for net in trainer.model.nets:
+            trainer.precision.apply(net)
     if name == "plain-fp32":
         nets = [net.to(memory_format=torch.contiguous_format) for net in trainer.model.nets]
         opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -85,7 +95,8 @@ def variant(name: str, iterations: int, device: str) -> dict:
         step = trainer.step
     rate = timed(step, iterations, trainer.device)
     return {"variant": name, "its_per_s": rate, "peak_memory_mb": peak_memory_mb(trainer.device),
-            "device": str(trainer.device), "dtype": str(trainer.dtype) if name != "plain-fp32" else "torch.float32"}
+            "device": str(trainer.device), "skipped": trainer.skipped,
+            "precision": trainer.precision.describe() if name != "plain-fp32" else "fp32"}
 
 
 def inference_seconds(device: str, volumes: int = 3) -> float:
@@ -110,7 +121,7 @@ def main() -> None:
         print(json.dumps(variant(args.variant, args.iterations, args.device)))
         return
     rows = []
-    for name in ("plain-fp32", "napari-dmd fp32", "napari-dmd auto"):
+    for name in VARIANTS:
         out = subprocess.run([sys.executable, __file__, "--variant", name, "--iterations", str(args.iterations),
                               "--device", args.device], check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -120,12 +131,13 @@ def main() -> None:
         r["speedup_vs_plain_fp32"] = r["its_per_s"] / base
     result = {"iterations": args.iterations, "batch": "2 labeled + 2 unlabeled", "patch": PATCH, "variants": rows,
               "inference_s_per_volume": inference_seconds(args.device), "torch": torch.__version__,
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "machine": machine_name(torch.device("cpu"))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print("| loop | device | it/s | × plain fp32 | peak memory (MB) |\n|---|---|---|---|---|")
+    print(f"machine: {result['machine']}")
+    print("| loop | precision | it/s | × plain fp32 | peak memory (MB) |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['device']} | {r['its_per_s']:.3f} | {r['speedup_vs_plain_fp32']:.2f} | "
+        print(f"| {r['variant']} | {r['precision']} | {r['its_per_s']:.3f} | {r['speedup_vs_plain_fp32']:.2f} | "
               f"{r['peak_memory_mb']:.0f} |")
     print(f"inference: {result['inference_s_per_volume']:.1f} s per la_half volume")
 

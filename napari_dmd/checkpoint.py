@@ -14,6 +14,7 @@ from .config import TrainConfig
 from .data import NORMALIZATION
 from .errors import CheckpointError
 from .heads import out_channels
+from .io import write_failure
 from .networks import build_network
 from .runtime import resolve_device
 
@@ -65,7 +66,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise CheckpointError(write_failure(path, exc)) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

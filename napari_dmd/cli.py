@@ -1,123 +1,180 @@
 """``napari-dmd``: train, predict and evaluate from the command line, and the demo.
 
-Bad input ends with one line on stderr and exit status 2; an interrupted training keeps its
-last checkpoint.
+Bad input ends with one line on stderr and exit status 2; Ctrl-C (SIGINT) and SIGTERM stop a
+training after the current step with a checkpoint written (exit status 130 and 143).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import signal
 import sys
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import Field, replace
 from io import StringIO
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm as _tqdm
 
-from .config import TrainConfig
+from .config import TrainConfig, declared_settings, flag_of
 from .errors import DataError, DMDError
+from .folders import (
+    KINDS,
+    TrainingData,
+    by_case,
+    check_geometry,
+    check_label_map,
+    folder_images,
+    infer_classes,
+    load_training_data,
+    reviewed_of,
+    tqdm,
+)
 
-DEFAULTS = TrainConfig()
-KINDS = "NIfTI, NRRD, MHA/MHD or a DICOM series"
-
-
-def tqdm(*args, **kwargs) -> _tqdm:
-    """A progress bar on a terminal, nothing when stderr is a file or a pipe."""
-    return _tqdm(*args, disable=None, **kwargs)
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    from .io import list_images
-
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder")
-    paths = list_images(folder)
-    if not paths:
-        raise DataError(f"{folder} holds no image ({KINDS})")
-    return paths
+CHECKPOINT_NAME = "model.pt"  # as training.CHECKPOINT_NAME, without importing torch to parse arguments
 
 
-def _by_case(paths: list[Path]) -> dict[str, Path]:
-    from .io import case_name
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) received outside a training loop."""
 
-    return {case_name(p): p for p in paths}
-
-
-def _check_geometry(image_path: Path, label_path: Path, image: np.ndarray, label: np.ndarray, gi, gl) -> None:
-    if image.shape != label.shape:
-        raise DataError(f"{label_path.name} has shape {label.shape}, its image {image_path.name} {image.shape}")
-    if not np.allclose(gi.spacing, gl.spacing, rtol=1e-3) or not np.allclose(gi.origin, gl.origin, atol=1e-2) \
-            or not np.allclose(gi.direction, gl.direction, atol=1e-3):
-        raise DataError(f"{label_path.name} does not lie on its image {image_path.name} "
-                        f"(spacing, origin or direction differ)")
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def load_training_data(images: Path, labels: Path, unlabeled: list[Path]):
-    """Labeled volumes (images with a label file of the same name), unlabeled volumes, class count."""
-    from .data import Volume
-    from .io import read_image
-
-    image_paths, label_paths = _by_case(_folder_images(images)), _by_case(_folder_images(labels))
-    paired = sorted(set(image_paths) & set(label_paths))
-    if not paired:
-        raise DataError(f"no label file in {labels} has the name of an image in {images}")
-    orphans = sorted(set(label_paths) - set(image_paths))
-    if orphans:
-        raise DataError(f"label {label_paths[orphans[0]].name} has no image of the same name in {images}")
-    labeled, top = [], 0
-    for case in tqdm(paired, desc="reading labeled", unit="vol", leave=False):
-        img, gi = read_image(image_paths[case])
-        lab, gl = read_image(label_paths[case])
-        _check_geometry(image_paths[case], label_paths[case], img, lab, gi, gl)
-        v = Volume.create(img, lab, name=case, spacing=gi.scale)
-        top = max(top, int(v.label.max()))
-        labeled.append(v)
-    unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]
-    for folder in unlabeled:
-        unlabeled_paths += _folder_images(folder)
-    unl = []
-    for p in tqdm(unlabeled_paths, desc="reading unlabeled", unit="vol", leave=False):
-        img, g = read_image(p)
-        unl.append(Volume.create(img, name=p.name, spacing=g.scale))
-    return labeled, unl, max(top + 1, 2)
+@contextmanager
+def _signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM inside the block (nothing outside the main thread)."""
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals stay as they are
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    """Train a model pair with DMD into a run folder."""
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+# ------------------------------------------------------------------ train
+def _setting_value(value: Any) -> Any:
+    """A parsed option as a ``TrainConfig`` value (lists of ``nargs`` become tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[TrainConfig, int]:
+    """The settings of the run ``--init`` to continue (``--iterations`` may raise its length; device,
+    precision and checkpointing may change) and the iteration it reached; flags that contradict
+    what the run learned with are refused."""
+    from .checkpoint import load_model
+
+    saved = load_model(args.init, "cpu")
+    cfg, changes, conflicts = saved.config, {}, []
+    for f in declared_settings():
+        if f.name not in args.given:
+            continue
+        value, old = _setting_value(getattr(args, f.name)), getattr(saved.config, f.name)
+        if value == old:
+            continue
+        if f.name == "iterations" or not f.metadata["affects_model"]:
+            changes[f.name] = value
+        else:
+            conflicts.append(f"{flag_of(f)} {value} (the run has {old})")
+    if args.classes and args.classes != cfg.num_classes:
+        conflicts.append(f"--classes {args.classes} (the run has {cfg.num_classes})")
+    if args.class_names and tuple(args.class_names) != cfg.class_names:
+        conflicts.append(f"--class-names {' '.join(args.class_names)} (the run has {' '.join(cfg.class_names)})")
+    if conflicts:
+        raise DataError(f"--resume continues {args.init} with its own settings, and these contradict them: "
+                        f"{'; '.join(conflicts)}. Drop them, or start a new run from it (--init without --resume)")
+    return replace(cfg, **changes), saved.iteration
+
+
+def _check_run_folder(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` that is a file, or that holds another run's model (resuming it is fine)."""
+    if args.out.exists() and not args.out.is_dir():
+        raise DataError(f"--out {args.out} is a file: give a folder for the run")
+    if args.resume and args.init is None:
+        raise DataError("--resume continues a run: give its checkpoint with --init")
+    target = args.out / CHECKPOINT_NAME
+    if target.exists() and not (args.resume and args.init.resolve() == target.resolve()):
+        raise DataError(f"{args.out} already holds a run ({CHECKPOINT_NAME}): choose another --out, or continue "
+                        f"that run with --init {target} --resume")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model pair with DMD into a run folder; the exit status (130/143 when stopped by a signal)."""
+    from .distributed import join_world
+
+    join_world(args.device)  # under torchrun: this process joins the others; rank 0 alone prints and writes
+    _check_run_folder(args)
+    if args.resume:
+        cfg, reached = _resume_config(args)
+        if reached >= cfg.iterations:
+            print(f"the run in {args.init.parent} is finished: it is at iteration {reached} (of {cfg.iterations}); "
+                  f"raise --iterations above {reached} to train it further")
+            return 0
+    data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label)
+    for note in data.notes:
+        print(note)
+    if not args.resume:
+        num_classes = args.classes or (len(args.class_names) if args.class_names else infer_classes(data.values))
+        settings = {f.name: _setting_value(getattr(args, f.name)) for f in declared_settings()}
+        cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()), **settings)
+    if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
+        raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
+                        f"the ignored value must not be a class")
+    return _train(args, data, cfg)
+
+
+def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> int:
+    """Train with signals stopping after the current step; the run folder also gets ``reviewed.json``
+    when review records or ``--ignore-label`` limited the supervision."""
+    from .io import write_text
     from .training import Trainer
 
-    labeled, unlabeled, found_classes = load_training_data(args.images, args.labels, args.unlabeled)
-    num_classes = args.classes or (len(args.class_names) if args.class_names else found_classes)
-    cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()),
-                      iterations=args.iterations, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
-                      momentum=args.momentum, weight_decay=args.weight_decay, lambda_distill=args.lambda_distill,
-                      lambda_rampup=args.lambda_rampup,
-                      temperature=args.temperature, patch_size=tuple(args.patch) if args.patch else None,
-                      labeled_batch=args.labeled_batch, unlabeled_batch=args.unlabeled_batch,
-                      foreground_fraction=args.foreground_fraction, device=args.device, precision=args.precision,
-                      checkpoint_every=args.checkpoint_every, seed=args.seed)
-    trainer = Trainer(labeled, unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
-    note = "" if unlabeled else " (no unlabeled image: distillation on the labeled images only)"
-    print(f"training on {len(labeled)} labeled + {len(unlabeled)} unlabeled volumes, {num_classes} classes, "
-          f"patch {trainer.patch}, {trainer.device} {str(trainer.dtype).removeprefix('torch.')}{note}")
+    trainer = Trainer(data.labeled, data.unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
+    if data.reviewed or args.ignore_label is not None:  # what supervised, kept with the run
+        write_text(args.out / "reviewed.json", json.dumps(
+            {"ignore_label": args.ignore_label, "partly_reviewed": data.reviewed}, indent=1) + "\n")
+    found = sorted(set().union(*(v.tolist() for v in data.values.values())))
+    note = "" if data.unlabeled else " (no unlabeled image: distillation on the labeled images only)"
+    print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes, {cfg.num_classes} "
+          f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch}, {trainer.device} "
+          f"{str(trainer.dtype).removeprefix('torch.')}{note}")
     bar = tqdm(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
-    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop after this step
-    try:
-        for p in trainer.run():
-            bar.update(p.iteration - bar.n)
-            bar.set_postfix(sup=f"{p.sup_loss:.3f}", dis=f"{p.distill_loss:.3f}", lr=f"{p.lr:.0e}")
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
+    received: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:  # stop after this step; the checkpoint is written
+        received.append(signum)
+        trainer.stop()
+
+    with _signals(stop):
+        try:
+            for p in trainer.run():
+                bar.update(p.iteration - bar.n)
+                bar.set_postfix(sup=f"{p.sup_loss:.3f}", dis=f"{p.distill_loss:.3f}", lr=f"{p.lr:.0e}")
+        finally:
+            bar.close()
     if trainer.stopped:
-        print(f"interrupted at iteration {trainer.model.iteration}; checkpoint written to {trainer.checkpoint_path}"
-              " (continue with --init it --resume)", file=sys.stderr)
-        raise SystemExit(130)
+        name = signal.Signals(received[-1]).name if received else "stop"
+        saved = f"checkpoint written to {trainer.checkpoint_path} (continue with --init it --resume)" \
+            if trainer.checkpoint_path else "no iteration finished, nothing written"
+        print(f"{name}: interrupted at iteration {trainer.model.iteration}; {saved}", file=sys.stderr)
+        return 128 + (received[-1] if received else signal.SIGINT)
     print(f"model written to {trainer.checkpoint_path}")
+    return 0
 
 
+# ------------------------------------------------------------------ predict
 def output_path(out: Path, source: Path) -> Path:
     """Where the prediction of ``source`` goes: same name, same format (DICOM becomes .nii.gz)."""
     from .io import WRITABLE_EXTENSIONS, case_name, extension
@@ -126,14 +183,19 @@ def output_path(out: Path, source: Path) -> Path:
     return out / f"{case_name(source)}{ext if ext in WRITABLE_EXTENSIONS else '.nii.gz'}"
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    """Predict images with a saved model; write label maps, disagreement maps and a ranking CSV."""
-    from .checkpoint import load_model
-    from .inference import largest_components, predict
-    from .io import read_image, write_image
+def _prediction_table(out: Path) -> dict[str, dict]:
+    """The rows of ``out/disagreement.csv`` by file name: what earlier ``predict`` runs wrote into ``out``."""
+    table = out / "disagreement.csv"
+    try:
+        return {row["case"]: row for row in csv.DictReader(table.open(newline=""))} if table.is_file() else {}
+    except (OSError, KeyError, csv.Error):
+        return {}
 
-    paths = _expand(args.images)
-    targets = [output_path(args.out, path) for path in paths]
+
+def _check_outputs(paths: list[Path], targets: list[Path], out: Path, ours: dict[str, dict]) -> None:
+    """Refuse predictions that would overwrite an input, each other, or a file not written by predict."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file: give a folder for the predictions")
     inputs = {path.resolve() for path in paths}
     for path, target in zip(paths, targets):
         if target.resolve() in inputs:
@@ -141,21 +203,58 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if len(set(targets)) < len(targets):
         raise DataError("two input images have the same name, so their predictions would overwrite each other: "
                         "predict them into different --out folders")
+    for path, target in zip(paths, targets):
+        for written in (target, output_path(out / "disagreement", path)):
+            if written.exists() and target.name not in ours:
+                raise DataError(f"{written} exists and was not written by napari-dmd predict: choose an empty or "
+                                f"new --out (nothing was overwritten)")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Predict images with a saved model; write label maps, disagreement maps, each image's mean
+    disagreement (``disagreement.csv``, updated after each image, so it always lists what predict
+    wrote into ``--out``) and the slices to label next (``label_next.csv``)."""
+    from .checkpoint import load_model
+    from .inference import largest_components, predict
+    from .io import case_name, read_image, write_image
+
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
+    paths = _expand(args.images)
+    targets = [output_path(args.out, path) for path in paths]
+    table = _prediction_table(args.out)
+    _check_outputs(paths, targets, args.out, table)
     model = load_model(args.model, args.device)
-    rows = []
+    labels = by_case(folder_images(args.labels)) if args.labels else {}
+    slice_scores, reviewed = {}, {}
     for path, target in tqdm(list(zip(paths, targets)), desc="predicting", unit="vol"):
         image, geometry = read_image(path)
         pred = predict(model, image, tuple(args.patch) if args.patch else None,
                        tuple(args.stride) if args.stride else None, args.batch_size)
+        table[target.name] = {"case": target.name, "disagreement": f"{pred.volume_score:.6f}"}  # listed first
+        _write_csv(args.out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
         write_image(target, largest_components(pred.labels) if args.largest_component else pred.labels, geometry)
         write_image(output_path(args.out / "disagreement", path), pred.disagreement, geometry)
-        top = np.argsort(pred.slice_scores)[::-1][:5]
-        rows.append({"case": target.name, "disagreement": f"{pred.volume_score:.6f}",
-                     "most_ambiguous_slices": " ".join(map(str, top))})
-    rows.sort(key=lambda r: -float(r["disagreement"]))
-    _write_csv(args.out / "disagreement.csv", rows)
-    print(f"{len(rows)} predictions in {args.out}; label next: {rows[0]['case']} "
-          f"(slices {rows[0]['most_ambiguous_slices']})")
+        # one value per slice stands for the slice: the ranking's slice means are the same, at no memory cost
+        slice_scores[target.name] = pred.slice_scores.reshape((-1, 1, 1) if image.ndim == 3 else (1, 1))
+        if case_name(path) in labels:
+            reviewed[target.name] = reviewed_of(labels[case_name(path)], image.shape)
+    _write_label_next(args.out / "label_next.csv", slice_scores, reviewed)
+    print(f"{len(slice_scores)} predictions in {args.out}; the slices to label next are in "
+          f"{args.out / 'label_next.csv'}")
+
+
+def _write_label_next(path: Path, slice_scores: dict[str, np.ndarray], reviewed: dict) -> None:
+    """The 'label this next' list of ``ranking.suggest``: unreviewed slabs along axis 0, spread over the images."""
+    from .ranking import SCORE_HELP, suggest
+
+    picks = suggest(slice_scores, reviewed, count=max(10, len(slice_scores)))
+    _write_csv(path, [{"rank": k, "case": s.image, "slice": s.index, "score": f"{s.score:.6f}"}
+                      for k, s in enumerate(picks, 1)], ["rank", "case", "slice", "score"])
+    if picks:
+        print(f"label next: {picks[0].image} slice {picks[0].index}, score {picks[0].score:.3f} ({SCORE_HELP})")
+    else:
+        print("nothing left to label next: every slice of every image is reviewed")
 
 
 def _expand(sources: list[Path]) -> list[Path]:
@@ -173,35 +272,56 @@ def _expand(sources: list[Path]) -> list[Path]:
     return paths
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """A CSV table of ``rows`` (columns: ``fields``, else the keys of the first row), written atomically."""
     from .io import write_text
 
     text = StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(text, fieldnames=fields or list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, text.getvalue())
 
 
+# ------------------------------------------------------------------ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """Score predictions against ground truth of the same names: per case, per class, and means."""
+    """Score predictions against ground truth of the same names: per case, per class, and means.
+
+    Every label file needs its prediction, on its grid; the class count (given or found over all
+    files) is the same for every case, so a class absent from a case scores as absent in both.
+    """
     from .io import read_image
     from .metrics import METRICS, evaluate_case, summarize
 
-    preds, refs = _by_case(_folder_images(args.predictions)), _by_case(_folder_images(args.labels))
-    cases = sorted(set(preds) & set(refs))
-    if not cases:
-        raise DataError(f"no prediction in {args.predictions} has the name of a label file in {args.labels}")
+    preds, refs = by_case(folder_images(args.predictions)), by_case(folder_images(args.labels))
+    missing = sorted(set(refs) - set(preds))
+    if missing:
+        raise DataError(f"{len(missing)} of {len(refs)} label files have no prediction in {args.predictions} "
+                        f"(first: {refs[missing[0]].name}): predict them, or evaluate a labels folder without them")
+    unscored = sorted(set(preds) - set(refs))
+    if unscored:
+        print(f"{len(unscored)} predictions have no label file in {args.labels} and are not scored "
+              f"(first: {preds[unscored[0]].name})")
+    cases = sorted(refs)
+    values: dict[Path, np.ndarray] = {}
+    for case in tqdm(cases, desc="checking", unit="vol", leave=False):  # everything, before minutes of scoring
+        pred, gp = read_image(preds[case])
+        ref, gr = read_image(refs[case])
+        check_geometry(refs[case], preds[case], ref.shape, pred.shape, gr, gp, what="prediction")
+        values[refs[case]] = check_label_map(ref, refs[case])
+        values[preds[case]] = check_label_map(pred, preds[case])
+    classes = args.classes or infer_classes(values)
+    beyond = [(p, int(v.max())) for p, v in values.items() if v.size and v.max() >= classes]
+    if beyond:
+        raise DataError(f"{beyond[0][0]} holds value {beyond[0][1]}, outside the {classes} classes (--classes)")
     rows = []
     for case in tqdm(cases, desc="evaluating", unit="vol", leave=False):
         pred, _ = read_image(preds[case])
         ref, g = read_image(refs[case])
-        if pred.shape != ref.shape:
-            raise DataError(f"prediction {preds[case].name} has shape {pred.shape}, the label {ref.shape}")
-        classes = args.classes or max(int(ref.max()), int(pred.max()), 1) + 1
         rows += [{"case": case, **r} for r in evaluate_case(pred, ref, classes, g.scale)]
     keys = list(METRICS)
     table = rows + [{"case": "mean", **m} for m in summarize(rows)]
+    print(f"{len(cases)} cases, {classes} classes")
     print(f"{'case':<24}{'class':>6}" + "".join(f"{k:>10}" for k in keys))
     for r in table:
         print(f"{r['case']:<24}{r['class']:>6}" + "".join(f"{r[k]:>10.4f}" for k in keys))
@@ -210,64 +330,79 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"written to {args.out}")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+# ------------------------------------------------------------------ demo
+def _free_folder(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``... whichever does not exist yet."""
+    candidates = (base.with_name(f"{base.name}-{k}") if k > 1 else base for k in range(1, 10_000))
+    return next(p for p in candidates if not p.exists())
+
+
+def cmd_demo(args: argparse.Namespace) -> int | None:
     """napari with the plugin and the sample data, or the same loop headless."""
     if args.headless:
         from .sample_data import CLASS_NAMES, SAMPLE_DIR
 
-        run = args.out / "run"
+        run = _free_folder(args.out / "run")
         for argv in (["train", "--images", str(SAMPLE_DIR / "images"), "--labels", str(SAMPLE_DIR / "labels"),
                       "--out", str(run), "--iterations", str(args.iterations), "--lr-step", str(args.iterations),
                       "--class-names", *CLASS_NAMES],
-                     ["predict", "--model", str(run / "model.pt"), "--images", str(SAMPLE_DIR / "images"),
+                     ["predict", "--model", str(run / CHECKPOINT_NAME), "--images", str(SAMPLE_DIR / "images"),
                       "--out", str(args.out / "predictions")]):
             print("napari-dmd " + " ".join(argv))
             cmd = build_parser().parse_args(argv)
-            cmd.func(cmd)
-        return
+            code = cmd.func(cmd)
+            if code:
+                return code
+        return None
     import napari
 
     from .plugin.demo import open_demo, train_and_screenshot
 
     if args.screenshot:
         print(train_and_screenshot(args.screenshot, args.iterations, args.iterations // 3))
-        return
+        return None
     open_demo()
     napari.run()
+    return None
+
+
+# ------------------------------------------------------------------ parser
+class _Given(argparse.Action):
+    """Store the value and remember that the option was given (``namespace.given``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = namespace.given | {self.dest}
+
+
+def add_setting(parser: argparse.ArgumentParser, f: Field) -> None:
+    """The command-line option of a declared ``TrainConfig`` setting, with its default and help."""
+    kind = typing.get_type_hints(TrainConfig)[f.name]
+    many = typing.get_origin(kind) is not None  # tuple[int, ...] | None
+    text = f.metadata["help"].replace("%", "%%") + ("" if f.default is None else " (default: %(default)s)")
+    parser.add_argument(flag_of(f), dest=f.name, action=_Given, default=f.default, help=text,
+                        type=int if many else kind, nargs="+" if many else None, choices=f.metadata["choices"])
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model pair with Deep Mutual Distillation")
-    p.add_argument("--images", type=Path, required=True, help="folder of labeled images (others there count as unlabeled)")
-    p.add_argument("--labels", type=Path, required=True, help="folder of label maps named like their images")
+    p.add_argument("--images", type=Path, required=True,
+                   help="folder of labeled images (others there count as unlabeled)")
+    p.add_argument("--labels", type=Path, required=True,
+                   help="folder of label maps named like their images; a <case>.reviewed.json beside a label file "
+                        "(written by the dock) limits it to the slices reviewed")
     p.add_argument("--unlabeled", type=Path, nargs="*", default=[], help="folders of unlabeled images")
-    p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, config.json)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, config.json), new or resumed")
     p.add_argument("--classes", type=int, help="number of classes with background (default: from the labels)")
     p.add_argument("--class-names", nargs="+", help="names of the classes, background first")
-    p.add_argument("--iterations", type=int, default=DEFAULTS.iterations)
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    p.add_argument("--lr-step", type=int, default=DEFAULTS.lr_step, help="multiply lr by --lr-gamma every this many iterations")
-    p.add_argument("--lr-gamma", type=float, default=DEFAULTS.lr_gamma)
-    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum)
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    p.add_argument("--lambda", dest="lambda_distill", type=float, default=DEFAULTS.lambda_distill,
-                   help="weight of the distillation loss")
-    p.add_argument("--lambda-rampup", type=int, default=DEFAULTS.lambda_rampup,
-                   help="ramp lambda up over this many iterations (0: constant, as in the paper)")
-    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
-    p.add_argument("--patch", type=int, nargs="+", help="patch size in array order (z y x); default: from the data")
-    p.add_argument("--labeled-batch", type=int, default=DEFAULTS.labeled_batch)
-    p.add_argument("--unlabeled-batch", type=int, default=DEFAULTS.unlabeled_batch)
-    p.add_argument("--foreground-fraction", type=float, default=DEFAULTS.foreground_fraction,
-                   help="share of labeled crops centred on a labeled voxel (default 0: uniform crops, as in the "
-                        "paper); raise it, e.g. to 0.33, for structures small next to the patch")
-    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default=DEFAULTS.precision, choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--ignore-label", type=int,
+                   help="label value of voxels that are not supervised (not reviewed); it must not be a class")
+    for f in declared_settings():
+        add_setting(p, f)
     p.add_argument("--init", type=Path, help="warm start from this checkpoint")
-    p.add_argument("--resume", action="store_true", help="with --init: continue its run (optimiser, iteration)")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--resume", action="store_true",
+                   help="with --init: continue its run (its settings, optimiser, iteration; --iterations may rise)")
+    p.set_defaults(func=cmd_train, given=frozenset())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict images with a trained model")
     p.add_argument("--model", type=Path, required=True, help="model.pt of a run folder")
     p.add_argument("--images", type=Path, nargs="+", required=True, help="image files or folders")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for the predictions; files there are overwritten only if predict wrote them")
+    p.add_argument("--labels", type=Path, help="folder of the label files so far: label_next.csv leaves out what "
+                   "they cover (all of an image, or the slices its <case>.reviewed.json records)")
     p.add_argument("--patch", type=int, nargs="+", help="window size (z y x); default: the training patch")
     p.add_argument("--stride", type=int, nargs="+", help="window stride (z y x); default: half the window")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
@@ -288,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
     p.add_argument("--predictions", type=Path, required=True)
-    p.add_argument("--labels", type=Path, required=True)
-    p.add_argument("--classes", type=int, help="number of classes with background (default: from the data)")
+    p.add_argument("--labels", type=Path, required=True, help="ground truth; each needs a prediction of its name")
+    p.add_argument("--classes", type=int, help="number of classes with background (default: from all files)")
     p.add_argument("--out", type=Path, help="CSV file for the table")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="napari with the plugin and sample data (--headless: the loop without a screen)")
@@ -302,14 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script: 0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with _signals(_raise_interrupted):
+            code = args.func(args)
     except DMDError as exc:
         print(f"napari-dmd: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"napari-dmd: {signal.Signals(signum).name}: stopped; every file written is complete",
+              file=sys.stderr)
+        return 128 + signum
+    return code or 0
 
 
 if __name__ == "__main__":

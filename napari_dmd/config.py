@@ -1,8 +1,55 @@
-"""Training settings; the defaults are the paper's."""
+"""Training settings, each declared once with its help, level and range; the defaults are the paper's.
+
+The command line's train options, the dock's form and the benchmark's reuse key are generated
+from these declarations (``declared_settings``), so a new setting is one ``setting(...)`` line here
+plus its use in the engine.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
+
+LEVELS = ("basic", "advanced")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MIN_PATCH = 16  # the networks' smallest input (their padding multiple); smaller patches are refused
+
+
+def setting(default: Any, help: str, *, level: str = "advanced", label: str | None = None,
+            minimum: float | None = None, maximum: float | None = None, choices: tuple[str, ...] | None = None,
+            flag: str | None = None, affects_model: bool = True) -> Any:
+    """A ``TrainConfig`` field a user can set, with what the CLI, the dock and the benchmarks need to know.
+
+    ``minimum``/``maximum`` are inclusive bounds (checked in ``TrainConfig.__post_init__``);
+    ``affects_model=False`` marks settings that do not change what is learned (device, precision,
+    checkpointing); ``flag`` is the CLI option (default ``--`` + the name with dashes).
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level {level!r} is not one of {LEVELS}")
+    return field(default=default, metadata={
+        "help": help, "level": level, "label": label, "minimum": minimum, "maximum": maximum,
+        "choices": choices, "flag": flag, "affects_model": affects_model})
+
+
+def declared_settings(level: str | None = None) -> list[Field]:
+    """The fields declared with ``setting()``, in declaration order (only those of ``level``, if given)."""
+    return [f for f in fields(TrainConfig) if "help" in f.metadata and level in (None, f.metadata["level"])]
+
+
+def flag_of(f: Field) -> str:
+    """The command-line option of a declared setting."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def label_of(f: Field) -> str:
+    """The short human label of a declared setting (for a form)."""
+    return f.metadata["label"] or f.name.replace("_", " ")
+
+
+def model_settings(config: TrainConfig) -> dict[str, Any]:
+    """The values of the declared settings that change what is learned (a run's reuse key)."""
+    values = config.to_dict()
+    return {f.name: values[f.name] for f in declared_settings() if f.metadata["affects_model"]}
 
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:
@@ -12,27 +59,44 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a DMD run. Sizes are in array axis order (z, y, x)."""
+    """Hyper-parameters of a DMD run. Sizes are in array axis order (z, y, x).
+
+    ``num_classes`` and ``class_names`` come from the data, not from a form or a flag.
+    """
 
     num_classes: int = 2
     class_names: tuple[str, ...] = ()
-    iterations: int = 6000
-    lr: float = 0.01
-    lr_step: int = 2500
-    lr_gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lambda_distill: float = 4.0
-    lambda_rampup: int = 0
-    temperature: float = 2.0
-    patch_size: tuple[int, ...] | None = None
-    labeled_batch: int = 2
-    unlabeled_batch: int = 2
-    foreground_fraction: float = 0.0
-    device: str = "auto"
-    precision: str = "auto"
-    checkpoint_every: int = 500
-    seed: int = 0
+    iterations: int = setting(6000, "training iterations (steps); a resumed run may raise it", level="basic",
+                              minimum=1)
+    lr: float = setting(0.01, "SGD learning rate", label="learning rate")
+    lr_step: int = setting(2500, "multiply the learning rate by the LR factor every this many iterations",
+                           label="LR step (iterations)", minimum=1)
+    lr_gamma: float = setting(0.1, "factor applied to the learning rate every LR step, in (0, 1]",
+                              label="LR factor per step", maximum=1.0)
+    momentum: float = setting(0.9, "SGD momentum, in [0, 1)", minimum=0.0)
+    weight_decay: float = setting(1e-4, "SGD weight decay", label="weight decay", minimum=0.0)
+    lambda_distill: float = setting(4.0, "weight λ of the distillation loss", label="λ (distillation weight)",
+                                    minimum=0.0, flag="--lambda")
+    lambda_rampup: int = setting(0, "ramp λ up over this many iterations (0: constant, as in the paper)",
+                                 label="λ ramp-up (iterations)", minimum=0)
+    temperature: float = setting(2.0, "temperature T that softens the outputs compared by distillation",
+                                 label="T (temperature)")
+    patch_size: tuple[int, ...] | None = setting(
+        None, f"patch size in array order (z y x), at least {MIN_PATCH} per axis; default: from the data",
+        label="patch size", flag="--patch")
+    labeled_batch: int = setting(2, "labeled patches per batch", label="labeled patches per batch", minimum=1)
+    unlabeled_batch: int = setting(2, "unlabeled patches per batch", label="unlabeled patches per batch",
+                                   minimum=0)
+    foreground_fraction: float = setting(
+        0.0, "share of labeled crops centred on a labeled voxel (0: uniform crops, as in the paper); "
+             "raise it, e.g. to 0.33, for structures small next to the patch",
+        label="foreground-centred share", minimum=0.0, maximum=1.0)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", affects_model=False)
+    precision: str = setting("auto", "numeric precision of training and prediction", choices=PRECISIONS,
+                             affects_model=False)
+    checkpoint_every: int = setting(500, "write the checkpoint every this many iterations",
+                                    label="checkpoint every", minimum=1, affects_model=False)
+    seed: int = setting(0, "random seed of the initialisation, the crops and the augmentation", minimum=0)
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names) or default_class_names(self.num_classes)
@@ -43,22 +107,22 @@ class TrainConfig:
             problems.append("num_classes must be at least 2 (background and one structure)")
         if len(self.class_names) != self.num_classes:
             problems.append(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        if self.lambda_rampup < 0:
-            problems.append("lambda_rampup must not be negative")
-        if self.iterations < 1 or self.labeled_batch < 1 or self.unlabeled_batch < 0:
-            problems.append("iterations and labeled_batch must be positive, unlabeled_batch not negative")
-        if self.lr <= 0 or self.temperature <= 0 or self.lambda_distill < 0:
-            problems.append("lr and temperature must be positive, lambda_distill not negative")
-        if self.lr_step < 1 or self.checkpoint_every < 1:
-            problems.append("lr_step and checkpoint_every must be at least 1 iteration")
-        if not (0 < self.lr_gamma <= 1 and 0 <= self.momentum < 1 and self.weight_decay >= 0):
-            problems.append("lr_gamma must be in (0, 1], momentum in [0, 1), weight_decay not negative")
-        if not 0 <= self.foreground_fraction <= 1:
-            problems.append("foreground_fraction must be between 0 and 1")
-        if self.patch_size is not None and any(s < 1 for s in self.patch_size):
-            problems.append(f"patch size {self.patch_size} must be positive")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            problems.append(f"precision {self.precision!r} is not one of auto, fp32, bf16, fp16")
+        for f in declared_settings():
+            value, low, high = getattr(self, f.name), f.metadata["minimum"], f.metadata["maximum"]
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{f.name} must be a finite number, got {value}")
+            elif low is not None and value < low or high is not None and value > high:
+                bounds = f"at least {low}" if high is None else f"at most {high}" if low is None else \
+                    f"between {low} and {high}"
+                problems.append(f"{f.name} must be {bounds}, got {value}")
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                problems.append(f"{f.name} {value!r} is not one of {', '.join(f.metadata['choices'])}")
+        problems += [f"{name} must be positive, got {getattr(self, name)}"
+                     for name in ("lr", "temperature", "lr_gamma") if getattr(self, name) <= 0]
+        if self.momentum >= 1:
+            problems.append(f"momentum must be below 1, got {self.momentum}")
+        if self.patch_size is not None and (not self.patch_size or min(self.patch_size) < MIN_PATCH):
+            problems.append(f"patch size {self.patch_size} must be at least {MIN_PATCH} voxels along every axis")
         if problems:
             from .errors import DataError
 
@@ -72,7 +136,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of ``to_dict``; unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -26,6 +26,11 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
     return ((x - x.mean()) / std if std > 0 else np.zeros_like(x)).astype(np.float32)
 
 
+def label_dtype(top: int) -> np.dtype:
+    """The smallest integer type that holds label values 0..``top`` and that torch takes (uint8, int16, ...)."""
+    return next(np.dtype(t) for t in (np.uint8, np.int16, np.int32, np.int64) if top <= np.iinfo(t).max)
+
+
 def annotated_slices_mask(label: np.ndarray) -> np.ndarray:
     """True on every slice (index along axis 0) that holds any nonzero label.
 
@@ -40,7 +45,9 @@ def annotated_slices_mask(label: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Volume:
-    """A normalised image with, for labeled data, integer labels and a mask of annotated voxels."""
+    """A normalised image with, for labeled data, integer labels (in the smallest type that holds
+    them) and, when only part of it was reviewed, a mask of the reviewed voxels (they supervise,
+    whatever their label, so a reviewed background teaches "nothing here")."""
 
     image: np.ndarray
     label: np.ndarray | None = None
@@ -50,14 +57,21 @@ class Volume:
 
     @classmethod
     def create(cls, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None,
-               name: str = "", spacing: tuple[float, ...] | None = None) -> "Volume":
-        """Check and normalise; bad input raises ``DataError`` naming the volume."""
+               name: str = "", spacing: tuple[float, ...] | None = None) -> Volume:
+        """Check and normalise; bad input (NaN or infinite values, a constant image, labels that are not
+        non-negative whole numbers, an empty review mask) raises ``DataError`` naming the volume.
+        Labels all background are accepted: a reviewed background is valid supervision."""
         image = np.asarray(image)
         who = f"image {name!r}" if name else "image"
         if image.ndim not in (2, 3) or min(image.shape) < 1:
             raise DataError(f"{who} has shape {image.shape}: expected a 2D image or a 3D volume with one channel")
         if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
             raise DataError(f"{who} has data type {image.dtype}: expected real numbers")
+        bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise DataError(f"{who} holds {bad} NaN or infinite values: replace them before training")
+        if image.max() == image.min():
+            raise DataError(f"{who} is constant (every voxel {image.flat[0]}): there is nothing to learn from it")
         if label is not None:
             label = np.asarray(label)
             if label.shape != image.shape:
@@ -67,15 +81,16 @@ class Volume:
                     raise DataError(f"labels of {who} are not whole numbers")
             if label.min() < 0:
                 raise DataError(f"labels of {who} hold negative values")
-            label = label.astype(np.int64)
+            label = label.astype(label_dtype(int(label.max())), copy=False)
         if mask is not None:
             if label is None:
-                raise DataError(f"{who}: a mask of annotated voxels needs labels")
+                raise DataError(f"{who}: a mask of reviewed voxels needs labels")
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != image.shape:
-                raise DataError(f"annotation mask of {who} has shape {mask.shape}, the image {image.shape}")
+                raise DataError(f"review mask of {who} has shape {mask.shape}, the image {image.shape}")
             if not mask.any():
-                raise DataError(f"{who} has no annotated voxel")
+                raise DataError(f"nothing of {who} is reviewed (its mask is empty): review some of it, "
+                                f"or use it as an unlabeled image")
         if spacing is not None and len(spacing) != image.ndim:
             raise DataError(f"{who}: spacing {spacing} does not have {image.ndim} values")
         return cls(normalize_intensity(image), label, mask, name, tuple(map(float, spacing)) if spacing else None)

@@ -4,12 +4,16 @@ Arrays are in numpy order (z, y, x); a :class:`Geometry` keeps SimpleITK's (x, y
 """
 from __future__ import annotations
 
+import errno
+import gzip
 import os
 import shutil
+import struct
 import tempfile
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,6 +26,9 @@ LISTED_EXTENSIONS = tuple(e for e in SUPPORTED_EXTENSIONS if e != ".dcm")
 COMPRESSED_EXTENSIONS = (".nii.gz", ".nrrd", ".mha")
 SAVE_AS = "save as .nii.gz, .nrrd or .mha"
 STORED_AS = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32)}  # no such voxel types
+NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of real floating-point voxels
+CHUNK = 1 << 22
+DISK_FULL_BELOW = 1 << 20  # free bytes under which a failed write is put down to a full disk
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,73 @@ def list_images(folder: str | Path) -> list[Path]:
     return found
 
 
+def _nifti_header(head: bytes) -> tuple[int, int, str | None] | None:
+    """(data offset, data bytes, float dtype or None) of a NIfTI-1 or NIfTI-2 header; None if ``head``
+    is no NIfTI header; ``EOFError`` if it is one cut short."""
+    for order in "<>":
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size in (348, 540) and len(head) < size:
+            raise EOFError(f"the {len(head)}-byte file ends inside its header")
+        if size == 348:
+            datatype, bitpix = struct.unpack(order + "hh", head[70:74])
+            dim = struct.unpack(order + "8h", head[40:56])
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+            break
+        if size == 540:
+            datatype, bitpix = struct.unpack(order + "hh", head[12:16])
+            dim = struct.unpack(order + "8q", head[16:80])
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            break
+    else:
+        return None
+    if not 1 <= dim[0] <= 7:
+        return None
+    voxels = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]], dtype=np.int64))
+    float_dtype = NIFTI_FLOATS.get(datatype)
+    return max(offset, size), voxels * bitpix // 8, float_dtype and order + float_dtype
+
+
+def _check_nifti(path: Path) -> None:
+    """Refuse a truncated or corrupt NIfTI file, and one holding NaN or infinite voxels.
+
+    SimpleITK reads the missing end of a truncated file as zeros, NIfTI's NaN and infinities as 0,
+    and says only "Unable to determine ImageIO reader" of a damaged compressed file; so the file is
+    streamed once here: its data must be as long as the header says, its compression intact and,
+    for float voxels, every value finite. A file that is neither gzip nor NIfTI is left to SimpleITK.
+    """
+    compressed = path.name.lower().endswith(".gz")
+    with open(path, "rb") as raw:
+        if compressed and raw.read(2) != b"\x1f\x8b":
+            return
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            header = _nifti_header(f.read(540))
+            if header is None:
+                return
+            offset, expected, float_dtype = header
+            f.seek(offset)
+            found, bad, rest = 0, 0, b""
+            while chunk := f.read(CHUNK):
+                found += len(chunk)
+                if float_dtype:
+                    chunk = rest + chunk
+                    usable = len(chunk) - len(chunk) % np.dtype(float_dtype).itemsize
+                    values, rest = np.frombuffer(chunk[:usable], float_dtype), chunk[usable:]
+                    bad += values.size - int(np.count_nonzero(np.isfinite(values)))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} is truncated or corrupt ({exc})") from exc
+    if found < expected:
+        raise DataError(f"{path} is truncated or corrupt: its header announces {expected} bytes of voxel data, "
+                        f"the file holds {found}")
+    if bad:
+        raise DataError(f"{path} holds {bad} NaN or infinite voxel values: replace them before use")
+
+
 def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """A grayscale 2D or 3D image as a numpy array (z, y, x) in its stored dtype, and its geometry.
 
-    ``path`` is an image file or a folder holding a DICOM series (the largest, if several).
+    ``path`` is an image file or a folder holding a DICOM series (the largest, if several). A
+    truncated or corrupt file, and an image holding NaN or infinite values, raise ``DataError``.
     """
     path = Path(path)
     if not path.exists():
@@ -164,6 +234,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
             raise DataError(f"{path.name}: unsupported file type; use one of {', '.join(SUPPORTED_EXTENSIONS)} "
                             f"or a DICOM folder")
         else:
+            if extension(path) in (".nii", ".nii.gz"):
+                _check_nifti(path)
             image = sitk.ReadImage(str(path))
             if extension(path) == ".dcm" and image.GetDimension() == 3 and image.GetDepth() == 1:
                 image = image[:, :, 0]  # a single-frame DICOM file is a 2D image
@@ -174,7 +246,29 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
                         f"image); a grayscale image is needed")
     if image.GetDimension() not in (2, 3):
         raise DataError(f"{path} is a {image.GetDimension()}D image; only 2D and 3D images are supported")
-    return sitk.GetArrayFromImage(image), Geometry.of(image)
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise DataError(f"{path} holds {bad} NaN or infinite voxel values: replace them before use")
+    return array, Geometry.of(image)
+
+
+def write_failure(path: str | Path, exc: BaseException) -> str:
+    """Why writing ``path`` failed, in words; "the disk is full" when it is (some writers, such as
+    SimpleITK's and torch's, do not say so themselves)."""
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    folder = Path(path).parent
+    while not full and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        full = full or shutil.disk_usage(folder).free < DISK_FULL_BELOW
+    except OSError:
+        pass
+    if full:
+        return f"cannot write {path}: the disk is full; free some space and run again"
+    reason = _reason(exc) if isinstance(exc, RuntimeError) else getattr(exc, "strerror", None) or str(exc)
+    return f"cannot write {path}: {reason}"
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -187,7 +281,7 @@ def write_text(path: str | Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise DataError(write_failure(path, exc)) from exc
 
 
 def write_image(path: str | Path, array: np.ndarray, geometry: Geometry | None = None) -> None:
@@ -216,14 +310,12 @@ def write_image(path: str | Path, array: np.ndarray, geometry: Geometry | None =
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror}") from exc
+        raise DataError(write_failure(path, exc)) from exc
     try:
         sitk.WriteImage(image, str(tmp / path.name), useCompression=ext in COMPRESSED_EXTENSIONS)
         for f in sorted(tmp.iterdir(), key=lambda f: f.name == path.name):  # the header last
             os.replace(f, path.parent / f.name)
-    except RuntimeError as exc:
-        raise DataError(f"cannot write {path}: {_reason(exc)}") from exc
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror}") from exc
+    except (RuntimeError, OSError) as exc:
+        raise DataError(write_failure(path, exc)) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,20 +2,27 @@
 
 Logits have shape (B, K, *S) as ``heads`` describes (one sigmoid channel for two classes, a softmax
 channel per class otherwise). Dice is computed per foreground channel over the whole batch and averaged.
+A training split over several processes passes ``reduce``, a differentiable sum over the processes of
+the per-channel sums, so its loss is the loss of the whole (global) batch.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from .heads import foreground, probabilities
 
 EPS = 1e-5
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over the processes of a run (differentiably)
 
 
-def dice_loss(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def dice_loss(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None,
+              reduce: Reduce | None = None) -> torch.Tensor:
     """``1 - (2Σpq + ε)/(Σp² + Σq² + ε)`` per channel, averaged over channels.
 
-    ``mask`` (B, 1, *S), when given, restricts the sums to the voxels where it is 1.
+    ``mask`` (B, 1, *S), when given, restricts the sums to the voxels where it is 1; ``reduce``,
+    when given, sums the per-channel sums over the processes of a distributed run.
     """
     if p.shape != q.shape:
         raise ValueError(f"Dice loss needs equal shapes, got {tuple(p.shape)} and {tuple(q.shape)}")
@@ -26,6 +33,8 @@ def dice_loss(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None
     dims = [0, *range(2, p.ndim)]
     inter = (p * q).sum(dims)
     denom = (p * p).sum(dims) + (q * q).sum(dims)
+    if reduce is not None:
+        inter, denom = reduce(torch.stack([inter, denom])).unbind()
     return (1 - (2 * inter + EPS) / (denom + EPS)).mean()
 
 
@@ -38,17 +47,20 @@ def one_hot_foreground(labels: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.stack([(labels == c) for c in range(1, channels)], dim=1).float()
 
 
-def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+                    reduce: Reduce | None = None) -> torch.Tensor:
     """Dice loss of a network against integer labels, on the annotated voxels (``mask``) only."""
     target = one_hot_foreground(labels, logits.shape[1])
     if target.shape[2:] != logits.shape[2:] or target.shape[0] != logits.shape[0]:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
-    return dice_loss(foreground(probabilities(logits)), target, mask)
+    return dice_loss(foreground(probabilities(logits)), target, mask, reduce)
 
 
-def distillation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float,
+                      reduce: Reduce | None = None) -> torch.Tensor:
     """Dice loss between the temperature-softened outputs of the two networks.
 
     Neither side is detached, so the gradient reaches both networks (mutual distillation).
     """
-    return dice_loss(foreground(probabilities(logits_a, temperature)), foreground(probabilities(logits_b, temperature)))
+    return dice_loss(foreground(probabilities(logits_a, temperature)), foreground(probabilities(logits_b, temperature)),
+                     reduce=reduce)

@@ -10,7 +10,7 @@ ASD the length of the image diagonal, shape × spacing, which no distance betwee
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure

@@ -18,7 +18,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ LAYER_TOLERANCE = 0.05  # one layer: worst output error and gradient L2 error, r
 NETWORK_OUTPUT_TOLERANCE = 0.5  # whole network: relative L2 error of the logits
 LAYER_SECONDS = 0.3  # a layer is probed LAYER_REPS times, or at least twice within this time
 CHECK_REPS = 3
-LAYER_REPS = 6
+LAYER_REPS = 20
 _LAYER_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -43,6 +43,7 @@ class Precision:
     dtype: torch.dtype
     fp32_layers: tuple[str, ...] = ()
     reason: str = ""
+    cache_key: str = field(default="", compare=False)  # where the verdict is cached ('' when not)
 
     @property
     def name(self) -> str:
@@ -275,10 +276,17 @@ def choose_precision(requested: str, device: torch.device, ndim: int, out_channe
     key = f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     cached = _read_cache().get(key)
     if cached is not None:
-        return Precision.from_dict(cached)
+        return replace(Precision.from_dict(cached), cache_key=key)
     choice = self_check(dtype, device, ndim, out_channels, shape, fmt)
     _write_cache(key, choice.to_dict())
-    return choice
+    return replace(choice, cache_key=key)
+
+
+def remember_fallback(checked: Precision, fallback: Precision) -> None:
+    """A run that had to fall back to fp32 at run time (the check missed an intermittent fault)
+    records fp32 as this machine's verdict, so the next run does not try the reduced precision again."""
+    if checked.cache_key:
+        _write_cache(checked.cache_key, fallback.to_dict())
 
 
 def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,

@@ -1,4 +1,8 @@
-"""Deep Mutual Distillation training as an iterator of small progress reports."""
+"""Deep Mutual Distillation training as an iterator of small progress reports.
+
+The same ``Trainer`` runs in one process or in several (``distributed``): there each process takes
+its share of the global batch, and the step equals the one-process step of the whole batch.
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +18,16 @@ import torch
 from .checkpoint import ModelPair, load_checkpoint, save_model
 from .config import TrainConfig
 from .data import PatchSampler, Volume, choose_patch_size
+from .distributed import (
+    World,
+    agreed_precision,
+    current_world,
+    data_parallel,
+    lost_process,
+    rank_generators,
+    split_batch,
+    synchronise_batch_norm,
+)
 from .errors import CheckpointError, DataError, DMDError
 from .heads import out_channels
 from .io import write_text
@@ -26,6 +40,7 @@ LOG_NAME = "log.csv"
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
 DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
+PROBLEMS = ("", "loss", "gradient", "batch-norm statistics")  # what a step may find not finite, in check order
 
 
 @dataclass(frozen=True)
@@ -84,16 +99,22 @@ class Trainer:
 
     ``init`` warm-starts both networks from a checkpoint; with ``resume=True`` the optimiser,
     iteration and random state are restored too, so the run continues where it stopped.
+    ``world`` (default: the process group joined, if any) makes this process one of several:
+    rank 0 alone writes ``run_dir``, every process stops together.
     """
 
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], config: TrainConfig,
-                 run_dir: Path | None = None, init: Path | None = None, resume: bool = False):
+                 run_dir: Path | None = None, init: Path | None = None, resume: bool = False,
+                 world: World | None = None):
         if resume and init is None:
             raise DataError("resuming needs the checkpoint of the run to continue (init, --init)")
         ndim = check_volumes(labeled, unlabeled, config.num_classes)
         self.patch = config.patch_size or choose_patch_size([v.image.shape for v in labeled + unlabeled])
         self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
-        self.device = resolve_device(config.device)
+        self.world = world = world if world is not None else current_world()
+        self.device = world.device or resolve_device(config.device)
+        self.labeled_batch, self.unlabeled_batch = split_batch(config.labeled_batch, config.unlabeled_batch,
+                                                               world.size)
         if len(self.patch) != ndim:
             raise DataError(f"patch size {self.patch} has {len(self.patch)} values for {ndim}-D images")
         self.run_dir = Path(run_dir) if run_dir else None
@@ -111,9 +132,13 @@ class Trainer:
             self.model.config = config
         else:
             self.model = ModelPair.create(config, ndim, self.device)
-        batch = (config.labeled_batch + config.unlabeled_batch, 1, *self.patch)
+        batch = (self.labeled_batch + self.unlabeled_batch, 1, *self.patch)
         self.precision = choose_precision(config.precision, self.device, ndim, out_channels(config.num_classes),
                                           batch, self._memory)
+        if world.distributed:
+            self.precision = agreed_precision(self.precision)
+            for net in self.model.nets:
+                synchronise_batch_norm(net, self.device.type == "cuda")
         for net in self.model.nets:
             self.precision.apply(net.to(memory_format=self._memory))
         self._params = [p for net in self.model.nets for p in net.parameters()]
@@ -138,12 +163,22 @@ class Trainer:
             self.start = self.model.iteration
         else:
             self.model.iteration = 0
+        if world.rank > 0:  # its own patches and dropout masks
+            self.rng, torch_seed = rank_generators(config.seed, world.rank, self.start)
+            torch.manual_seed(torch_seed)
+        self._nets = [data_parallel(net, world) for net in self.model.nets] if world.distributed \
+            else list(self.model.nets)
         self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction)
-        self.unlabeled_batch = config.unlabeled_batch
 
     def stop(self) -> None:
         """Ask the run to end after the current step (thread-safe); a checkpoint is written."""
         self._stop.set()
+
+    def _stop_requested(self) -> bool:
+        """Whether to stop before the next step: asked here, or (distributed) in any process."""
+        if self.world.distributed and self.world.agree([float(self._stop.is_set())])[0]:
+            self._stop.set()
+        return self._stop.is_set()
 
     @property
     def stopped(self) -> bool:
@@ -170,7 +205,7 @@ class Trainer:
     def step(self, iteration: int) -> Step:
         """One SGD step on a fresh batch. A non-finite loss, gradient or batch-norm statistic skips
         the update and puts the batch-norm statistics back as they were (``Step.problem`` says what)."""
-        cfg, nl = self.config, self.config.labeled_batch
+        cfg, nl = self.config, self.labeled_batch
         batch = self.sampler.batch(nl, self.unlabeled_batch)
         x = torch.from_numpy(batch["image"]).to(self.device).contiguous(memory_format=self._memory)
         y = torch.from_numpy(batch["label"]).to(self.device)
@@ -180,27 +215,38 @@ class Trainer:
         for net in self.model.nets:
             net.train()
         saved = [b.clone() for b in self._buffers]
-        with self.precision.autocast(self.device):
-            logits = [net(x) for net in self.model.nets]
-        sup = sum(supervised_loss(z[:nl], y, m) for z in logits)
-        dis = distillation_loss(*logits, cfg.temperature) if cfg.lambda_distill > 0 else torch.zeros(())
-        loss = sup + self.lambda_at(iteration) * dis
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(self.optimizer)
-        values = float(sup.detach()), float(dis.detach()), float(loss.detach())
-        problem = self._non_finite(values[2])
-        if problem:
-            for b, before in zip(self._buffers, saved):
-                b.copy_(before)
+        reduce = self.world.all_sum if self.world.distributed else None
+        try:
+            with self.precision.autocast(self.device):
+                logits = [net(x) for net in self._nets]
+            sup = sum(supervised_loss(z[:nl], y, m, reduce) for z in logits)
+            dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else torch.zeros(())
+            loss = sup + self.lambda_at(iteration) * dis
             self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(self.optimizer)
+            values = float(sup.detach()), float(dis.detach()), float(loss.detach())
+            problem = self._non_finite(values[2])
+            if self.world.distributed:  # every process skips, or none
+                problem = PROBLEMS[int(self.world.agree([float(PROBLEMS.index(problem))])[0])]
+        except RuntimeError:  # out of memory, or another process lost: this step changes nothing
+            self._restore(saved)
+            raise
+        if problem:
+            self._restore(saved)
             if self.scaler.is_enabled():
                 self.scaler.update()  # an fp16 overflow lowers the loss scale
             return Step(*values, problem)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return Step(*values)
+
+    def _restore(self, buffers: list[torch.Tensor]) -> None:
+        """Batch-norm statistics back to ``buffers``, no gradient left."""
+        for b, before in zip(self._buffers, buffers):
+            b.copy_(before)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _non_finite(self, loss: float) -> str:
         """What is not finite after a backward pass ('' when all is finite)."""
@@ -241,6 +287,9 @@ class Trainer:
         self.model.iteration = iteration
         if self.run_dir is None:
             return None
+        if not self.world.writes:
+            self.checkpoint_path = self.run_dir / CHECKPOINT_NAME  # written by rank 0
+            return self.checkpoint_path
         state = {"optimizer": self.optimizer.state_dict(), "numpy_rng": self.rng.bit_generator.state,
                  "torch_rng": torch.get_rng_state(), "scaler": self.scaler.state_dict(),
                  "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
@@ -249,10 +298,21 @@ class Trainer:
 
     def runtime(self) -> dict:
         """Where and how the run computes, for config.json and the user."""
-        return {"device": str(self.device), "torch": torch.__version__, **self.precision.to_dict()}
+        return {"device": str(self.device), "processes": self.world.size, "torch": torch.__version__,
+                **self.precision.to_dict()}
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run folder."""
+        return self.run_dir is not None and self.world.writes
+
+    def _write_config(self) -> None:
+        if self._writes:
+            write_text(self.run_dir / "config.json",
+                       json.dumps({**self.config.to_dict(), "runtime": self.runtime()}, indent=1))
 
     def _log(self, row: tuple) -> None:
-        if self.run_dir is None:
+        if not self._writes:
             return
         path = self.run_dir / LOG_NAME
         new = not path.exists()
@@ -264,29 +324,31 @@ class Trainer:
     def run(self) -> Iterator[Progress]:
         """Train to ``config.iterations``; yields after every step. A CUDA OOM becomes a ``DMDError``."""
         cfg = self.config
-        if self.run_dir is not None:
+        if self._writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.json",
-                       json.dumps({**cfg.to_dict(), "runtime": self.runtime()}, indent=1))
+        self._write_config()
         t0, saved, last = time.perf_counter(), self.start, None
         for it in range(self.start, cfg.iterations):
-            if self._stop.is_set():
-                break
             try:
+                if self._stop_requested():
+                    break
                 step = self.step(it)
             except torch.cuda.OutOfMemoryError as exc:
                 raise DMDError(
                     f"the GPU ran out of memory with patch {self.patch} and batch "
-                    f"{cfg.labeled_batch}+{cfg.unlabeled_batch}: lower the patch size or the batch, "
+                    f"{self.labeled_batch}+{self.unlabeled_batch}: lower the patch size or the batch, "
                     "or use precision bf16/fp16") from exc
+            except RuntimeError as exc:
+                if not self.world.distributed:
+                    raise
+                raise self._lost(exc, it, saved) from exc
             done = it + 1
             precision = self.precision.name
             note = self._after_skip(step, done) if step.problem else ""
             if not step.problem:
                 self._bad_in_row = 0
-            if note and self.run_dir is not None:
-                write_text(self.run_dir / "config.json",
-                           json.dumps({**cfg.to_dict(), "runtime": self.runtime()}, indent=1))
+            if note:
+                self._write_config()
             elapsed = time.perf_counter() - t0
             self._log((done, f"{step.sup_loss:.6g}", f"{step.distill_loss:.6g}", f"{step.loss:.6g}",
                        f"{self.lambda_at(it):.6g}", f"{self.lr_at(it):.6g}", precision, self.skipped,
@@ -300,4 +362,24 @@ class Trainer:
                             self.precision.name, note)
             yield last
         if last is not None and saved != last.iteration:
-            yield replace(last, checkpoint=self.save(last.iteration), note="")
+            saved = last.iteration
+            yield replace(last, checkpoint=self.save(saved), note="")
+        try:
+            self.world.barrier()  # no process leaves before rank 0 has written the checkpoint
+        except RuntimeError as exc:
+            raise self._lost(exc, saved, saved) from exc
+
+    def _lost(self, exc: RuntimeError, done: int, saved: int) -> DMDError:
+        """The error of a distributed run that lost a process after ``done`` iterations; rank 0 writes
+        the checkpoint of iteration ``done`` first (unless it wrote it already at ``saved``)."""
+        lost = lost_process(exc)
+        if self.run_dir is None:
+            return lost
+        if not self.world.writes:
+            return type(lost)(f"{lost}; rank 0 writes the checkpoints: {self.run_dir / CHECKPOINT_NAME} holds the "
+                              "last one it wrote")
+        path = self.save(done) if done > saved else self.run_dir / CHECKPOINT_NAME
+        if not path.exists():
+            return type(lost)(f"{lost}; no iteration finished, nothing written")
+        return type(lost)(f"{lost} after iteration {done}; checkpoint of iteration {max(done, saved)} in {path} "
+                          f"(continue with --init {path} --resume)")

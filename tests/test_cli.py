@@ -58,6 +58,11 @@ def test_train_predict_evaluate(dataset, capsys):
     assert len(ranking) == 3
     assert [float(r["disagreement"]) for r in ranking] == sorted((float(r["disagreement"]) for r in ranking),
                                                                  reverse=True)
+    label_next = list(csv.DictReader((pred_dir / "label_next.csv").open()))
+    assert [r["rank"] for r in label_next] == [str(k) for k in range(1, len(label_next) + 1)]
+    # ranking.suggest spreads the list: every image's best slab comes before any image's second
+    assert {r["case"] for r in label_next[:3]} == {"case0.nii.gz", "case1.nii.gz", "case2.nii.gz"}
+    assert all(0 <= int(r["slice"]) < 16 and 0 <= float(r["score"]) <= 1 for r in label_next)
 
     table = dataset / "metrics.csv"
     assert main(["evaluate", "--predictions", str(pred_dir), "--labels", str(dataset / "truth"),

@@ -1,5 +1,7 @@
 """The napari side of napari-dmd: reader, writers, sample data and the training dock.
 
-Only ``widget.py``, ``curves.py`` and ``demo.py`` import Qt; the other modules hold plain
-functions over arrays and napari layers, so they can be tested without a window.
+The dock's state is ``napari_dmd.session.Session`` (no Qt). Qt is imported only by the dock's views
+(``widget.py`` and the panels it is made of, ``curves.py``, ``runner.py``, ``closing.py``,
+``result_queue.py``) and ``demo.py``; the other modules hold plain functions over arrays and
+napari layers, so they can be tested without a window.
 """

@@ -10,6 +10,7 @@ from ..io import Geometry
 KEY = "napari_dmd"  # layer.metadata[KEY] = {"role": ..., "source": image layer name}
 GEOMETRY = "geometry"  # layer.metadata[GEOMETRY] = Geometry.to_dict()
 CLASS_NAMES = "class_names"  # layer.metadata[CLASS_NAMES] = list of names, background first
+REVIEWED = "reviewed"  # labels layer.metadata[REVIEWED] = review.Reviewed.to_dict()
 PREDICTION, DISAGREEMENT = "prediction", "disagreement"
 
 

@@ -54,34 +54,52 @@ def screenshot(viewer, path: str | Path) -> Path:
 
 def train_and_screenshot(path: str | Path, iterations: int = 300, refresh_every: int | None = None,
                          run_dir: str | Path | None = None, size: tuple[int, int] = (1600, 1000)) -> Path:
-    """The README picture: open the demo, train ``iterations`` steps on the sample data in the dock
-    (paper settings otherwise, one labeled + one unlabeled patch per batch to keep it short on a
-    CPU), jump to the slice of most disagreement, and save a picture of the window."""
+    """The README pictures: open the demo, train ``iterations`` steps on the sample data in the dock
+    (the dock's defaults for this device otherwise, one labeled + one unlabeled patch per batch to
+    keep it short on a CPU), jump to the first suggestion of 'label this next' and save a picture
+    of the window to ``path``, then one with only that image and its disagreement layer to
+    ``<stem>_disagreement.png`` beside it. Prints the time from Start to the first prediction."""
     import tempfile
     import time
 
     from qtpy.QtWidgets import QApplication
 
+    from .worker import ImageResult
+
     viewer = open_demo()
     viewer.window.resize(*size)
     widget = dock_widget(viewer)
-    widget.iterations.setValue(iterations)
-    widget.refresh_every.setValue(refresh_every or iterations)
-    widget.annotated_only.setChecked(False)  # the sample labels are complete volumes
-    widget.labeled_batch.setValue(1)
-    widget.unlabeled_batch.setValue(1)
-    widget.run_folder.setText(str(run_dir or Path(tempfile.mkdtemp(prefix="napari-dmd-demo-"))))
+    widget.settings.set(iterations=iterations, minutes=0, labeled_batch=1, unlabeled_batch=1,
+                        run_folder=str(run_dir or Path(tempfile.mkdtemp(prefix="napari-dmd-demo-"))))
+    if refresh_every:
+        widget.settings.set(refresh_every=refresh_every)
     app = QApplication.instance()
+    first: list[tuple[float, int]] = []
+    t0 = time.perf_counter()
     widget.start()
+    widget.worker.message.connect(
+        lambda m: isinstance(m, ImageResult) and not first and first.append((time.perf_counter() - t0, m.iteration)))
     while widget.worker is not None:
         app.processEvents()
         time.sleep(0.02)
-    if widget.ranking.rowCount():
-        widget.ranking.selectRow(0)
-        widget.ranking.cellClicked.emit(0, 0)
+    if first:
+        print(f"first prediction {first[0][0]:.0f} s after Start (iteration {first[0][1]}); "
+              f"{iterations} iterations took {time.perf_counter() - t0:.0f} s")
+    widget.results.flush()
+    if widget.next.ranking.rowCount():
+        widget.next.ranking.selectRow(0)
+        widget.next.ranking.cellClicked.emit(0, 0)
     for _ in range(50):
         app.processEvents()
         time.sleep(0.02)
     out = screenshot(viewer, path)
+    if widget.next.ranking.rowCount():
+        image = widget.next.ranking.suggestions[0].image
+        for layer in viewer.layers:
+            layer.visible = layer.name in (image, f"{image} disagreement")
+        for _ in range(25):
+            app.processEvents()
+            time.sleep(0.02)
+        screenshot(viewer, out.with_name(f"{out.name.removesuffix('.png')}_disagreement.png"))
     viewer.close()
     return out

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..config import default_class_names
-from ..data import Volume, annotated_slices_mask
+from ..data import Volume
 from ..errors import DataError
+from ..review import Reviewed
 
 _SUFFIX = re.compile(r"([\s_.\-]*(labels?|seg(mentation)?s?|masks?|gt|annotations?|ground[\s_-]?truth))+$")
 _COPY = re.compile(r"\s*\[\d+\]$")  # napari's " [1]" suffix for a repeated name
@@ -82,6 +83,7 @@ class Row:
     labels_name: str | None = None
     rgb: bool = False
     class_names: tuple[str, ...] | None = None  # from the labels layer's metadata
+    reviewed: Reviewed | None = None  # what of the labels supervises (None: all of it)
 
 
 @dataclass
@@ -94,10 +96,13 @@ class TrainingSet:
     class_names: tuple[str, ...]
     ndim: int
     notes: list[str] = field(default_factory=list)  # things to tell the user, training goes on
+    reviewed: dict[str, Reviewed] = field(default_factory=dict)  # per labeled image; absent: all reviewed
 
-    def frozen(self) -> "TrainingSet":
-        """The same set with copies of the labels, which the user may paint on while training runs."""
-        return replace(self, labeled=[(n, img, lab.copy()) for n, img, lab in self.labeled])
+    def frozen(self) -> TrainingSet:
+        """The same set with copies of the labels and review records, which the user may change while
+        training runs."""
+        return replace(self, labeled=[(n, img, lab.copy()) for n, img, lab in self.labeled],
+                       reviewed={n: Reviewed.from_dict(r.to_dict()) for n, r in self.reviewed.items()})
 
     @property
     def images(self) -> list[tuple[str, np.ndarray]]:
@@ -122,6 +127,7 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
     """
     notes: list[str] = []
     labeled, unlabeled = [], []
+    reviewed: dict[str, Reviewed] = {}
     for row in rows:
         problem = image_problem(LayerInfo(row.name, tuple(np.shape(row.image)), row.rgb))
         if not row.include:
@@ -142,6 +148,13 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
             if not lab.any():
                 raise DataError(f"labels '{row.labels_name}' are empty (all 0): paint the structure on a few "
                                 f"slices first, or set the labels of '{row.name}' to none")
+            rec = row.reviewed
+            if rec is not None and not rec.whole and not rec.slices:
+                raise DataError(f"no slice of labels '{row.labels_name}' is marked reviewed: mark the slices "
+                                "you checked (or paint on them), or set the labels of "
+                                f"'{row.name}' to none")
+            if rec is not None and not rec.whole:
+                reviewed[row.name] = rec
             labeled.append((row.name, np.asarray(row.image), lab, row.class_names))
         else:
             unlabeled.append((row.name, np.asarray(row.image)))
@@ -166,23 +179,15 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
     num_classes = max(2, top + 1, len(model_class_names or ()))
     layer_names = next((n for *_, n in labeled if n and len(n) >= num_classes), None)
     names = choose_class_names(num_classes, layer_names, model_class_names)
-    return TrainingSet([(n, i, lab) for n, i, lab, _ in labeled], unlabeled, num_classes, names, ndim, notes)
+    return TrainingSet([(n, i, lab) for n, i, lab, _ in labeled], unlabeled, num_classes, names, ndim, notes,
+                       reviewed)
 
 
-def build_volumes(data: TrainingSet, annotated_only: bool) -> tuple[list[Volume], list[Volume]]:
-    """Engine volumes; with ``annotated_only`` only slices holding a label count as annotated."""
-    labeled = [Volume.create(img, lab, annotated_slices_mask(lab) if annotated_only else None, name=name)
-               for name, img, lab in data.labeled]
+def build_volumes(data: TrainingSet) -> tuple[list[Volume], list[Volume]]:
+    """Engine volumes; the reviewed voxels of each labeled image supervise (all of a complete one)."""
+    labeled = []
+    for name, img, lab in data.labeled:
+        rec = data.reviewed.get(name)
+        labeled.append(Volume.create(img, lab, None if rec is None else rec.mask(), name=name))
     unlabeled = [Volume.create(img, name=name) for name, img in data.unlabeled]
     return labeled, unlabeled
-
-
-def annotated_summary(labels: np.ndarray) -> str:
-    """'12/35 slices labeled' for a volume, 'labeled' for a 2D image, 'empty' without labels."""
-    labels = np.asarray(labels)
-    if not labels.any():
-        return "labels empty"
-    if labels.ndim != 3:
-        return "labeled"
-    n = int(labels.reshape(labels.shape[0], -1).any(axis=1).sum())
-    return f"{n}/{labels.shape[0]} slices labeled"

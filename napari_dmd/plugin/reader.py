@@ -3,17 +3,21 @@
 Each file becomes one layer with ``scale`` from the voxel spacing, ``translate`` from the origin
 and the full geometry (spacing, origin, direction) in ``metadata['geometry']``. A file opens as
 Labels when its voxels are integers with at most ``MAX_LABEL_VALUES`` distinct values and its name
-or its folder's name says so ('label' or 'seg' in it); everything else opens as an Image.
+or its folder's name says so ('label' or 'seg' in it); everything else opens as an Image. A labels
+file's review record (``<case>.reviewed.json`` beside it) comes along in ``metadata['reviewed']``;
+without one the labels count as reviewed whole.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..io import case_name, is_supported, read_image
-from ._layers import GEOMETRY
+from ..review import load_reviewed, sidecar_path
+from ._layers import GEOMETRY, REVIEWED
 
 MAX_LABEL_VALUES = 32
 LABEL_WORDS = ("label", "seg")
@@ -64,6 +68,8 @@ def layer_data(path: str | Path) -> LayerData:
     }
     if kind == "image":
         meta["colormap"] = "gray"
+    elif sidecar_path(path).is_file():
+        meta["metadata"][REVIEWED] = load_reviewed(sidecar_path(path), array.shape).to_dict()
     return array, meta, kind
 
 

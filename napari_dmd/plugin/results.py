@@ -1,24 +1,35 @@
-"""Result layers in the viewer and the 'label this next' ranking (napari layers, no Qt).
+"""Result layers in the viewer (napari layers, no Qt).
 
 For an image layer named X the dock shows:
-- "X prediction": a Labels layer with network A's label map (the user's labels are never written);
-  once the user paints on it, refreshes leave it alone until it is merged whole or deleted, so a
-  correction in progress is never overwritten;
-- "X disagreement": an Image layer with the disagreement of the two networks, 0..1, drawn with
-  the 'inferno' colormap, additive blending and opacity 0.6 so the MRI stays readable beneath it.
+- "X prediction": a Labels layer with network A's label map (the user's labels are never written),
+  at half opacity and placed just above the image, so the user's labels stay drawn on top of it;
+  once the user paints on it, refreshes leave it alone until the strokes are merged or the layer
+  deleted, so a correction in progress is never overwritten;
+- "X disagreement": an Image layer with the disagreement of the two networks (0 = they agree,
+  1 = sure of different classes), 'inferno' colormap, additive blending, its contrast set from 0
+  to the map's 99.5th percentile: the values are small (a few tenths at most), so a fixed 0..1
+  scale would show almost nothing.
 Both carry the image's scale, translate and geometry, so they overlay it and save with its geometry.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._layers import DISAGREEMENT, GEOMETRY, KEY, PREDICTION, class_features, role, source
 
-DISAGREEMENT_STYLE = {"colormap": "inferno", "blending": "additive", "opacity": 0.6, "contrast_limits": (0.0, 1.0)}
+DISAGREEMENT_STYLE = {"colormap": "inferno", "blending": "additive", "opacity": 0.7}
+PREDICTION_OPACITY = 0.5
+CONTRAST_PERCENTILE = 99.5
+
+
+def contrast_top(disagreement: np.ndarray) -> float:
+    """The upper contrast limit of a disagreement map: its 99.5th percentile (at least 0.01)."""
+    d = np.asarray(disagreement).ravel()
+    sample = d[::max(1, d.size // 1_000_000)]  # a percentile of a million values is plenty
+    return max(0.01, float(np.percentile(sample, CONTRAST_PERCENTILE)))
 
 
 def prediction_name(image: str) -> str:
@@ -61,56 +72,54 @@ def _placement(image_layer: Any) -> dict[str, Any]:
     return {"scale": tuple(image_layer.scale), "translate": tuple(image_layer.translate), "metadata": meta}
 
 
-def show_result(viewer: Any, image: str, labels: np.ndarray, disagreement: np.ndarray,
-                class_names: tuple[str, ...] = ()) -> tuple[Any, Any]:
-    """Add or refresh the prediction and disagreement layers of the image layer named ``image``.
+def _insert(viewer: Any, layer: Any, image_layer: Any, above: int = 1) -> Any:
+    """Insert a new result layer ``above`` places over its image (below the user's labels)."""
+    index = viewer.layers.index(image_layer) + above if image_layer in viewer.layers else len(viewer.layers)
+    viewer.layers.insert(min(index, len(viewer.layers)), layer)
+    return layer
 
-    Existing result layers of the same image and shape are updated in place (keeping the user's
-    colormap and visibility choices), except a prediction the user has edited; a missing one is
-    added again.
+
+def show_prediction(viewer: Any, image: str, labels: np.ndarray, class_names: tuple[str, ...] = ()) -> Any:
+    """Add or refresh the prediction layer of the image layer named ``image``.
+
+    An existing layer of the same shape is updated in place (keeping the user's display choices)
+    unless it holds unmerged edits. ``labels`` is shown as given: pass a copy to keep the model's
+    proposal intact.
     """
-    image_layer = find_layer(viewer, image)
-    place = _placement(image_layer)
-    visible = True if image_layer is None else bool(image_layer.visible)
+    from napari.layers import Labels
+
     pred = find_layer(viewer, prediction_name(image), PREDICTION)
     if pred is not None and pred.data.shape == labels.shape:
         if not edited(pred):
             pred.data = labels
-    else:
-        kwargs = dict(place, name=prediction_name(image), visible=visible)
-        kwargs["metadata"] = {**place["metadata"], KEY: {"role": PREDICTION, "source": image}}
-        if class_names:
-            kwargs["features"] = class_features(class_names)
-        pred = viewer.add_labels(labels, **kwargs)
-        pred.events.paint.connect(lambda _event, layer=pred: set_edited(layer, True))
+        return pred
+    image_layer = find_layer(viewer, image)
+    place = _placement(image_layer)
+    kwargs = dict(place, name=prediction_name(image), opacity=PREDICTION_OPACITY)
+    kwargs["metadata"] = {**place["metadata"], KEY: {"role": PREDICTION, "source": image}}
+    if class_names:
+        kwargs["features"] = class_features(class_names)
+    pred = _insert(viewer, Labels(labels, **kwargs), image_layer)
+    pred.events.paint.connect(lambda _event, layer=pred: set_edited(layer, True))
+    return pred
+
+
+def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray) -> Any:
+    """Add or refresh the disagreement layer of the image layer named ``image`` (contrast: 0..99.5th percentile)."""
+    from napari.layers import Image
+
+    top = contrast_top(disagreement)
     dis = find_layer(viewer, disagreement_name(image), DISAGREEMENT)
     if dis is not None and dis.data.shape == disagreement.shape:
         dis.data = disagreement
-    else:
-        kwargs = dict(place, name=disagreement_name(image), visible=visible, **DISAGREEMENT_STYLE)
-        kwargs["metadata"] = {**place["metadata"], KEY: {"role": DISAGREEMENT, "source": image}}
-        dis = viewer.add_image(disagreement, **kwargs)
-    return pred, dis
-
-
-@dataclass(frozen=True)
-class RankedSlice:
-    """One row of 'label this next': a slice (None for a 2D image) and its mean disagreement."""
-
-    score: float
-    image: str
-    index: int | None
-
-
-def rank_slices(scores: dict[str, np.ndarray], ndim: dict[str, int] | None = None, top: int = 50) -> list[RankedSlice]:
-    """Slices of all images, most disagreement first (means per slice, so sizes do not matter)."""
-    rows = []
-    for image, s in scores.items():
-        s = np.atleast_1d(np.asarray(s, dtype=float))
-        is_2d = (ndim or {}).get(image) == 2
-        rows += [RankedSlice(float(v), image, None if is_2d else i) for i, v in enumerate(s)]
-    rows.sort(key=lambda r: (-r.score, r.image, r.index or 0))
-    return rows[:top]
+        dis.contrast_limits = (0.0, top)
+        return dis
+    image_layer = find_layer(viewer, image)
+    place = _placement(image_layer)
+    kwargs = dict(place, name=disagreement_name(image), contrast_limits=(0.0, top), **DISAGREEMENT_STYLE)
+    kwargs["metadata"] = {**place["metadata"], KEY: {"role": DISAGREEMENT, "source": image}}
+    above = 2 if find_layer(viewer, prediction_name(image), PREDICTION) is not None else 1
+    return _insert(viewer, Image(disagreement, **kwargs), image_layer, above)
 
 
 def go_to(viewer: Any, image: str, index: int | None) -> None:

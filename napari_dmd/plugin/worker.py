@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -27,6 +27,7 @@ class Started:
     """The run is set up (volumes normalised, networks built)."""
 
     device: str
+    precision: str  # what runs in which precision, and why
     patch: tuple[int, ...]
     labeled: int
     unlabeled: int
@@ -44,6 +45,14 @@ class ImageResult:
     slice_scores: np.ndarray
     volume_score: float
     iteration: int
+
+
+@dataclass(frozen=True)
+class Predicting:
+    """Predictions of ``count`` images with the model of ``iteration`` begin."""
+
+    iteration: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,10 @@ class Failed:
     message: str
 
 
+class Aborted(Exception):
+    """Raised inside a prediction when the dock or the viewer is closing."""
+
+
 class Control:
     """Thread-safe stop/abort flags shared by the dock and the worker, and a 'done' event."""
 
@@ -86,6 +99,11 @@ class Control:
             self._trainer = trainer
             if self._stop.is_set():
                 trainer.stop()
+
+    def detach(self) -> None:
+        """Forget the trainer (its optimizer and volumes are freed with it)."""
+        with self._lock:
+            self._trainer = None
 
     def stop(self) -> None:
         """End training after the current step; the final checkpoint and predictions follow."""
@@ -111,6 +129,11 @@ class Control:
         """Block until the worker has finished; False on timeout."""
         return self.done.wait(timeout)
 
+    def check(self, *_progress) -> None:
+        """A prediction's progress callback: ``Aborted`` once an abort was asked."""
+        if self._abort.is_set():
+            raise Aborted()
+
 
 @dataclass
 class TrainJob:
@@ -118,11 +141,16 @@ class TrainJob:
 
     data: TrainingSet
     config: TrainConfig
-    annotated_only: bool = True
     run_dir: Path | None = None
     init: Path | None = None
     refresh_every: int = 500
+    first_refresh: int | None = None  # an earlier first refresh (a first look soon on a CPU)
+    minutes: float | None = None  # stop after this much training time
     batch_size: int = 4
+
+    def refresh_due(self, iteration: int, total: int) -> bool:
+        """Whether predictions are refreshed after ``iteration``."""
+        return iteration == total or iteration == self.first_refresh or iteration % max(1, self.refresh_every) == 0
 
 
 def _failure(exc: BaseException, what: str) -> Failed:
@@ -144,36 +172,54 @@ def _failure(exc: BaseException, what: str) -> Failed:
 
 
 def predict_images(model, images: list[tuple[str, np.ndarray]], patch: tuple[int, ...] | None,
-                   iteration: int, control: Control | None = None, batch_size: int = 4) -> Iterator[ImageResult]:
-    """Sliding-window prediction of each image, one ``ImageResult`` at a time (stops on abort)."""
+                   iteration: int, control: Control, batch_size: int = 4) -> Iterator[object]:
+    """``Predicting``, then one ``ImageResult`` per image; an abort ends it within a batch of windows."""
     from ..inference import predict
 
+    yield Predicting(iteration, len(images))
     for name, image in images:
-        if control is not None and control.aborted:
+        try:
+            control.check()
+            pred = predict(model, image, patch_size=patch, batch_size=batch_size, progress=control.check)
+        except Aborted:
             return
-        pred = predict(model, image, patch_size=patch, batch_size=batch_size)
         yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration)
 
 
+def _release() -> None:
+    """Give the GPU's cached memory back once a run has ended."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
-    """The training thread: train, refresh predictions every ``job.refresh_every`` steps and at the end."""
+    """The training thread: train, refresh predictions when due (``TrainJob.refresh_due``) and at the end.
+
+    When it ends, nothing of the run is kept but the model: the trainer (optimizer state,
+    normalised volumes) is dropped and the GPU's cache emptied.
+    """
     what = "preparing the training data"
+    trainer = None
     try:
         from ..training import Trainer
 
-        labeled, unlabeled = build_volumes(job.data, job.annotated_only)
+        labeled, unlabeled = build_volumes(job.data)
         what = "setting up the networks"
         trainer = Trainer(labeled, unlabeled, job.config, run_dir=job.run_dir, init=job.init)
+        del labeled, unlabeled
         control.attach(trainer)
-        yield Started(str(trainer.device), tuple(trainer.patch), len(labeled), len(unlabeled),
-                      trainer.start, trainer.config.iterations)
+        yield Started(str(trainer.device), trainer.precision.describe(), tuple(trainer.patch),
+                      len(trainer.sampler.labeled), len(job.data.unlabeled), trainer.start, trainer.config.iterations)
         what = "training"
         refreshed, last = -1, trainer.start
         for progress in trainer.run():
             last = progress.iteration
             yield progress
-            due = last % max(1, job.refresh_every) == 0 or last == progress.total
-            if due and not control.stopped and last != refreshed:
+            if job.minutes is not None and progress.elapsed >= 60 * job.minutes:
+                control.stop()
+            if job.refresh_due(last, progress.total) and not control.stopped and last != refreshed:
                 what = "predicting"
                 yield from predict_images(trainer.model, job.data.images, trainer.patch, last, control,
                                           job.batch_size)
@@ -184,10 +230,16 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
             what = "predicting"
             yield from predict_images(trainer.model, job.data.images, trainer.patch, last, control, job.batch_size)
             yield Refreshed(last, True)
-        yield Finished(trainer.model, trainer.checkpoint_path, last, control.stopped, control.aborted)
+        model, checkpoint = trainer.model, trainer.checkpoint_path
+        trainer = None
+        control.detach()
+        yield Finished(model, checkpoint, last, control.stopped, control.aborted)
     except Exception as exc:
         yield _failure(exc, what)
     finally:
+        trainer = None
+        control.detach()
+        _release()
         control.done.set()
 
 
@@ -201,4 +253,5 @@ def predict_only(model, images: list[tuple[str, np.ndarray]], control: Control,
     except Exception as exc:
         yield _failure(exc, "predicting")
     finally:
+        _release()
         control.done.set()

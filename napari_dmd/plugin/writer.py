@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..io import write_image as _write
-from ._layers import layer_geometry
+from ..review import Reviewed, save_reviewed, sidecar_path
+from ._layers import REVIEWED, layer_geometry
 
 
 def _geometry(data: np.ndarray, meta: dict[str, Any]):
@@ -29,6 +30,9 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if array.dtype.kind == "i" and array.size and array.min() >= 0 and array.max() < 256:
         array = array.astype(np.uint8)
     _write(path, array, _geometry(array, meta))
+    record = (meta.get("metadata") or {}).get(REVIEWED)
+    if isinstance(record, dict):
+        save_reviewed(Reviewed.from_dict(record), sidecar_path(path))
     return [path]
 
 

@@ -38,7 +38,6 @@ def dock(make_napari_viewer, tmp_path):
     viewer.add_labels(lab0, name="case0 labels", scale=(2.0, 1.0, 1.0))
     viewer.add_image(img1, name="case1", scale=(2.0, 1.0, 1.0))
     _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
-    widget.refresh_table()
     fast_settings(widget, tmp_path / "run")
     yield viewer, widget
     widget.shutdown()

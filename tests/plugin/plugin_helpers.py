@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 SHAPE = (16, 32, 32)
-FAST = {"iterations": 2, "refresh_every": 2, "patch": "16,32,32", "labeled_batch": 1, "unlabeled_batch": 1}
+FAST = {"iterations": 2, "refresh_every": 2, "first_refresh": 0, "minutes": 0, "patch_size": (16, 32, 32),
+        "labeled_batch": 1, "unlabeled_batch": 1, "checkpoint_every": 1000, "device": "cpu", "precision": "fp32"}
 
 
 def cube_case(seed: int, shape=SHAPE, classes: int = 2):
@@ -20,19 +21,10 @@ def cube_case(seed: int, shape=SHAPE, classes: int = 2):
 
 
 def fast_settings(widget, run_dir, **overrides) -> None:
-    """Tiny, quick training settings in the dock (CPU, fp32, 16³ patches)."""
-    s = dict(FAST, **overrides)
-    widget.iterations.setValue(s["iterations"])
-    widget.refresh_every.setValue(s["refresh_every"])
-    widget.patch.setText(s["patch"])
-    widget.labeled_batch.setValue(s["labeled_batch"])
-    widget.unlabeled_batch.setValue(s["unlabeled_batch"])
-    widget.checkpoint_every.setValue(s.get("checkpoint_every", 1000))
-    widget.device.setCurrentText("cpu")
-    widget.precision.setCurrentText("fp32")
-    widget.run_folder.setText(str(run_dir))
+    """Tiny, quick training settings in the dock (CPU, fp32, 16×32×32 patches)."""
+    widget.settings.set(**dict(FAST, run_folder=str(run_dir), **overrides))
 
 
 def wait_done(qtbot, widget, timeout_ms: int = 120_000) -> None:
-    """Wait until the dock's worker thread has ended and its messages were handled."""
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout_ms)
+    """Wait until the dock's worker thread has ended, its messages were handled and its layers shown."""
+    qtbot.waitUntil(lambda: widget.worker is None and not widget.results.pending, timeout=timeout_ms)

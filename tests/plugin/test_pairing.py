@@ -91,13 +91,26 @@ def test_warm_start_dimension_must_match():
         training_set(rows(), model_class_names=("bg", "fg"), model_ndim=2)
 
 
-def test_build_volumes_annotated_slices_only():
+def test_build_volumes_masks_the_reviewed_slices_whatever_their_labels():
+    from napari_dmd.review import Reviewed
+
     img, lab = cube_case(0)
     some = np.zeros_like(lab)
     some[5] = lab[5]
     some[5, 0, 0] = 1
-    data = training_set([Row("a", img, True, some, "a labels")])
-    (vol,), _ = build_volumes(data, annotated_only=True)
-    assert vol.mask[5].all() and not vol.mask[4].any()
-    (vol,), _ = build_volumes(data, annotated_only=False)
+    rec = Reviewed(lab.shape, slices={5, 9})  # slice 9 was reviewed and left at background
+    data = training_set([Row("a", img, True, some, "a labels", reviewed=rec)])
+    (vol,), _ = build_volumes(data)
+    assert vol.mask[5].all() and vol.mask[9].all() and not vol.mask[4].any()
+    rec.mark(4)  # the user marks a slice while the run goes on: the run keeps what it started with
+    (vol,), _ = build_volumes(data.frozen())
+    assert vol.mask[4].any()
+    frozen = data.frozen()
+    rec.mark(3)
+    (vol,), _ = build_volumes(frozen)
+    assert not vol.mask[3].any()
+    whole = Reviewed.complete(lab.shape)
+    (vol,), _ = build_volumes(training_set([Row("a", img, True, some, "a labels", reviewed=whole)]))
     assert vol.mask is None
+    with pytest.raises(DataError, match="no slice of labels 'a labels' is marked reviewed"):
+        training_set([Row("a", img, True, some, "a labels", reviewed=Reviewed(lab.shape))])

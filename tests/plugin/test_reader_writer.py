@@ -1,10 +1,11 @@
 """Reader, writers and sample data through napari (viewer.open / save_layers with plugin='napari-dmd')."""
 import numpy as np
 import pytest
-from plugin_helpers import cube_case
 
 from napari_dmd.io import Geometry, read_image, write_image
 from napari_dmd.plugin.reader import napari_get_reader
+
+from plugin_helpers import cube_case
 
 GEO = Geometry(spacing=(0.8, 0.9, 2.5), origin=(-12.0, 30.5, 7.25),
                direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
@@ -95,4 +96,6 @@ def test_demo_opens_napari_with_the_sample_and_the_dock(make_napari_viewer, monk
     assert len(viewer.layers) == 15
     widget = demo.dock_widget(viewer)
     assert isinstance(widget, DMDWidget)
-    assert len(widget.pairs()) == 12 and sum(v is not None for v in widget.pairs().values()) == 3
+    pairs = widget.session.pairs()
+    assert len(pairs) == 12 and sum(v is not None for v in pairs.values()) == 3
+    assert all(widget.session.reviewed[v].whole for v in pairs.values() if v)  # complete volumes: no tick box

@@ -2,7 +2,6 @@
 from dataclasses import replace
 
 import torch
-from plugin_helpers import cube_case
 
 from napari_dmd.config import TrainConfig
 from napari_dmd.errors import DataError
@@ -20,6 +19,8 @@ from napari_dmd.plugin.worker import (
     train_and_predict,
 )
 
+from plugin_helpers import cube_case
+
 CONFIG = TrainConfig(iterations=2, patch_size=None, labeled_batch=1, unlabeled_batch=1, device="cpu",
                      precision="fp32", checkpoint_every=1000)
 
@@ -28,7 +29,7 @@ def job(tmp_path, **kw):
     img0, lab0 = cube_case(0)
     img1, _ = cube_case(1)
     data = training_set([Row("a", img0, True, lab0, "a labels"), Row("b", img1, True)])
-    return TrainJob(data, replace(CONFIG, **kw), annotated_only=True, run_dir=tmp_path, refresh_every=1)
+    return TrainJob(data, replace(CONFIG, **kw), run_dir=tmp_path, refresh_every=1)
 
 
 def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
@@ -36,6 +37,7 @@ def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
     msgs = list(train_and_predict(job(tmp_path), control))
     kinds = [type(m).__name__ for m in msgs]
     assert kinds[0] == "Started" and kinds[-1] == "Finished" and control.done.is_set()
+    assert kinds.count("Predicting") == 2 and control._trainer is None  # the finished run holds no trainer
     assert kinds.count("Refreshed") == 2 and kinds.count("ImageResult") == 4  # 2 refreshes × 2 images
     started, finished = msgs[0], msgs[-1]
     assert isinstance(started, Started) and started.labeled == 1 and started.unlabeled == 1
@@ -45,7 +47,7 @@ def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
     assert result.labels.shape == result.disagreement.shape == (16, 32, 32) and len(result.slice_scores) == 16
     assert [m.final for m in msgs if isinstance(m, Refreshed)] == [False, True]
     again = list(predict_only(finished.model, [("b", cube_case(1)[0])], Control()))
-    assert [type(m).__name__ for m in again] == ["ImageResult", "Refreshed", "Finished"]
+    assert [type(m).__name__ for m in again] == ["Predicting", "ImageResult", "Refreshed", "Finished"]
 
 
 def test_abort_before_the_first_step_ends_at_once_without_predictions(tmp_path):
@@ -67,3 +69,36 @@ def test_failure_messages_say_what_to_lower():
                                                            "predicting").message
     assert _failure(DataError("labels are bad"), "training").message == "labels are bad"
     assert _failure(ValueError("boom"), "training").message.startswith("unexpected error while training")
+
+
+def test_an_abort_during_a_prediction_ends_it_within_a_batch_of_windows(tmp_path):
+    finished = list(train_and_predict(job(tmp_path), Control()))[-1]
+    control = Control()
+    big = cube_case(2, shape=(48, 64, 64))[0]
+    gen = predict_only(finished.model, [("big", big), ("b", cube_case(1)[0])], control, batch_size=1)
+    assert type(next(gen)).__name__ == "Predicting"
+    calls = []
+    real = control.check
+
+    def check(*args):  # the abort arrives while the first image is being predicted
+        calls.append(args)
+        if len(calls) == 3:
+            control.abort()
+        real(*args)
+
+    control.check = check
+    rest = list(gen)
+    assert not any(isinstance(m, ImageResult) for m in rest)
+    assert len(calls) == 3 and isinstance(rest[-1], Finished) and rest[-1].aborted
+
+
+def test_time_limit_and_an_early_first_refresh(tmp_path):
+    msgs = list(train_and_predict(job(tmp_path, iterations=6), Control()))
+    assert [m.iteration for m in msgs if isinstance(m, Refreshed)] == [1, 2, 3, 4, 5, 6]
+    j = job(tmp_path, iterations=6)
+    j.refresh_every, j.first_refresh = 4, 1
+    assert [m.iteration for m in train_and_predict(j, Control()) if isinstance(m, Refreshed)] == [1, 4, 6]
+    j.minutes = 1e-9  # stops after the first step, with a final refresh
+    msgs = list(train_and_predict(j, Control()))
+    assert msgs[-1].stopped and msgs[-1].iteration == 1
+    assert [m.iteration for m in msgs if isinstance(m, Refreshed)] == [1]

@@ -1,0 +1,499 @@
+"""The correction loop, measured: does reviewing where the two networks disagree save a clinician's effort?
+
+A simulated clinician over the engine (no Qt). Start: one training volume labeled whole, plus a pool of
+unlabeled training volumes the clinician has loaded (``--pool``; predicting every training volume each
+round is far too slow on a CPU). The start model trains from scratch for ``--start-iterations``. Then
+each round:
+
+1. review: the clinician reviews ``--slices`` (K) more slices of the pool (axis 0), their labels copied
+   from the ground truth, all-background slices included, chosen by a strategy:
+   - ``ranking``: the dock's "label this next" list (``napari_dmd.ranking.suggest`` over the pool's
+     disagreement maps, slab 5: the code the dock runs);
+   - ``random``: unreviewed slices of the pool, drawn at random;
+   - ``even``: K evenly spaced slices of a random pool volume not reviewed yet (how people label by hand);
+2. train: training resumes warm from the last model (``Trainer(init=...)``, as the dock's retraining) for
+   ``--iterations`` (R); each reviewed volume is a labeled volume whose mask is its reviewed slices
+   (``Reviewed.mask()``), the unreviewed pool volumes are the unlabeled data;
+3. refresh: the pool is predicted again, giving the ranking its disagreement maps (only where a
+   strategy needs them).
+
+After every round network A is scored on the test volumes (the first ``--test`` of the fixed test split):
+Dice, 95HD and ASD in voxels, mean over the foreground classes. Methods:
+
+- ``dmd``: λ = 4 throughout (the paper);
+- ``dmd-rampup``: λ ramped up over the first ``--rampup`` iterations of the start training (default: half of
+  it), constant in the warm rounds (the networks then already fit the labels);
+- ``supervised``: the same pair with λ = 0 on the labeled data only (no unlabeled batch).
+
+The first method given (``dmd`` by default) chooses the reviews of each strategy and seed (the ranking
+uses its disagreement); the other methods train on the same reviewed slices, round by round, so every
+round compares the methods on identical labels. Loops advance round-robin (a run stopped early leaves all
+curves at about the same round); each round is merged into ``benchmarks/results/loop_<data>.json`` as it
+ends (atomically), and a re-run continues every loop from its last recorded round when its settings are
+unchanged (``--runs`` keeps the last checkpoint of each loop).
+
+Defaults (``DEFAULTS``): pool 8, K 5, rounds 8; hippocampus patch 16x32x32, 200 start + 50 per round,
+first 10 of the 39 test cases; la_half patch 32x64x64, 300 start + 100 per round, first 5 of the 20 test
+cases; sliding-window stride half the patch (the dock's default); precision auto (bf16 on this CPU).
+Measured on the 2-core development CPU (shared with other jobs): see ``/work`` notes and the README.
+
+    python benchmarks/loop.py --data hippocampus --seeds 0 1
+    python benchmarks/loop.py --data la_half --seeds 0 1
+    python benchmarks/loop.py --plot-only          # docs/loop.png from every results/loop_*.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_dmd.checkpoint import ModelPair, load_model
+from napari_dmd.config import PRECISIONS, TrainConfig, model_settings
+from napari_dmd.data import Volume
+from napari_dmd.inference import predict
+from napari_dmd.io import read_image, write_text
+from napari_dmd.metrics import evaluate_case, summarize
+from napari_dmd.ranking import suggest
+from napari_dmd.review import Reviewed
+from napari_dmd.training import CHECKPOINT_NAME, Trainer
+
+from protocol import SHARED
+
+STRATEGIES = ("ranking", "random", "even")
+METHODS = ("dmd", "dmd-rampup", "supervised")
+SLAB = 5  # the dock's slab of "label this next"
+AXIS = 0
+DEFAULTS = {
+    "hippocampus": {"patch": (16, 32, 32), "start_iterations": 150, "iterations": 40, "test": 10},
+    "la_half": {"patch": (32, 64, 64), "start_iterations": 300, "iterations": 50, "test": 5},
+}
+
+
+@dataclass
+class Case:
+    """One volume of the benchmark with its ground-truth labels."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+
+
+@dataclass
+class Setup:
+    """The clinician's data: the volume labeled at the start, the loaded pool, the test cases."""
+
+    name: str
+    class_names: tuple[str, ...]
+    start: Case
+    pool: list[Case]
+    test: list[Case]
+    unlabeled: dict[str, Volume] = field(init=False)  # the pool's volumes, normalised once
+    start_volume: Volume = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unlabeled = {c.name: Volume.create(c.image, name=c.name) for c in self.pool}
+        self.start_volume = Volume.create(self.start.image, self.start.label, name=self.start.name)
+
+
+@dataclass
+class Loop:
+    """One simulated clinician: a method, a review strategy and a seed, round after round."""
+
+    method: str
+    strategy: str
+    seed: int
+    folder: Path
+    reviewed: dict[str, Reviewed]
+    rounds: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+    disagreement: dict[str, np.ndarray] | None = None  # the pool as the last model predicts it
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.strategy}/seed{self.seed}"
+
+
+def read_case(image_path: Path, label_path: Path) -> Case:
+    image, _ = read_image(image_path)
+    label, _ = read_image(label_path)
+    return Case(image_path.name, image, np.asarray(label).astype(np.uint8))
+
+
+def load_setup(data: str, root: Path, pool: int, test: int) -> Setup:
+    """The fixed split of the data set's benchmark: start = the first training volume, pool = the next
+    ``pool`` ones, test = the first ``test`` of the test split."""
+    if data == "hippocampus":
+        names = sorted(p.name for p in (root / "images").iterdir())
+        pairs = [(root / "images" / n, root / "labels" / n) for n in names]
+        train = [p for k, p in enumerate(pairs) if k % 5 != 4]
+        tests = [p for k, p in enumerate(pairs) if k % 5 == 4]
+        class_names = ("background", "anterior", "posterior")
+    else:
+        pair = lambda i: (root / "imagesTr" / f"{i}.nii.gz", root / "labelsTr" / f"{i}.nii.gz")  # noqa: E731
+        train = [pair(i) for i in (root / "train.list").read_text().split()]
+        tests = [pair(i) for i in (root / "test.list").read_text().split()]
+        class_names = ("background", "left atrium")
+    return Setup(data, class_names, read_case(*train[0]), [read_case(*p) for p in train[1:1 + pool]],
+                 [read_case(*p) for p in tests[:test]])
+
+
+def choose(strategy: str, count: int, shapes: Mapping[str, Sequence[int]], reviewed: Mapping[str, Reviewed],
+           rng: np.random.Generator, disagreement: Mapping[str, np.ndarray] | None = None) -> list[tuple[str, int]]:
+    """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy``."""
+    if strategy == "ranking":
+        return [(s.image, s.index) for s in suggest(disagreement or {}, reviewed, count=count, slab=SLAB, axis=AXIS)]
+    free = {n: [i for i in range(shapes[n][AXIS]) if not reviewed[n].is_reviewed(i)] for n in sorted(shapes)}
+    if strategy == "random":
+        pairs = [(n, i) for n, idx in free.items() for i in idx]
+        picks = rng.choice(len(pairs), size=min(count, len(pairs)), replace=False)
+        return [pairs[k] for k in sorted(int(k) for k in picks)]
+    if strategy != "even":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    names = list(free)
+    order = [names[k] for k in rng.permutation(len(names))]
+    order = [n for n in order if not reviewed[n].slices] + [n for n in order if reviewed[n].slices]
+    out: list[tuple[str, int]] = []
+    for n in order:
+        want = min(count - len(out), len(free[n]))
+        out += [(n, free[n][int((j + 0.5) * len(free[n]) / want)]) for j in range(want)]
+        if len(out) == count:
+            break
+    return out
+
+
+def strategy_rng(seed: int, strategy: str, round_: int) -> np.random.Generator:
+    """The same draws for every method and on a re-run: seeded by seed, strategy and round."""
+    return np.random.default_rng([seed, zlib.crc32(strategy.encode()), round_])
+
+
+def volumes(setup: Setup, reviewed: Mapping[str, Reviewed], method: str) -> tuple[list[Volume], list[Volume]]:
+    """Labeled (the start volume and every reviewed pool volume, masked to its reviewed slices) and unlabeled
+    (the unreviewed pool; none for the supervised pair) training volumes."""
+    labeled = [setup.start_volume]
+    unlabeled = []
+    for c in setup.pool:
+        rec = reviewed[c.name]
+        if rec.slices:
+            labeled.append(Volume.create(c.image, c.label, mask=rec.mask(), name=c.name))
+        elif method != "supervised":
+            unlabeled.append(setup.unlabeled[c.name])
+    return labeled, unlabeled
+
+
+def method_config(base: TrainConfig, method: str, iterations: int, seed: int, rampup: int) -> TrainConfig:
+    """The settings of one training run of ``method``."""
+    dmd = method != "supervised"
+    return replace(base, iterations=iterations, checkpoint_every=iterations, seed=seed,
+                   lambda_distill=base.lambda_distill if dmd else 0.0,
+                   unlabeled_batch=base.unlabeled_batch if dmd else 0,
+                   lambda_rampup=rampup if method == "dmd-rampup" else 0)
+
+
+def train(labeled: list[Volume], unlabeled: list[Volume], cfg: TrainConfig, run_dir: Path,
+          init: Path | None) -> tuple[ModelPair, float]:
+    """One training run (warm from ``init`` when given); the trained pair and its seconds."""
+    t0 = time.perf_counter()
+    trainer = Trainer(labeled, unlabeled, cfg, run_dir=run_dir, init=init)
+    for _ in trainer.run():
+        pass
+    return trainer.model, time.perf_counter() - t0
+
+
+def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The pool's disagreement maps as ``model`` predicts them (what the dock shows after training)."""
+    return {c.name: predict(model, c.image, patch, batch_size=8).disagreement for c in setup.pool}
+
+
+def score(model: ModelPair, setup: Setup, patch: tuple[int, ...]) -> dict:
+    """Network A on the test cases: metrics per class and their mean over the foreground classes."""
+    rows = []
+    for c in setup.test:
+        rows += evaluate_case(predict(model, c.image, patch, batch_size=8).labels, c.label, len(setup.class_names))
+    per_class = summarize(rows)
+    return {"per_class": per_class, **{k: float(np.mean([m[k] for m in per_class])) for k in ("dice", "hd95", "asd")}}
+
+
+def save_entry(out: Path, key: str, entry: dict) -> None:
+    """Merge one entry into the results file (re-read first, written atomically)."""
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results[key] = entry
+    write_text(out, json.dumps(results, indent=1))
+
+
+def saved_entry(out: Path, key: str, settings: dict) -> dict | None:
+    """The recorded entry ``key`` if it was made with the same settings."""
+    if not out.exists():
+        return None
+    entry = json.loads(out.read_text()).get(key)
+    return entry if entry and entry.get("settings") == settings else None
+
+
+def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: argparse.Namespace,
+                settings: dict) -> tuple[Path, dict]:
+    """The model trained from scratch on the start volume (and the pool, unlabeled, for DMD), shared by the
+    strategies; reused when recorded with the same settings. Returns its checkpoint and its round-0 record."""
+    cfg = method_config(base, method, opts.start_iterations, seed, opts.rampup)
+    folder = opts.runs / f"loop_{setup.name}" / f"{method}_start_s{seed}"
+    key, settings = f"{method}/start/seed{seed}", {**settings, "config": model_settings(cfg)}
+    done = saved_entry(opts.out, key, settings)
+    if done and (folder / CHECKPOINT_NAME).exists():
+        return folder / CHECKPOINT_NAME, done["round"]
+    print(f"{setup.name} {method} seed {seed}: start training, {cfg.iterations} iterations", flush=True)
+    model, seconds = train(*volumes(setup, {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool}, method),
+                           cfg, folder, None)
+    t0 = time.perf_counter()
+    record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup, opts.patch),
+              "seconds": {"review": 0.0, "train": seconds, "refresh": 0.0}}
+    record["seconds"]["evaluate"] = time.perf_counter() - t0
+    save_entry(opts.out, key, {"method": method, "seed": seed, "settings": settings, "round": record})
+    return folder / CHECKPOINT_NAME, record
+
+
+def entry(loop: Loop, settings: dict) -> dict:
+    return {"method": loop.method, "strategy": loop.strategy, "seed": loop.seed, "settings": settings,
+            "rounds": loop.rounds}
+
+
+def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespace, driver: Loop | None,
+            settings: dict) -> None:
+    """One round of ``loop``: review K slices (or those the driver reviewed), train R iterations warm, refresh."""
+    r = len(loop.rounds)
+    refresh_s = 0.0
+    if driver is None and loop.strategy == "ranking" and loop.disagreement is None:  # after the start, or continued
+        t0 = time.perf_counter()
+        loop.disagreement = refresh(load_model(loop.checkpoint), setup, opts.patch)
+        refresh_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if driver is None:
+        shapes = {c.name: c.image.shape for c in setup.pool}
+        new = choose(loop.strategy, opts.slices, shapes, loop.reviewed, strategy_rng(loop.seed, loop.strategy, r),
+                     loop.disagreement)
+    else:
+        new = [tuple(p) for p in driver.rounds[r]["new"]]
+    if not new:
+        raise SystemExit(f"{loop.key}: every slice of the pool is reviewed; lower --rounds or raise --pool")
+    for name, index in new:
+        if loop.reviewed[name].is_reviewed(index):
+            raise AssertionError(f"{loop.key}: slice {index} of {name} reviewed twice")
+        loop.reviewed[name].mark(index)
+    review_s = time.perf_counter() - t0
+    cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r, 0)
+    run_dir = loop.folder / f"round_{r:02d}"
+    model, train_s = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
+    if driver is None and loop.strategy == "ranking":
+        t0 = time.perf_counter()
+        loop.disagreement = refresh(model, setup, opts.patch)
+        refresh_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = score(model, setup, opts.patch)
+    record = {"round": r, "slices_reviewed": loop.rounds[-1]["slices_reviewed"] + len(new),
+              "new": [[n, int(i)] for n, i in new], **metrics,
+              "seconds": {"review": review_s, "train": train_s, "refresh": refresh_s,
+                          "evaluate": time.perf_counter() - t0}}
+    loop.rounds.append(record)
+    previous, loop.checkpoint = loop.checkpoint, run_dir / CHECKPOINT_NAME
+    save_entry(opts.out, loop.key, entry(loop, settings))
+    if previous is not None and previous.parent.parent == loop.folder:  # keep one checkpoint per loop
+        previous.unlink(missing_ok=True)
+    print(f"{setup.name} {loop.key} round {r}: {record['slices_reviewed']} slices, Dice {100 * metrics['dice']:.2f} "
+          f"95HD {metrics['hd95']:.2f} ASD {metrics['asd']:.2f}, train {train_s:.0f} s, refresh {refresh_s:.0f} s, "
+          f"score {record['seconds']['evaluate']:.0f} s", flush=True)
+
+
+def resume_loop(loop: Loop, saved: dict | None, driver: Loop | None) -> bool:
+    """Continue ``loop`` from its recorded rounds when their last checkpoint is there and (for a method that
+    replays) they are the driver's reviews; True when it continues."""
+    if not saved or len(saved["rounds"]) < 2:
+        return False
+    rounds = saved["rounds"]
+    ckpt = loop.folder / f"round_{len(rounds) - 1:02d}" / CHECKPOINT_NAME
+    if not ckpt.exists():
+        return False
+    if driver is not None and [r["new"] for r in rounds] != [r["new"] for r in driver.rounds[:len(rounds)]]:
+        return False
+    for r in rounds[1:]:
+        for name, index in r["new"]:
+            loop.reviewed[name].mark(index)
+    loop.rounds, loop.checkpoint = rounds, ckpt
+    return True
+
+
+def run(setup: Setup, opts: argparse.Namespace) -> dict:
+    """Every loop (seed x strategy x method) for ``opts.rounds`` rounds, round-robin; returns the results."""
+    base = TrainConfig(num_classes=len(setup.class_names), class_names=setup.class_names, patch_size=opts.patch,
+                       precision=opts.precision)
+    settings = {"data": setup.name, "start": setup.start.name, "pool": [c.name for c in setup.pool],
+                "test": [c.name for c in setup.test], "slices_per_round": opts.slices,
+                "iterations_per_round": opts.iterations, "start_iterations": opts.start_iterations,
+                "rampup": opts.rampup, "patch": list(opts.patch), "driver": opts.methods[0], "axis": AXIS,
+                "slab": SLAB, "config": model_settings(base)}
+    deadline = time.time() + 60 * opts.minutes if opts.minutes else None
+    loops: dict[tuple[int, str, str], Loop] = {}
+    drivers: dict[tuple[int, str], Loop] = {}  # the loop choosing the reviews of each seed and strategy
+    for seed in opts.seeds:
+        starts = {m: start_model(setup, base, m, seed, opts, settings) for m in opts.methods}
+        for strategy in opts.strategies:
+            driver = None
+            for method in opts.methods:
+                if method == "dmd-rampup" and strategy not in (opts.rampup_strategies or opts.strategies):
+                    continue
+                loop = Loop(method, strategy, seed, opts.runs / f"loop_{setup.name}" / f"{method}_{strategy}_s{seed}",
+                            {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool})
+                if not resume_loop(loop, saved_entry(opts.out, loop.key, settings), driver):
+                    if loop.folder.exists():
+                        shutil.rmtree(loop.folder)  # rounds of other settings
+                    loop.checkpoint, start = starts[method]
+                    loop.rounds = [start]
+                loops[seed, strategy, method] = loop
+                driver = drivers.setdefault((seed, strategy), loop)
+    for _ in range(opts.rounds):
+        for (seed, strategy, _), loop in loops.items():
+            if len(loop.rounds) > opts.rounds:
+                continue
+            if deadline and time.time() > deadline:
+                print(f"time limit of {opts.minutes} min reached: stopping (re-run to continue)", flush=True)
+                return json.loads(opts.out.read_text())
+            driver = drivers[seed, strategy]
+            advance(loop, setup, base, opts, None if loop is driver else driver, settings)
+    return json.loads(opts.out.read_text())
+
+
+def curves(results: dict) -> dict[tuple[str, str], dict]:
+    """Per (strategy, method): slices reviewed and Dice % per round, mean/min/max over seeds (the rounds all
+    seeds reached)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for e in results.values():
+        if "strategy" in e:
+            groups.setdefault((e["strategy"], e["method"]), []).append(e)
+    out = {}
+    for k, runs in sorted(groups.items()):
+        n = min(len(r["rounds"]) for r in runs)
+        dice = np.array([[100 * r["rounds"][i]["dice"] for i in range(n)] for r in runs])
+        slices = np.mean([[r["rounds"][i]["slices_reviewed"] for i in range(n)] for r in runs], axis=0)
+        out[k] = {"slices": slices, "mean": dice.mean(0), "min": dice.min(0), "max": dice.max(0), "seeds": len(runs),
+                  "hd95": np.mean([[r["rounds"][i]["hd95"] for i in range(n)] for r in runs], axis=0),
+                  "asd": np.mean([[r["rounds"][i]["asd"] for i in range(n)] for r in runs], axis=0),
+                  "round_s": np.mean([r["rounds"][i]["seconds"]["review"] + r["rounds"][i]["seconds"]["train"]
+                                      + r["rounds"][i]["seconds"]["refresh"] for r in runs for i in range(1, n)]
+                                     or [0.0])}
+    return out
+
+
+def report(results: dict) -> str:
+    """Markdown: Dice % per round (mean over seeds) for each strategy x method, and the slices each strategy
+    needs to reach the final Dice of random review (same method)."""
+    cs = curves(results)
+    if not cs:
+        return "no loop results"
+    n = max(len(c["mean"]) for c in cs.values())
+    lines = ["| strategy | method | seeds | s/round | " + " | ".join(f"r{i}" for i in range(n)) + " |",
+             "|---|---|---|---|" + "---|" * n]
+    for (strategy, method), c in cs.items():
+        cells = [f"{d:.1f} ({s:.0f})" for d, s in zip(c["mean"], c["slices"])]
+        lines.append(f"| {strategy} | {method} | {c['seeds']} | {c['round_s']:.0f} | " + " | ".join(cells) + " |")
+    lines.append("\nDice % (slices reviewed) per round; s/round = review + training + refresh.\n")
+    for (strategy, method), c in cs.items():
+        ref = cs.get(("random", method))
+        if strategy == "random" or ref is None:
+            continue
+        m = min(len(ref["mean"]), len(c["mean"]))
+        target, budget = ref["mean"][m - 1], ref["slices"][m - 1]
+        reached = [s for s, d in zip(c["slices"][:m], c["mean"][:m]) if d >= target]
+        lines.append(f"- {method}: {strategy} reaches random's Dice {target:.1f} at {budget:.0f} slices "
+                     + (f"with {reached[0]:.0f} slices ({100 * reached[0] / max(budget, 1):.0f}%)" if reached
+                        else "not within its rounds"))
+    return "\n".join(lines)
+
+
+def plot(files: list[Path], path: Path) -> None:
+    """Dice against slices reviewed, one panel per results file, one line per strategy x method: the mean over
+    seeds, the band their range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green"}
+    styles = {"dmd": "-", "dmd-rampup": "--", "supervised": ":"}
+    fig, axes = plt.subplots(1, len(files), figsize=(6.5 * len(files), 4.8), squeeze=False)
+    for ax, f in zip(axes[0], files):
+        results = json.loads(f.read_text())
+        settings = next(iter(results.values()))["settings"]
+        for (strategy, method), c in curves(results).items():
+            ax.plot(c["slices"], c["mean"], styles.get(method, "-"), color=colors.get(strategy), marker=".",
+                    label=f"{strategy} · {method}")
+            if c["seeds"] > 1:
+                ax.fill_between(c["slices"], c["min"], c["max"], color=colors.get(strategy), alpha=0.1)
+        seeds = sorted({e["seed"] for e in results.values()})
+        ax.set_title(f"{settings['data']}: K={settings['slices_per_round']} slices, "
+                     f"R={settings['iterations_per_round']} it/round, {len(seeds)} seed(s)")
+        ax.set_xlabel(f"slices reviewed (pool of {len(settings['pool'])} volumes; plus 1 volume labeled whole)")
+        ax.set_ylabel(f"test Dice % (network A, {len(settings['test'])} test volumes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    plt.close(fig)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", choices=sorted(DEFAULTS), default="hippocampus")
+    ap.add_argument("--root", type=Path, help="data folder (default ../shared/data/<data>)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                    help="the first one chooses the reviews, the others train on the same ones")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--slices", type=int, default=5, help="slices reviewed per round (K)")
+    ap.add_argument("--iterations", type=int, help="training iterations per round (R)")
+    ap.add_argument("--start-iterations", type=int, help="iterations of the start training")
+    ap.add_argument("--rampup", type=int, help="dmd-rampup: λ ramp over this many start iterations (default half)")
+    ap.add_argument("--pool", type=int, default=8, help="unlabeled training volumes loaded")
+    ap.add_argument("--test", type=int, help="test volumes scored (the first of the test split)")
+    ap.add_argument("--patch", type=int, nargs=3)
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto")
+    ap.add_argument("--threads", type=int, help="CPU threads of torch (default torch's; 1 is steadier on a busy CPU)")
+    ap.add_argument("--rampup-strategies", nargs="+", choices=STRATEGIES,
+                    help="run dmd-rampup only with these strategies (default: all given)")
+    ap.add_argument("--minutes", type=float, help="start no round after this many minutes (re-run to continue)")
+    ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
+    ap.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/loop_<data>.json)")
+    ap.add_argument("--figure", type=Path, default=Path("docs/loop.png"))
+    ap.add_argument("--plot-only", action="store_true", help="only draw the figure from every loop_*.json beside --out")
+    opts = ap.parse_args(argv)
+    for k, v in DEFAULTS[opts.data].items():
+        if getattr(opts, k) is None:
+            setattr(opts, k, v)
+    opts.patch = tuple(opts.patch)
+    opts.rampup = opts.start_iterations // 2 if opts.rampup is None else opts.rampup
+    opts.root = opts.root or SHARED / opts.data
+    opts.out = opts.out or Path(f"benchmarks/results/loop_{opts.data}.json")
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    opts = parse(argv)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    if not opts.plot_only:
+        results = run(load_setup(opts.data, opts.root, opts.pool, opts.test), opts)
+        print(report(results))
+    files = sorted(opts.out.parent.glob("loop_*.json"))
+    if files:
+        plot(files, opts.figure)
+
+
+if __name__ == "__main__":
+    main()

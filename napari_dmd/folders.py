@@ -1,0 +1,178 @@
+"""Image folders as a training or test set: cases by name, label maps checked, review records.
+
+What does not look right (two files of one case, a label off its image's grid, a label map that is
+really an image or a 0/255 mask) is refused with one line naming the file.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm as _tqdm
+
+from .errors import DataError
+from .review import Reviewed, load_reviewed, sidecar_path
+
+if TYPE_CHECKING:
+    from .data import Volume
+    from .io import Geometry
+
+KINDS = "NIfTI, NRRD, MHA/MHD or a DICOM series"
+MAX_CLASSES_FOUND = 50  # more label values than this is not a label map (unless --classes says so)
+
+
+def tqdm(*args, **kwargs) -> _tqdm:
+    """A progress bar on a terminal, nothing when stderr is a file or a pipe."""
+    return _tqdm(*args, disable=None, **kwargs)
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The images of a folder (``io.list_images``); ``DataError`` if it is no folder or holds none."""
+    from .io import list_images
+
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    paths = list_images(folder)
+    if not paths:
+        raise DataError(f"{folder} holds no image ({KINDS})")
+    return paths
+
+
+def by_case(paths: list[Path]) -> dict[str, Path]:
+    """Paths by case name; two files of one case (``X.nii.gz`` and ``X.nrrd``) are refused."""
+    from .io import case_name
+
+    cases: dict[str, Path] = {}
+    for p in paths:
+        other = cases.setdefault(case_name(p), p)
+        if other != p:
+            raise DataError(f"{other.name} and {p.name} in {p.parent} are the same case {case_name(p)!r}: "
+                            f"keep one of them")
+    return cases
+
+
+def _values(v: Sequence[float]) -> str:
+    """Numbers as a short tuple: (0.8, 0.8, 2)."""
+    return "(" + ", ".join(f"{x:g}" for x in v) + ")"
+
+
+def check_geometry(image_path: Path, other_path: Path, image_shape: tuple[int, ...],
+                   other_shape: tuple[int, ...], gi: Geometry, go: Geometry, what: str = "label") -> None:
+    """``DataError`` naming both files unless ``other_path`` (a label or prediction) lies on the image's grid."""
+    if image_shape != other_shape:
+        raise DataError(f"{what} {other_path} has shape {other_shape}, its image {image_path} {image_shape}")
+    for name, tol in (("spacing", 1e-3), ("origin", 1e-2), ("direction", 1e-3)):
+        a, b = getattr(gi, name), getattr(go, name)
+        close = np.allclose(a, b, rtol=tol) if name == "spacing" else np.allclose(a, b, atol=tol)
+        if not close:
+            raise DataError(f"{what} {other_path} does not lie on its image {image_path}: {name} {_values(b)} "
+                            f"vs {_values(a)}")
+
+
+def check_label_map(label: np.ndarray, path: Path) -> np.ndarray:
+    """The distinct values of a label map; ``DataError`` naming the file for what is not one."""
+    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool) \
+            and not np.array_equal(label, np.round(label)):
+        raise DataError(f"{path} holds values that are not whole numbers: an image, not a label map?")
+    values = np.unique(label)
+    if values.size and values[0] < 0:
+        raise DataError(f"{path} holds negative values ({values[0]:g}): not a label map")
+    if values.size > MAX_CLASSES_FOUND:
+        raise DataError(f"{path} holds {values.size} distinct values ({values[0]:g} to {values[-1]:g}): "
+                        f"an image, not a label map of a few classes?")
+    return values.astype(np.int64)
+
+
+def infer_classes(values: dict[Path, np.ndarray]) -> int:
+    """The class count of label maps (largest value + 1), refusing what does not look like classes."""
+    path, found = max(values.items(), key=lambda kv: int(kv[1].max(initial=0)))
+    top = int(found.max(initial=0))
+    if top + 1 > MAX_CLASSES_FOUND:
+        if set(found.tolist()) == {0, 255}:
+            raise DataError(f"values 0 and 255 found in {path}: a 0/255 mask? Remap 255 to 1, or give --classes "
+                            f"(and --ignore-label 255 if 255 marks voxels to ignore)")
+        raise DataError(f"{path} holds label value {top} ({', '.join(map(str, found.tolist()))}): that would be "
+                        f"{top + 1} classes; remap the labels to 0..N-1, or give --classes")
+    return max(top + 1, 2)
+
+
+@dataclass
+class TrainingData:
+    """What ``load_training_data`` found: volumes, label values per file, review records of the
+    partly reviewed label files (by case), and notes to show."""
+
+    labeled: list[Volume]
+    unlabeled: list[Volume]
+    values: dict[Path, np.ndarray]
+    notes: list[str]
+    reviewed: dict[str, dict]
+
+
+def review_record(label_path: Path, shape: tuple[int, ...]) -> Reviewed | None:
+    """The review record of a label file from its sidecar (None: no sidecar, so reviewed whole)."""
+    path = sidecar_path(label_path)
+    return load_reviewed(path, shape) if path.exists() else None
+
+
+def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore_label: int | None = None
+                       ) -> TrainingData:
+    """Labeled volumes (images with a label file of the same name, restricted to what their
+    ``<case>.reviewed.json`` records and to voxels not ``ignore_label``), unlabeled volumes, and
+    the label values found per file."""
+    from .data import Volume
+    from .io import read_image
+
+    image_paths, label_paths = by_case(folder_images(images)), by_case(folder_images(labels))
+    paired = sorted(set(image_paths) & set(label_paths))
+    if not paired:
+        raise DataError(f"no label file in {labels} has the name of an image in {images}")
+    orphans = sorted(set(label_paths) - set(image_paths))
+    if orphans:
+        raise DataError(f"label {label_paths[orphans[0]].name} has no image of the same name in {images}")
+    data = TrainingData([], [], {}, [], {})
+    dims: dict[int, Path] = {}
+
+    def read(path: Path) -> tuple[np.ndarray, Geometry]:
+        image, geometry = read_image(path)
+        dims.setdefault(image.ndim, path)
+        if len(dims) > 1:
+            n, other = next((n, p) for n, p in dims.items() if n != image.ndim)
+            raise DataError(f"{path} is {image.ndim}D but {other} is {n}D: all images must be 2D, or all 3D")
+        return image, geometry
+
+    unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]
+    for case in tqdm(paired, desc="reading labeled", unit="vol", leave=False):
+        img, gi = read(image_paths[case])
+        lab, gl = read_image(label_paths[case])
+        check_geometry(image_paths[case], label_paths[case], img.shape, lab.shape, gi, gl)
+        rec = review_record(label_paths[case], lab.shape)
+        mask = None if rec is None or rec.whole else rec.mask()
+        if mask is not None:
+            data.reviewed[case] = rec.to_dict()
+        if ignore_label is not None:
+            ignored = lab == ignore_label
+            if ignored.any():
+                mask = ~ignored if mask is None else mask & ~ignored
+                lab = np.where(ignored, 0, lab)
+        if mask is not None and not mask.any():
+            data.notes.append(f"nothing of {label_paths[case].name} is reviewed: {case} is used as unlabeled")
+            unlabeled_paths.append(image_paths[case])
+            continue
+        data.values[label_paths[case]] = check_label_map(lab, label_paths[case])
+        data.labeled.append(Volume.create(img, lab, mask, name=case, spacing=gi.scale))
+    for folder in unlabeled:
+        unlabeled_paths += folder_images(folder)
+    for p in tqdm(unlabeled_paths, desc="reading unlabeled", unit="vol", leave=False):
+        img, g = read(p)
+        data.unlabeled.append(Volume.create(img, name=p.name, spacing=g.scale))
+    if not data.labeled:
+        raise DataError(f"no label file in {labels} has a reviewed voxel")
+    return data
+
+
+def reviewed_of(label_path: Path, shape: tuple[int, ...]) -> Reviewed:
+    """What is reviewed of an image with this label file: its sidecar's record, else all of it."""
+    return review_record(label_path, shape) or Reviewed.complete(shape)

@@ -1,0 +1,71 @@
+"""The training table: one row per image (use it, its labels, what is reviewed) as a view of a ``Session``."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
+
+from ..session import Session
+
+NONE = "— none —"
+
+
+class TrainingTable(QTableWidget):
+    """Shows the session's rows; the user's picks go back through the callbacks, never read from the widgets."""
+
+    def __init__(self, include: Callable[[str, bool], None], pair: Callable[[str, str | None], None],
+                 clicked: Callable[[str], None]) -> None:
+        super().__init__(0, 4)
+        self._include, self._pair, self._clicked = include, pair, clicked
+        self._layout: tuple = ()
+        self.setHorizontalHeaderLabels(["Use", "Image", "Labels", "Info"])
+        self.horizontalHeaderItem(3).setToolTip("how many slices of the labels are reviewed (they supervise, "
+                                                "background included) and how many hold a label")
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(26)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setWordWrap(False)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.setColumnWidth(2, 150)
+        self.setMinimumHeight(12 * 26 + 30)  # a dozen rows in view
+        self.cellClicked.connect(self._on_clicked)
+
+    def show_session(self, session: Session) -> None:
+        """Render the session: widgets are rebuilt only when the images or labels layers changed."""
+        pairs = session.pairs()
+        labels = list(session.labels)
+        layout = (tuple(pairs), tuple(labels))
+        if layout != self._layout:
+            self._rebuild(list(pairs), labels)
+            self._layout = layout
+        for r, (name, paired) in enumerate(pairs.items()):
+            use, combo = self.cellWidget(r, 0), self.cellWidget(r, 2)
+            for widget, value in ((use, session.choices[name].include), (combo, paired or NONE)):
+                widget.blockSignals(True)
+                widget.setChecked(value) if widget is use else widget.setCurrentText(value)
+                widget.blockSignals(False)
+            text = session.info(name, paired)
+            item = QTableWidgetItem(text)
+            item.setToolTip(f"{'×'.join(map(str, session.images[name].shape))} · {text}")
+            self.setItem(r, 3, item)
+
+    def _rebuild(self, images: list[str], labels: list[str]) -> None:
+        self.setRowCount(len(images))
+        for r, name in enumerate(images):
+            use = QCheckBox()
+            use.toggled.connect(lambda checked, n=name: self._include(n, checked))
+            self.setCellWidget(r, 0, use)
+            self.setItem(r, 1, QTableWidgetItem(name))
+            combo = QComboBox()
+            combo.addItems([NONE] + labels)
+            combo.currentTextChanged.connect(lambda text, n=name: self._pair(n, None if text == NONE else text))
+            self.setCellWidget(r, 2, combo)
+
+    def _on_clicked(self, row: int, column: int) -> None:
+        item = self.item(row, 1)
+        if column == 1 and item is not None:
+            self._clicked(item.text())

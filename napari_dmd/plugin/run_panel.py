@@ -1,0 +1,81 @@
+"""Start/Stop, the progress bar, the loss curves and the status line: the view of a run's messages."""
+from __future__ import annotations
+
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from .curves import LossCurves
+from .worker import Predicting, Started
+
+IDLE, PREPARING, PREDICTING, FAILED = "idle", "preparing…", "predicting %v/%m", "failed"
+
+
+def duration(seconds: float) -> str:
+    """'m:ss' or 'h:mm:ss'."""
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class RunPanel(QWidget):
+    """Shows a run; ``offset`` is added to iterations so a warm start continues the model's count."""
+
+    def __init__(self, start, stop) -> None:
+        super().__init__()
+        self.start_button, self.stop_button = QPushButton("Start training"), QPushButton("Stop")
+        self.start_button.clicked.connect(lambda: start())
+        self.stop_button.clicked.connect(lambda: stop())
+        self.progress = QProgressBar(format=IDLE, value=0)
+        self.curves = LossCurves()
+        self.status = QLabel("Paint labels on a few slices of an image (or open labels), then start.", wordWrap=True)
+        self.offset = 0
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        for w in (self.progress, self.curves, self.status):
+            layout.addWidget(w)
+
+    def begin(self, steps: int, text: str, fmt: str = PREPARING) -> None:
+        """An empty bar of ``steps`` with the format ``fmt``, and ``text`` in the status line."""
+        self.progress.setRange(0, steps)
+        self.progress.setValue(0)
+        self.progress.setFormat(fmt)
+        self.status.setText(text)
+
+    def started(self, msg: Started) -> None:
+        self.status.setText(f"Training on {msg.device} · patch {'×'.join(map(str, msg.patch))} · {msg.labeled} "
+                            f"labeled + {msg.unlabeled} unlabeled image(s) · precision {msg.precision}")
+
+    def predicting(self, msg: Predicting, counting: bool) -> None:
+        """'Predicting…' in the status; ``counting``: the bar counts the images (a prediction-only job)."""
+        self.status.setText(f"Predicting {msg.count} image(s) with the model of iteration "
+                            f"{self.offset + msg.iteration}…")
+        if counting:
+            self.progress.setFormat(PREDICTING)
+
+    def step(self, p) -> None:
+        """A training step (``napari_dmd.training.Progress``)."""
+        self.progress.setMaximum(p.total)
+        self.progress.setValue(p.iteration)
+        self.progress.setFormat(f"%v/%m · ETA {duration(p.eta)}")
+        self.curves.add(self.offset + p.iteration, p.sup_loss, p.distill_loss)
+        skipped = f" · {p.skipped} non-finite steps skipped" if p.skipped else ""
+        note = f" · {p.note}" if p.note else ""
+        self.status.setText(f"{p.device} {p.precision} · {p.its_per_s:.2f} it/s · loss {p.loss:.4f} (supervised "
+                            f"{p.sup_loss:.4f}, distillation {p.distill_loss:.4f}) · lr {p.lr:g} · elapsed "
+                            f"{duration(p.elapsed)}{skipped}{note}")
+
+    def failed(self, message: str) -> None:
+        """No stale bar after a failure."""
+        self.begin(1, f"Failed: {message}", FAILED)
+
+    def ended(self) -> None:
+        """The worker's thread has ended: a bar still preparing or counting predictions goes idle."""
+        if self.progress.format() in (PREPARING, PREDICTING):
+            self.progress.setFormat(IDLE)
+
+    def set_busy(self, busy: bool) -> None:
+        self.start_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy)

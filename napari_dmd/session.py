@@ -1,0 +1,309 @@
+"""The plugin's state as plain Python (no Qt, no napari): what the dock shows and trains from.
+
+A ``Session`` holds the images and labels offered for training (arrays by reference, by layer
+name), the user's choices (use this image, pair it with those labels), a cached ``LabelStats``
+per labels layer (updated by the owner on that layer's own edits, never by scanning every
+volume), the ``Reviewed`` record of each labels layer, and the model with the results of the
+current run. The dock is a view of it; the tests drive it directly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io import write_text
+from .plugin.pairing import LayerInfo, Row, TrainingSet, default_pairs, image_problem, training_set
+from .ranking import Suggestion, suggest
+from .review import Reviewed
+
+RUNS_DIR = Path.home() / "napari-dmd" / "runs"
+
+
+@dataclass
+class LabelStats:
+    """What the training table says about a labels layer: the largest value of each slice (along
+    axis 0; one value for a 2D image), so an edit of a few slices updates only those."""
+
+    shape: tuple[int, ...]
+    slice_max: np.ndarray
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> LabelStats:
+        a = np.asarray(labels)
+        return cls(tuple(a.shape), cls._maxima(a))
+
+    @staticmethod
+    def _maxima(a: np.ndarray) -> np.ndarray:
+        if a.size == 0:
+            return np.zeros(1, np.int64)
+        return a.reshape(a.shape[0], -1).max(axis=1).astype(np.int64) if a.ndim == 3 else np.array([a.max()])
+
+    def update(self, labels: np.ndarray, slices: set[int]) -> None:
+        """Recompute the given slices of a 3D volume after an edit."""
+        idx = sorted(i for i in slices if 0 <= i < len(self.slice_max))
+        if idx and len(self.shape) == 3:
+            self.slice_max[idx] = self._maxima(np.asarray(labels[idx]))
+        else:
+            self.slice_max = self._maxima(np.asarray(labels))
+
+    @property
+    def top(self) -> int:
+        """The largest label value."""
+        return int(self.slice_max.max())
+
+    @property
+    def labeled_slices(self) -> int:
+        """Slices holding a label (1 for a labeled 2D image)."""
+        return int((self.slice_max > 0).sum())
+
+
+@dataclass
+class Choice:
+    """What the user chose for one image row."""
+
+    include: bool = True
+    labels: str | None = None  # the labels layer picked by hand ('' = none)
+    manual: bool = False
+
+
+@dataclass
+class Layer:
+    """An image or labels layer as the session knows it (data by reference)."""
+
+    name: str
+    data: Any
+    rgb: bool = False
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(np.shape(self.data))
+
+
+@dataclass
+class Results:
+    """What the current model predicted, per image: its latest label map and disagreement map, and
+    the proposal the prediction layer was last refreshed with (what the user's strokes are made on)."""
+
+    latest: dict[str, np.ndarray] = field(default_factory=dict)
+    disagreement: dict[str, np.ndarray] = field(default_factory=dict)
+    proposals: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.latest.clear()
+        self.disagreement.clear()
+
+
+def slices_of(atoms: Any, axis: int = 0) -> set[int]:
+    """The indices along ``axis`` touched by a napari Labels paint event's history atoms."""
+    out: set[int] = set()
+    for atom in atoms or ():
+        key = getattr(atom, "slice_key", None)
+        if key is not None:
+            s = key[axis]
+            out.update(range(s.start or 0, s.stop))
+        elif isinstance(atom, tuple) and atom and len(atom[0]) > axis:
+            out.update(int(i) for i in np.unique(np.asarray(atom[0][axis])))
+    return out
+
+
+class Session:
+    """Images, labels, pairing, review records, the model and the current run's results."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, Layer] = {}
+        self.labels: dict[str, Layer] = {}
+        self.stats: dict[str, LabelStats] = {}
+        self.reviewed: dict[str, Reviewed] = {}
+        self.choices: dict[str, Choice] = {}
+        self.model = None  # napari_dmd.checkpoint.ModelPair
+        self.model_path: Path | None = None
+        self.run_dir: Path | None = None
+        self.results = Results()
+        self.class_names: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------ layers
+    def add_image(self, name: str, data: Any, rgb: bool = False) -> None:
+        self.images[name] = Layer(name, data, rgb)
+        problem = image_problem(LayerInfo(name, tuple(np.shape(data)), rgb))
+        self.choices.setdefault(name, Choice(include=problem is None))
+
+    def add_labels(self, name: str, data: Any, class_names: tuple[str, ...] | None = None,
+                   reviewed: Reviewed | None = None) -> None:
+        """A labels layer; without a record, non-empty labels count as reviewed whole (a complete
+        label volume), empty ones as not reviewed at all (the user paints and marks slices)."""
+        self.labels[name] = Layer(name, data, class_names=class_names or None)
+        self.update_stats(name)
+        if reviewed is None or reviewed.shape != self.stats[name].shape:
+            shape = self.stats[name].shape
+            reviewed = Reviewed.complete(shape) if self.stats[name].top else Reviewed(shape)
+        self.reviewed[name] = reviewed
+
+    def update_stats(self, name: str) -> LabelStats | None:
+        """Recompute the cached statistics of one labels layer (after its own edit)."""
+        layer = self.labels.get(name)
+        if layer is None:
+            return None
+        self.stats[name] = LabelStats.of(layer.data)
+        return self.stats[name]
+
+    def replace_data(self, name: str, data: Any) -> None:
+        """The layer got a new array (``layer.data = ...``); a labels record of another shape restarts."""
+        if name in self.images:
+            self.images[name].data = data
+        if name in self.labels:
+            self.labels[name].data = data
+            self.update_stats(name)
+            rec = self.reviewed.get(name)
+            if rec is None or rec.shape != self.stats[name].shape:
+                self.reviewed[name] = Reviewed(self.stats[name].shape)
+
+    def painted(self, name: str, slices: set[int]) -> None:
+        """The user painted these slices of a labels layer: they are reviewed now."""
+        rec = self.reviewed.get(name)
+        if rec is not None:
+            for i in slices:
+                if 0 <= i < rec.shape[rec.axis]:
+                    rec.mark(i)
+        if name in self.stats:
+            self.stats[name].update(self.labels[name].data, slices)
+
+    def remove(self, name: str) -> None:
+        self.images.pop(name, None)
+        self.choices.pop(name, None)
+        self.labels.pop(name, None)
+        self.stats.pop(name, None)
+        self.reviewed.pop(name, None)
+        for table in (self.results.latest, self.results.disagreement, self.results.proposals):
+            table.pop(name, None)
+
+    def rename(self, old: str, new: str) -> None:
+        for table in (self.images, self.labels, self.stats, self.reviewed, self.choices,
+                      self.results.latest, self.results.disagreement, self.results.proposals):
+            if old in table:
+                table[new] = table.pop(old)
+        for layer in (self.images.get(new), self.labels.get(new)):
+            if layer is not None:
+                layer.name = new
+        for choice in self.choices.values():
+            if choice.labels == old:
+                choice.labels = new
+
+    # ------------------------------------------------------------ pairing
+    def pairs(self) -> dict[str, str | None]:
+        """Image name -> its labels layer name (the user's pick, else the best match), or None."""
+        auto = default_pairs([LayerInfo(n, lay.shape, lay.rgb) for n, lay in self.images.items()],
+                             [LayerInfo(n, self.stats[n].shape) for n in self.labels])
+        out = {}
+        for name in self.images:
+            choice = self.choices.setdefault(name, Choice())
+            if choice.manual and choice.labels and choice.labels not in self.labels:
+                choice.labels, choice.manual = None, False  # the picked labels layer is gone
+            out[name] = (choice.labels or None) if choice.manual else auto.get(name)
+        return out
+
+    def pair(self, image: str, labels: str | None) -> None:
+        """The user's pick for ``image`` (None: no labels)."""
+        choice = self.choices.setdefault(image, Choice())
+        choice.labels, choice.manual = labels or "", True
+
+    def include(self, image: str, value: bool) -> None:
+        self.choices.setdefault(image, Choice()).include = value
+
+    def reviewed_for(self, image: str) -> Reviewed | None:
+        """The review record of the labels paired with ``image`` (None when unlabeled)."""
+        labels = self.pairs().get(image)
+        return self.reviewed.get(labels) if labels else None
+
+    def info(self, image: str, labels: str | None) -> str:
+        """The table's Info text of one row: shape, what is labeled and reviewed, or why not usable."""
+        layer = self.images[image]
+        problem = image_problem(LayerInfo(image, layer.shape, layer.rgb))
+        if problem:
+            return problem
+        if not labels:
+            return "unlabeled"
+        st = self.stats[labels]
+        if st.shape != layer.shape:
+            return f"labels are {'×'.join(map(str, st.shape))}, the image {'×'.join(map(str, layer.shape))}"
+        return review_summary(self.reviewed[labels], st)
+
+    def unpaired_reasons(self) -> dict[str, str]:
+        """Labels layers no image can take, and why (shown in the table, never silently dropped)."""
+        shapes = {lay.shape for lay in self.images.values()}
+        used = {v for v in self.pairs().values() if v}
+        return {n: f"no image of shape {'×'.join(map(str, st.shape))}" for n, st in self.stats.items()
+                if n not in used and st.shape not in shapes}
+
+    def rows(self) -> list[Row]:
+        """The table as ``pairing.Row`` objects (arrays by reference)."""
+        rows = []
+        for name, labels in self.pairs().items():
+            img, lab = self.images[name], self.labels.get(labels) if labels else None
+            rows.append(Row(name, img.data, self.choices[name].include, None if lab is None else lab.data,
+                            labels, img.rgb, None if lab is None else lab.class_names,
+                            None if lab is None else self.reviewed.get(labels)))
+        return rows
+
+    def training_set(self, warm: bool = False) -> TrainingSet:
+        """The checked training data (``DataError`` saying what is wrong)."""
+        model = self.model if warm else None
+        return training_set(self.rows(), *((model.class_names, model.ndim) if model is not None else (None, None)))
+
+    # ------------------------------------------------------------ review
+    def mark(self, image: str, index: int, reviewed: bool = True) -> Reviewed:
+        """Mark (or unmark) slice ``index`` of the labels paired with ``image``."""
+        from .errors import DataError
+
+        rec = self.reviewed_for(image)
+        if rec is None:
+            raise DataError(f"'{image}' has no labels layer: paint or merge labels first")
+        (rec.mark if reviewed else rec.unmark)(index)
+        return rec
+
+    # ------------------------------------------------------------ runs and results
+    def new_run_dir(self, base: str | Path | None = None) -> Path:
+        """A folder for a new run that no other run uses (a run never overwrites another's model)."""
+        root = Path(base).expanduser() if base else RUNS_DIR
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        if base and not (root.exists() and any(root.iterdir())):
+            return root  # an empty (or new) folder picked by the user
+        parent, stem = (root, stamp) if not base else (root.parent, f"{root.name}-{stamp}")
+        path, n = parent / stem, 1
+        while path.exists():
+            n += 1
+            path = parent / f"{stem}-{n}"
+        return path
+
+    def save_reviewed(self, run_dir: Path, data: TrainingSet) -> Path:
+        """Keep the review records of a run's labeled images in ``run_dir/reviewed.json``."""
+        records = {name: rec.to_dict() for name, rec in data.reviewed.items()}
+        path = Path(run_dir) / "reviewed.json"
+        write_text(path, json.dumps(records, indent=1) + "\n")
+        return path
+
+    def show_result(self, image: str, labels: np.ndarray, disagreement: np.ndarray) -> None:
+        """Keep a new prediction of ``image`` (the layers show it when the image is in view)."""
+        self.results.latest[image] = labels
+        self.results.disagreement[image] = disagreement
+
+    def suggestions(self, count: int = 10, slab: int = 5) -> list[Suggestion]:
+        """'Label this next': unreviewed slabs of the images with results, spread across images."""
+        reviewed = {name: self.reviewed_for(name) for name in self.results.disagreement if name in self.images}
+        maps = {n: d for n, d in self.results.disagreement.items() if n in self.images}
+        return suggest(maps, reviewed, count=count, slab=slab)
+
+
+def review_summary(rec: Reviewed, stats: LabelStats) -> str:
+    """'35/35 reviewed, 25 labeled' (slices), '2/35 reviewed, all background', 'not reviewed' ..."""
+    if len(stats.shape) < 3:
+        return "reviewed" if rec.whole else "not reviewed"
+    n = stats.shape[rec.axis]
+    labeled = f", {stats.labeled_slices} labeled" if stats.top else ", all background"
+    done = n if rec.whole else len(rec.slices)
+    return f"{done}/{n} reviewed{labeled}"

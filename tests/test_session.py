@@ -1,0 +1,134 @@
+"""The plugin's state without Qt or napari: layers, pairing, review records, runs, suggestions."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_dmd.errors import DataError
+from napari_dmd.review import Reviewed
+from napari_dmd.session import LabelStats, Session, slices_of
+
+from synthetic import make_case
+
+
+def session_with_cases():
+    s = Session()
+    img0, lab0 = make_case(0)
+    img1, _ = make_case(1)
+    s.add_image("case0", img0)
+    s.add_labels("case0 labels", lab0)
+    s.add_image("case1", img1)
+    return s, lab0
+
+
+def test_session_imports_no_gui():
+    code = ("import sys, napari_dmd.session, napari_dmd.ranking\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'magicgui', 'vispy')]\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_pairing_and_the_users_choice():
+    s, _ = session_with_cases()
+    assert s.pairs() == {"case0": "case0 labels", "case1": None}
+    s.pair("case0", None)
+    assert s.pairs()["case0"] is None
+    s.pair("case0", "case0 labels")
+    s.remove("case0 labels")
+    assert s.pairs()["case0"] is None  # the picked layer is gone
+    s.add_labels("wrong", np.zeros((3, 3, 3), np.uint8))
+    assert "no image of shape 3×3×3" in s.unpaired_reasons()["wrong"]
+
+
+def test_complete_labels_count_as_reviewed_whole_new_ones_as_not_reviewed():
+    s, lab0 = session_with_cases()
+    assert s.reviewed["case0 labels"].whole
+    assert s.info("case0", "case0 labels").startswith("16/16 reviewed")
+    s.add_labels("case1 labels", np.zeros_like(lab0))
+    rec = s.reviewed["case1 labels"]
+    assert not rec.whole and not rec.slices
+    s.painted("case1 labels", {3, 4})  # painting (or erasing) a slice reviews it
+    assert rec.slices == {3, 4} and "2/16 reviewed, all background" in s.info("case1", "case1 labels")
+    saved = Reviewed(lab0.shape, slices={1})
+    s.add_labels("case0 labels", lab0, reviewed=saved)  # a record read from the sidecar is kept
+    assert s.reviewed["case0 labels"] is saved
+
+
+def test_mark_and_unmark_the_current_slice():
+    s, _ = session_with_cases()
+    rec = s.mark("case0", 7, reviewed=False)
+    assert not rec.whole and 7 not in rec.slices and len(rec.slices) == 15
+    s.mark("case0", 7)
+    assert 7 in rec.slices
+    with pytest.raises(DataError, match="no labels"):
+        s.mark("case1", 0)
+
+
+def test_stats_are_cached_until_the_layer_reports_an_edit():
+    s, lab0 = session_with_cases()
+    st = s.stats["case0 labels"]
+    assert st.labeled_slices == LabelStats.of(lab0).labeled_slices == int(lab0.any(axis=(1, 2)).sum())
+    lab0[:] = 0  # an edit the session was not told of: the cached statistics stand
+    assert st.top == 1
+    s.painted("case0 labels", {int(np.flatnonzero(st.slice_max)[0])})  # only the painted slice is rescanned
+    assert st.top == 1 and st.labeled_slices == LabelStats.of(make_case(0)[1]).labeled_slices - 1
+    s.update_stats("case0 labels")
+    assert s.stats["case0 labels"].top == 0 and s.stats["case0 labels"].labeled_slices == 0
+
+
+def test_rename_keeps_choices_records_and_results():
+    s, _ = session_with_cases()
+    s.pair("case0", "case0 labels")
+    s.rename("case0 labels", "mine")
+    assert s.pairs()["case0"] == "mine" and "mine" in s.reviewed
+    s.show_result("case1", np.zeros((16, 24, 24), np.uint8), np.zeros((16, 24, 24), np.float32))
+    s.rename("case1", "other")
+    assert "other" in s.results.disagreement
+
+
+def test_training_set_carries_only_partial_records_and_the_run_keeps_them(tmp_path):
+    s, lab0 = session_with_cases()
+    s.add_labels("case1 labels", np.zeros_like(lab0))
+    s.pair("case1", "case1 labels")
+    with pytest.raises(DataError, match="empty"):
+        s.training_set()
+    s.labels["case1 labels"].data[5, 2:6, 2:6] = 1
+    s.painted("case1 labels", {5})
+    data = s.training_set()
+    assert set(data.reviewed) == {"case1"} and data.reviewed["case1"].slices == {5}
+    path = s.save_reviewed(tmp_path, data)
+    assert '"slices": [\n   5\n  ]' in path.read_text() or '"slices": [5]' in path.read_text()
+
+
+def test_suggestions_leave_out_reviewed_slices():
+    s, lab0 = session_with_cases()
+    d = np.random.default_rng(0).random(lab0.shape).astype(np.float32)
+    s.show_result("case0", lab0, d)
+    s.show_result("case1", lab0, d)
+    assert all(g.image == "case1" for g in s.suggestions())  # case0 is reviewed whole
+    s.mark("case0", 3, reviewed=False)
+    assert {g.image for g in s.suggestions()} == {"case0", "case1"}
+    assert all(g.index == 3 for g in s.suggestions() if g.image == "case0")
+
+
+def test_a_new_run_never_reuses_a_folder_holding_a_run(tmp_path):
+    s = Session()
+    picked = tmp_path / "run"
+    assert s.new_run_dir(picked) == picked  # new or empty: used as is
+    picked.mkdir()
+    (picked / "model.pt").write_text("x")
+    other = s.new_run_dir(picked)
+    assert other != picked and other.parent == tmp_path and other.name.startswith("run-")
+    other.mkdir()
+    (other / "model.pt").write_text("x")
+    assert s.new_run_dir(picked) not in (picked, other)
+
+
+def test_slices_of_paint_atoms():
+    class Atom:
+        slice_key = (slice(3, 5), slice(0, 4), slice(0, 4))
+
+    legacy = ((np.array([7, 7, 9]), np.array([0, 1, 2]), np.array([0, 0, 0])), np.zeros(3), 1)
+    assert slices_of([Atom(), legacy]) == {3, 4, 7, 9}
