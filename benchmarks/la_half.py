@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from napari_dmd.config import TrainConfig
+
 from protocol import SHARED, Split, run, table
 
 

@@ -32,10 +32,17 @@ curves at about the same round); each round is merged into ``benchmarks/results/
 ends (atomically), and a re-run continues every loop from its last recorded round when its settings are
 unchanged (``--runs`` keeps the last checkpoint of each loop).
 
-Defaults (``DEFAULTS``): pool 8, K 5, rounds 8; hippocampus patch 16x32x32, 200 start + 50 per round,
-first 10 of the 39 test cases; la_half patch 32x64x64, 300 start + 100 per round, first 5 of the 20 test
-cases; sliding-window stride half the patch (the dock's default); precision auto (bf16 on this CPU).
-Measured on the 2-core development CPU (shared with other jobs): see ``/work`` notes and the README.
+Defaults (``DEFAULTS``): 2 seeds, pool 8, K 5, 8 rounds, stride half the patch (the dock's default),
+precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabeled; hippocampus patch 16x32x32, 150 start
+iterations + 40 per round, the first 10 of the 39 test cases; la_half patch 32x64x64, 300 start + 50 per
+round, the first 5 of the 20 test cases. ``--minutes`` stops starting rounds after a time; ``--threads 1``
+is steadier than two threads on a CPU shared with other jobs.
+
+Measured on the 2-core development CPU shared with other jobs (bf16, one thread), hippocampus: a start
+training 57-74 s; a round of one DMD loop (review + 40 iterations + refresh of the 8 pool volumes) 20-30 s
+at load 2-4 and 55-65 s at load 7-9, the supervised pair's a little less; scoring 10 test volumes 3-10 s.
+la_half (measured per step, not as a loop): 2.5 s per DMD iteration and 2.2 s per predicted volume at load
+5, so a round of 50 iterations + refresh of 8 volumes takes about 2.5 minutes.
 
     python benchmarks/loop.py --data hippocampus --seeds 0 1
     python benchmarks/loop.py --data la_half --seeds 0 1

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import TrainConfig, declared_settings, flag_of
+from .config import CHECKPOINT_NAME, TrainConfig, declared_settings, flag_of
 from .errors import DataError, DMDError
 from .folders import (
     KINDS,
@@ -35,7 +35,7 @@ from .folders import (
     tqdm,
 )
 
-CHECKPOINT_NAME = "model.pt"  # as training.CHECKPOINT_NAME, without importing torch to parse arguments
+LOG_EVERY = 50  # without a terminal (a scheduler, nohup, a pipe): a progress line every this many iterations
 
 
 class Interrupted(BaseException):
@@ -142,15 +142,16 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> in
     from .training import Trainer
 
     trainer = Trainer(data.labeled, data.unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
-    if data.reviewed or args.ignore_label is not None:  # what supervised, kept with the run
+    if trainer.world.writes and (data.reviewed or args.ignore_label is not None):  # what supervised, kept
         write_text(args.out / "reviewed.json", json.dumps(
             {"ignore_label": args.ignore_label, "partly_reviewed": data.reviewed}, indent=1) + "\n")
     found = sorted(set().union(*(v.tolist() for v in data.values.values())))
     note = "" if data.unlabeled else " (no unlabeled image: distillation on the labeled images only)"
     print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes, {cfg.num_classes} "
-          f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch}, {trainer.device} "
-          f"{str(trainer.dtype).removeprefix('torch.')}{note}")
+          f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch}, {trainer.device}, "
+          f"precision {trainer.precision.describe()}{note}", flush=True)
     bar = tqdm(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
+    every = 0 if sys.stderr.isatty() else max(1, min(cfg.checkpoint_every, LOG_EVERY))  # no bar: a line instead
     received: list[int] = []
 
     def stop(signum: int, _frame: Any) -> None:  # stop after this step; the checkpoint is written
@@ -162,6 +163,12 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> in
             for p in trainer.run():
                 bar.update(p.iteration - bar.n)
                 bar.set_postfix(sup=f"{p.sup_loss:.3f}", dis=f"{p.distill_loss:.3f}", lr=f"{p.lr:.0e}")
+                if p.note:
+                    bar.write(p.note, file=sys.stderr)
+                if every and (p.iteration % every == 0 or p.iteration == p.total):
+                    print(f"iteration {p.iteration}/{p.total}: loss {p.loss:.4f} (supervised {p.sup_loss:.4f}, "
+                          f"distillation {p.distill_loss:.4f}), lr {p.lr:.0e}, {p.precision}, skipped {p.skipped}, "
+                          f"{p.its_per_s:.2f} it/s, {p.eta / 60:.0f} min left", flush=True)
         finally:
             bar.close()
     if trainer.stopped:

@@ -10,6 +10,9 @@ import math
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
+CHECKPOINT_NAME = "model.pt"  # what a run folder holds: the checkpoint, the settings and the per-step log
+CONFIG_NAME = "config.json"
+LOG_NAME = "log.csv"
 LEVELS = ("basic", "advanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MIN_PATCH = 16  # the networks' smallest input (their padding multiple); smaller patches are refused

@@ -126,7 +126,7 @@ def cache_path() -> Path:
 
 def _read_cache() -> dict:
     try:
-        return json.loads(cache_path().read_text())
+        return json.loads(cache_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

@@ -131,7 +131,7 @@ def load_reviewed(path: str | Path, shape: Sequence[int]) -> Reviewed:
     """The record at ``path`` of an image of ``shape``; ``DataError`` for a bad file or another shape."""
     path = Path(path)
     try:
-        rec = Reviewed.from_dict(json.loads(path.read_text()))
+        rec = Reviewed.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"cannot read the review record {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     except DataError as exc:

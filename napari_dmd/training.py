@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelPair, load_checkpoint, save_model
-from .config import TrainConfig
+from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainConfig
 from .data import PatchSampler, Volume, choose_patch_size
 from .distributed import (
     World,
@@ -32,11 +32,9 @@ from .errors import CheckpointError, DataError, DMDError
 from .heads import out_channels
 from .io import write_text
 from .losses import distillation_loss, supervised_loss
-from .precision import Precision, choose_precision, reset_fp32_layers
+from .precision import Precision, choose_precision, remember_fallback, reset_fp32_layers
 from .runtime import memory_format, resolve_device
 
-CHECKPOINT_NAME = "model.pt"
-LOG_NAME = "log.csv"
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
 DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
@@ -268,9 +266,11 @@ class Trainer:
             self._skipped_reduced += 1
             if self._skipped_reduced < FALLBACK_AFTER:
                 return ""
-            was = self.precision.name
+            was, checked = self.precision.name, self.precision
             self.precision = Precision(torch.float32, (), f"{self._skipped_reduced} {was} steps gave a non-finite "
                                                           f"{step.problem}; continued in fp32 from iteration {done}")
+            if self.world.writes:
+                remember_fallback(checked, self.precision)
             for net in self.model.nets:
                 reset_fp32_layers(net)
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
@@ -308,7 +308,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         if self._writes:
-            write_text(self.run_dir / "config.json",
+            write_text(self.run_dir / CONFIG_NAME,
                        json.dumps({**self.config.to_dict(), "runtime": self.runtime()}, indent=1))
 
     def _log(self, row: tuple) -> None:

@@ -37,6 +37,12 @@ def test_train_predict_evaluate(dataset, capsys):
                  "--patch", "16", "16", "16", "--checkpoint-every", "2", "--foreground-fraction", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "2 labeled + 2 unlabeled" in out and "3 classes" in out
+    assert "precision fp32" in out or "precision bf16" in out  # which precision runs, and why
+    progress = [line for line in out.splitlines() if line.startswith("iteration ")]
+    assert [line.split(":")[0] for line in progress] == ["iteration 2/3", "iteration 3/3"]  # no terminal: lines
+    assert "skipped 0" in progress[-1]
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("iteration,sup_loss,distill_loss,loss,lambda,lr,precision") and len(log) == 4
     assert (run / "model.pt").exists()
     assert json.loads((run / "config.json").read_text())["foreground_fraction"] == 0.5
 

@@ -2,8 +2,9 @@
 import subprocess
 import sys
 
-CORE = ["checkpoint", "cli", "config", "data", "errors", "inference", "io", "losses", "metrics", "networks",
-        "runtime", "sample_data", "training"]
+CORE = ["checkpoint", "cli", "config", "data", "distributed", "errors", "folders", "heads", "inference", "io",
+        "losses", "metrics", "networks", "precision", "ranking", "review", "runtime", "sample_data", "session",
+        "training"]
 
 
 def test_core_imports_no_gui():

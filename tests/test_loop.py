@@ -11,7 +11,6 @@ from napari_dmd.review import Reviewed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import loop  # noqa: E402
-
 from synthetic import make_case  # noqa: E402
 
 

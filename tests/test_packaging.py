@@ -111,7 +111,7 @@ def _imports(paths: list[Path], module_level: bool) -> set[str]:
     """Top-level names of the absolute imports in these files (with module_level, those run on import)."""
     found: set[str] = set()
     for path in paths:
-        for node in _nodes(ast.parse(path.read_text()), module_level):
+        for node in _nodes(ast.parse(path.read_text(encoding="utf-8")), module_level):
             if isinstance(node, ast.Import):
                 found |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

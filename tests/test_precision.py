@@ -109,6 +109,8 @@ def test_repeated_faults_switch_the_run_to_fp32_once_and_the_checkpoint_is_clean
                if v.is_floating_point())
     runtime = json.loads((tmp_path / "config.json").read_text())["runtime"]
     assert runtime["precision"] == "fp32" and "continued in fp32" in runtime["reason"]
+    again = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(iterations=5))
+    assert again.precision.name == "fp32" and "continued in fp32" in again.precision.reason  # remembered
 
 
 def test_only_a_run_failing_in_fp32_is_diverged_and_its_checkpoint_stays_good(tiny_cases, monkeypatch, tmp_path):
