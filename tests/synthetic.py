@@ -16,3 +16,16 @@ def make_case(seed: int, shape=(16, 24, 24), classes: int = 2, dtype=np.float32,
         label[tuple(slice(a + s // 3, a + s // 3 + s // 5) for a, s in zip(lo, shape))] = 2
     image = rng.normal(0, 0.3, shape) + 2.0 * (label == 1) + 1.0 * (label == 2)
     return (image * scale).astype(dtype), label
+
+
+def write_dataset(root: Path, geometry) -> Path:
+    """Three 3-class cases as files: images/case0..2, labels/ for case0 and case1, truth/ for all three."""
+    from napari_dmd.io import write_image
+
+    for k in range(3):
+        img, lab = make_case(k, classes=3)
+        write_image(root / "images" / f"case{k}.nii.gz", img, geometry)
+        if k < 2:
+            write_image(root / "labels" / f"case{k}.nii.gz", lab, geometry)
+        write_image(root / "truth" / f"case{k}.nii.gz", lab, geometry)
+    return root

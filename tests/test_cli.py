@@ -13,19 +13,14 @@ from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.cli import main
 from napari_dmd.io import Geometry, read_image, write_image
 
-from synthetic import make_case
+from synthetic import make_case, write_dataset
 
 GEOM = Geometry(spacing=(0.8, 0.8, 2.0), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
 
 
 @pytest.fixture
 def dataset(tmp_path):
-    for k in range(3):
-        img, lab = make_case(k, classes=3)
-        write_image(tmp_path / "images" / f"case{k}.nii.gz", img, GEOM)
-        if k < 2:
-            write_image(tmp_path / "labels" / f"case{k}.nii.gz", lab, GEOM)
-        write_image(tmp_path / "truth" / f"case{k}.nii.gz", lab, GEOM)
+    write_dataset(tmp_path, GEOM)
     write_image(tmp_path / "more" / "extra.nrrd", make_case(5, classes=3)[0], GEOM)
     return tmp_path
 

@@ -26,7 +26,7 @@ from napari_dmd.io import Geometry, read_image, write_image
 from napari_dmd.review import Reviewed, save_reviewed, sidecar_path
 from napari_dmd.runtime import resolve_device
 
-from synthetic import make_case
+from synthetic import make_case, write_dataset
 
 GEOM = Geometry(spacing=(0.8, 0.8, 2.0), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
 FAST = ["--iterations", "1", "--patch", "16", "16", "16", "--labeled-batch", "1", "--unlabeled-batch", "1",
@@ -36,13 +36,7 @@ FAST = ["--iterations", "1", "--patch", "16", "16", "16", "--labeled-batch", "1"
 @pytest.fixture
 def data(tmp_path):
     """images/case0..2 (case0, case1 labeled, 3 classes), labels/, truth/ (all three)."""
-    for k in range(3):
-        img, lab = make_case(k, classes=3)
-        write_image(tmp_path / "images" / f"case{k}.nii.gz", img, GEOM)
-        if k < 2:
-            write_image(tmp_path / "labels" / f"case{k}.nii.gz", lab, GEOM)
-        write_image(tmp_path / "truth" / f"case{k}.nii.gz", lab, GEOM)
-    return tmp_path
+    return write_dataset(tmp_path, GEOM)
 
 
 @pytest.fixture
