@@ -14,6 +14,7 @@ from .data import normalize_intensity
 from .errors import DataError
 from .heads import class_probabilities, out_channels
 from .precision import Precision, choose_precision
+from .ranking import slice_means
 from .runtime import memory_format
 
 
@@ -144,7 +145,6 @@ def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | N
     pa, pb = sliding_window_probabilities(model, normalize_intensity(image), patch, stride, batch_size, progress)
     labels = pa.argmax(axis=0).astype(np.uint8 if model.num_classes < 256 else np.int32)
     disagreement = 0.5 * np.abs(pa - pb).sum(axis=0)
-    slices = disagreement.reshape(disagreement.shape[0], -1).mean(axis=1) if image.ndim == 3 \
-        else np.array([disagreement.mean()])
+    slices = slice_means(disagreement)
     return Prediction(labels, pa, disagreement.astype(np.float32), slices.astype(np.float32),
                       float(disagreement.mean()))
