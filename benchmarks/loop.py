@@ -9,6 +9,9 @@ each round:
    from the ground truth, all-background slices included, chosen by a strategy:
    - ``ranking``: the dock's "label this next" list (``napari_dmd.ranking.suggest`` over the pool's
      disagreement maps, slab 5: the code the dock runs);
+   - ``ranking-structure``, ``ranking-peak``, ``ranking-entropy``: the same list with another per-slice
+     score (``napari_dmd.ranking.slice_scores``): the disagreement near the predicted structure, its 99th
+     percentile per slice, or network A's entropy (one network's doubt, no partner);
    - ``random``: unreviewed slices of the pool, drawn at random;
    - ``even``: K evenly spaced slices of a random pool volume not reviewed yet (how people label by hand);
 2. train: training resumes warm from the last model (``Trainer(init=...)``, as the dock's retraining) for
@@ -68,13 +71,16 @@ from napari_dmd.data import Volume
 from napari_dmd.inference import predict
 from napari_dmd.io import read_image, write_text
 from napari_dmd.metrics import evaluate_case, summarize
-from napari_dmd.ranking import suggest
+from napari_dmd.precision import machine_name
+from napari_dmd.ranking import MEASURES, slice_scores, suggest
 from napari_dmd.review import Reviewed
+from napari_dmd.runtime import resolve_device
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
 from protocol import SHARED
 
-STRATEGIES = ("ranking", "random", "even")
+RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "mean"}}  # strategy: its measure
+STRATEGIES = (*RANKINGS, "random", "even")
 METHODS = ("dmd", "dmd-rampup", "supervised")
 SLAB = 5  # the dock's slab of "label this next"
 AXIS = 0
@@ -121,7 +127,7 @@ class Loop:
     reviewed: dict[str, Reviewed]
     rounds: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
-    disagreement: dict[str, np.ndarray] | None = None  # the pool as the last model predicts it
+    scores: dict[str, np.ndarray] | None = None  # per-slice scores of the pool as the last model predicts it
 
     @property
     def key(self) -> str:
@@ -153,10 +159,11 @@ def load_setup(data: str, root: Path, pool: int, test: int) -> Setup:
 
 
 def choose(strategy: str, count: int, shapes: Mapping[str, Sequence[int]], reviewed: Mapping[str, Reviewed],
-           rng: np.random.Generator, disagreement: Mapping[str, np.ndarray] | None = None) -> list[tuple[str, int]]:
-    """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy``."""
-    if strategy == "ranking":
-        return [(s.image, s.index) for s in suggest(disagreement or {}, reviewed, count=count, slab=SLAB, axis=AXIS)]
+           rng: np.random.Generator, scores: Mapping[str, np.ndarray] | None = None) -> list[tuple[str, int]]:
+    """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy`` (a ranking takes the
+    per-slice ``scores`` of its measure along ``AXIS``)."""
+    if strategy in RANKINGS:
+        return [(s.image, s.index) for s in suggest(scores or {}, reviewed, count=count, slab=SLAB, axis=AXIS)]
     free = {n: [i for i in range(shapes[n][AXIS]) if not reviewed[n].is_reviewed(i)] for n in sorted(shapes)}
     if strategy == "random":
         pairs = [(n, i) for n, idx in free.items() for i in idx]
@@ -214,9 +221,13 @@ def train(labeled: list[Volume], unlabeled: list[Volume], cfg: TrainConfig, run_
     return trainer.model, time.perf_counter() - t0
 
 
-def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """The pool's disagreement maps as ``model`` predicts them (what the dock shows after training)."""
-    return {c.name: predict(model, c.image, patch, batch_size=8).disagreement for c in setup.pool}
+def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...], strategy: str) -> dict[str, np.ndarray]:
+    """The pool's per-slice scores under ``strategy``'s measure as ``model`` predicts it (the dock's refresh)."""
+    out = {}
+    for c in setup.pool:
+        pred = predict(model, c.image, patch, batch_size=8)
+        out[c.name] = slice_scores(pred.disagreement, pred.probabilities, RANKINGS[strategy], AXIS)
+    return out
 
 
 def score(model: ModelPair, setup: Setup, patch: tuple[int, ...]) -> dict:
@@ -266,7 +277,7 @@ def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: a
 
 def entry(loop: Loop, settings: dict) -> dict:
     return {"method": loop.method, "strategy": loop.strategy, "seed": loop.seed, "settings": settings,
-            "rounds": loop.rounds}
+            "machine": machine_name(resolve_device()), "rounds": loop.rounds}
 
 
 def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespace, driver: Loop | None,
@@ -274,15 +285,16 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     """One round of ``loop``: review K slices (or those the driver reviewed), train R iterations warm, refresh."""
     r = len(loop.rounds)
     refresh_s = 0.0
-    if driver is None and loop.strategy == "ranking" and loop.disagreement is None:  # after the start, or continued
+    ranks = driver is None and loop.strategy in RANKINGS
+    if ranks and loop.scores is None:  # after the start, or continued
         t0 = time.perf_counter()
-        loop.disagreement = refresh(load_model(loop.checkpoint), setup, opts.patch)
+        loop.scores = refresh(load_model(loop.checkpoint), setup, opts.patch, loop.strategy)
         refresh_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if driver is None:
         shapes = {c.name: c.image.shape for c in setup.pool}
         new = choose(loop.strategy, opts.slices, shapes, loop.reviewed, strategy_rng(loop.seed, loop.strategy, r),
-                     loop.disagreement)
+                     loop.scores)
     else:
         new = [tuple(p) for p in driver.rounds[r]["new"]]
     if not new:
@@ -295,9 +307,9 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r, 0)
     run_dir = loop.folder / f"round_{r:02d}"
     model, train_s = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
-    if driver is None and loop.strategy == "ranking":
+    if ranks:
         t0 = time.perf_counter()
-        loop.disagreement = refresh(model, setup, opts.patch)
+        loop.scores = refresh(model, setup, opts.patch, loop.strategy)
         refresh_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = score(model, setup, opts.patch)
@@ -350,7 +362,7 @@ def run(setup: Setup, opts: argparse.Namespace) -> dict:
         for strategy in opts.strategies:
             driver = None
             for method in opts.methods:
-                if method == "dmd-rampup" and strategy not in (opts.rampup_strategies or opts.strategies):
+                if method == "dmd-rampup" and strategy not in opts.rampup_strategies:
                     continue
                 loop = Loop(method, strategy, seed, opts.runs / f"loop_{setup.name}" / f"{method}_{strategy}_s{seed}",
                             {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool})
@@ -374,23 +386,24 @@ def run(setup: Setup, opts: argparse.Namespace) -> dict:
 
 
 def curves(results: dict) -> dict[tuple[str, str], dict]:
-    """Per (strategy, method): slices reviewed and Dice % per round, mean/min/max over seeds (the rounds all
-    seeds reached)."""
+    """Per (strategy, method): slices reviewed and Dice % per round, mean/min/max over the seeds that reached the
+    round (``seeds`` counts them per round)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for e in results.values():
         if "strategy" in e:
             groups.setdefault((e["strategy"], e["method"]), []).append(e)
     out = {}
     for k, runs in sorted(groups.items()):
-        n = min(len(r["rounds"]) for r in runs)
-        dice = np.array([[100 * r["rounds"][i]["dice"] for i in range(n)] for r in runs])
-        slices = np.mean([[r["rounds"][i]["slices_reviewed"] for i in range(n)] for r in runs], axis=0)
-        out[k] = {"slices": slices, "mean": dice.mean(0), "min": dice.min(0), "max": dice.max(0), "seeds": len(runs),
-                  "hd95": np.mean([[r["rounds"][i]["hd95"] for i in range(n)] for r in runs], axis=0),
-                  "asd": np.mean([[r["rounds"][i]["asd"] for i in range(n)] for r in runs], axis=0),
-                  "round_s": np.mean([r["rounds"][i]["seconds"]["review"] + r["rounds"][i]["seconds"]["train"]
-                                      + r["rounds"][i]["seconds"]["refresh"] for r in runs for i in range(1, n)]
-                                     or [0.0])}
+        most = max(len(r["rounds"]) for r in runs)
+        rounds = [[r["rounds"][i] for r in runs if i < len(r["rounds"])] for i in range(most)]
+        dice = [np.array([100 * x["dice"] for x in rs]) for rs in rounds]
+        later = [x["seconds"] for rs in rounds[1:] for x in rs]
+        out[k] = {"slices": np.array([np.mean([x["slices_reviewed"] for x in rs]) for rs in rounds]),
+                  "mean": np.array([d.mean() for d in dice]), "min": np.array([d.min() for d in dice]),
+                  "max": np.array([d.max() for d in dice]), "seeds": np.array([len(d) for d in dice]),
+                  "hd95": np.array([np.mean([x["hd95"] for x in rs]) for rs in rounds]),
+                  "asd": np.array([np.mean([x["asd"] for x in rs]) for rs in rounds]),
+                  "round_s": float(np.mean([t["review"] + t["train"] + t["refresh"] for t in later] or [0.0]))}
     return out
 
 
@@ -404,9 +417,12 @@ def report(results: dict) -> str:
     lines = ["| strategy | method | seeds | s/round | " + " | ".join(f"r{i}" for i in range(n)) + " |",
              "|---|---|---|---|" + "---|" * n]
     for (strategy, method), c in cs.items():
-        cells = [f"{d:.1f} ({s:.0f})" for d, s in zip(c["mean"], c["slices"])]
-        lines.append(f"| {strategy} | {method} | {c['seeds']} | {c['round_s']:.0f} | " + " | ".join(cells) + " |")
-    lines.append("\nDice % (slices reviewed) per round; s/round = review + training + refresh.\n")
+        top = c["seeds"][0]
+        cells = [f"{d:.1f} ({s:.0f})" + ("" if k == top else f" [{k}]")
+                 for d, s, k in zip(c["mean"], c["slices"], c["seeds"])]
+        lines.append(f"| {strategy} | {method} | {top} | {c['round_s']:.0f} | " + " | ".join(cells) + " |")
+    lines.append("\nDice % (slices reviewed) per round, mean over the seeds ([n]: only n seeds reached the round); "
+                 "s/round = review + training + refresh.\n")
     for (strategy, method), c in cs.items():
         ref = cs.get(("random", method))
         if strategy == "random" or ref is None:
@@ -420,24 +436,36 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(files: list[Path], path: Path) -> None:
-    """Dice against slices reviewed, one panel per results file, one line per strategy x method: the mean over
+def gather(folder: Path) -> dict[str, dict]:
+    """Every ``loop_*.json`` of ``folder`` merged per data set (runs split over several files, e.g. one per
+    process, make one curve); a loop recorded in two files keeps the record that got further."""
+    out: dict[str, dict] = {}
+    for f in sorted(folder.glob("loop_*.json")):
+        for key, e in json.loads(f.read_text()).items():
+            merged = out.setdefault(e["settings"]["data"], {})
+            if key not in merged or len(e.get("rounds", [])) > len(merged[key].get("rounds", [])):
+                merged[key] = e
+    return out
+
+
+def plot(sets: dict[str, dict], path: Path) -> None:
+    """Dice against slices reviewed, one panel per data set, one line per strategy x method: the mean over
     seeds, the band their range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green"}
+    colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green", "ranking-structure": "tab:orange",
+              "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown"}
     styles = {"dmd": "-", "dmd-rampup": "--", "supervised": ":"}
-    fig, axes = plt.subplots(1, len(files), figsize=(6.5 * len(files), 4.8), squeeze=False)
-    for ax, f in zip(axes[0], files):
-        results = json.loads(f.read_text())
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.8), squeeze=False)
+    for ax, results in zip(axes[0], sets.values()):
         settings = next(iter(results.values()))["settings"]
         for (strategy, method), c in curves(results).items():
             ax.plot(c["slices"], c["mean"], styles.get(method, "-"), color=colors.get(strategy), marker=".",
                     label=f"{strategy} · {method}")
-            if c["seeds"] > 1:
+            if c["seeds"].max() > 1:
                 ax.fill_between(c["slices"], c["min"], c["max"], color=colors.get(strategy), alpha=0.1)
         seeds = sorted({e["seed"] for e in results.values()})
         ax.set_title(f"{settings['data']}: K={settings['slices_per_round']} slices, "
@@ -459,7 +487,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", choices=sorted(DEFAULTS), default="hippocampus")
     ap.add_argument("--root", type=Path, help="data folder (default ../shared/data/<data>)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["ranking", "random", "even"])
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="the first one chooses the reviews, the others train on the same ones")
     ap.add_argument("--rounds", type=int, default=8)
@@ -472,13 +500,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--patch", type=int, nargs=3)
     ap.add_argument("--precision", choices=PRECISIONS, default="auto")
     ap.add_argument("--threads", type=int, help="CPU threads of torch (default torch's; 1 is steadier on a busy CPU)")
-    ap.add_argument("--rampup-strategies", nargs="+", choices=STRATEGIES,
-                    help="run dmd-rampup only with these strategies (default: all given)")
+    ap.add_argument("--rampup-strategies", nargs="+", choices=STRATEGIES, default=["random"],
+                    help="run dmd-rampup only with these strategies (default: random)")
     ap.add_argument("--minutes", type=float, help="start no round after this many minutes (re-run to continue)")
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/loop_<data>.json)")
     ap.add_argument("--figure", type=Path, default=Path("docs/loop.png"))
-    ap.add_argument("--plot-only", action="store_true", help="only draw the figure from every loop_*.json beside --out")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="only report and draw the figure from every loop_*.json beside --out")
     opts = ap.parse_args(argv)
     for k, v in DEFAULTS[opts.data].items():
         if getattr(opts, k) is None:
@@ -495,11 +524,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     if not opts.plot_only:
-        results = run(load_setup(opts.data, opts.root, opts.pool, opts.test), opts)
-        print(report(results))
-    files = sorted(opts.out.parent.glob("loop_*.json"))
-    if files:
-        plot(files, opts.figure)
+        run(load_setup(opts.data, opts.root, opts.pool, opts.test), opts)
+    sets = gather(opts.out.parent)
+    for data, results in sets.items():
+        if opts.plot_only or data == opts.data:
+            print(f"## {data}\n{report(results)}")
+    if sets:
+        plot(sets, opts.figure)
 
 
 if __name__ == "__main__":

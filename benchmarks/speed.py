@@ -31,6 +31,7 @@ from napari_dmd.inference import predict
 from napari_dmd.io import read_image
 from napari_dmd.losses import distillation_loss, supervised_loss
 from napari_dmd.precision import Precision, machine_name
+from napari_dmd.runtime import resolve_device
 from napari_dmd.training import Trainer
 
 from protocol import SHARED, load
@@ -131,7 +132,7 @@ def main() -> None:
         r["speedup_vs_plain_fp32"] = r["its_per_s"] / base
     result = {"iterations": args.iterations, "batch": "2 labeled + 2 unlabeled", "patch": PATCH, "variants": rows,
               "inference_s_per_volume": inference_seconds(args.device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "machine": machine_name(torch.device("cpu"))}
+              "threads": torch.get_num_threads(), "machine": machine_name(resolve_device(args.device))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"machine: {result['machine']}")

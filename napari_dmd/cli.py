@@ -243,7 +243,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         write_image(target, largest_components(pred.labels) if args.largest_component else pred.labels, geometry)
         write_image(output_path(args.out / "disagreement", path), pred.disagreement, geometry)
         # one value per slice stands for the slice: the ranking's slice means are the same, at no memory cost
-        slice_scores[target.name] = pred.slice_scores.reshape((-1, 1, 1) if image.ndim == 3 else (1, 1))
+        slice_scores[target.name] = pred.slice_scores
         if case_name(path) in labels:
             reviewed[target.name] = reviewed_of(labels[case_name(path)], image.shape)
     _write_label_next(args.out / "label_next.csv", slice_scores, reviewed)

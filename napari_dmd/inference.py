@@ -14,7 +14,7 @@ from .data import normalize_intensity
 from .errors import DataError
 from .heads import class_probabilities, out_channels
 from .precision import Precision, choose_precision
-from .ranking import slice_means
+from .ranking import MEASURE, slice_scores
 from .runtime import memory_format
 
 
@@ -24,9 +24,10 @@ class Prediction:
 
     ``disagreement`` is, per voxel, the total-variation distance ``½ Σ_c |p_A(c) − p_B(c)|`` between
     the two networks' class distributions: 0 where they agree, 1 where they are sure of different
-    classes (for a binary task simply ``|p_A − p_B|``). It is bounded, so its means are comparable
-    across images of any size: ``slice_scores`` (one per index along axis 0 of a volume, a single
-    value for a 2D image) and ``volume_score``.
+    classes (for a binary task simply ``|p_A − p_B|``). It is bounded, so its mean ``volume_score``
+    is comparable across images of any size. ``slice_scores`` rank 'label this next' (one per index
+    along axis 0 of a volume, a single value for a 2D image): ``ranking.slice_scores`` under
+    ``ranking.MEASURE``.
     """
 
     labels: np.ndarray
@@ -145,6 +146,6 @@ def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | N
     pa, pb = sliding_window_probabilities(model, normalize_intensity(image), patch, stride, batch_size, progress)
     labels = pa.argmax(axis=0).astype(np.uint8 if model.num_classes < 256 else np.int32)
     disagreement = 0.5 * np.abs(pa - pb).sum(axis=0)
-    slices = slice_means(disagreement)
+    slices = slice_scores(disagreement, pa, MEASURE)
     return Prediction(labels, pa, disagreement.astype(np.float32), slices.astype(np.float32),
                       float(disagreement.mean()))

@@ -87,16 +87,23 @@ class Layer:
 
 @dataclass
 class Results:
-    """What the current model predicted, per image: its latest label map and disagreement map, and
-    the proposal the prediction layer was last refreshed with (what the user's strokes are made on)."""
+    """What the current model predicted, per image: its latest label map, disagreement map and per-slice
+    'label this next' scores, and the proposal the prediction layer was last refreshed with (what the
+    user's strokes are made on)."""
 
     latest: dict[str, np.ndarray] = field(default_factory=dict)
     disagreement: dict[str, np.ndarray] = field(default_factory=dict)
+    slice_scores: dict[str, np.ndarray] = field(default_factory=dict)
     proposals: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def tables(self) -> tuple[dict[str, np.ndarray], ...]:
+        """Every per-image table."""
+        return self.latest, self.disagreement, self.slice_scores, self.proposals
 
     def clear(self) -> None:
         self.latest.clear()
         self.disagreement.clear()
+        self.slice_scores.clear()
 
 
 def slices_of(atoms: Any, axis: int = 0) -> set[int]:
@@ -179,12 +186,11 @@ class Session:
         self.labels.pop(name, None)
         self.stats.pop(name, None)
         self.reviewed.pop(name, None)
-        for table in (self.results.latest, self.results.disagreement, self.results.proposals):
+        for table in self.results.tables():
             table.pop(name, None)
 
     def rename(self, old: str, new: str) -> None:
-        for table in (self.images, self.labels, self.stats, self.reviewed, self.choices,
-                      self.results.latest, self.results.disagreement, self.results.proposals):
+        for table in (self.images, self.labels, self.stats, self.reviewed, self.choices, *self.results.tables()):
             if old in table:
                 table[new] = table.pop(old)
         for layer in (self.images.get(new), self.labels.get(new)):
@@ -287,16 +293,17 @@ class Session:
         write_text(path, json.dumps(records, indent=1) + "\n")
         return path
 
-    def show_result(self, image: str, labels: np.ndarray, disagreement: np.ndarray) -> None:
-        """Keep a new prediction of ``image`` (the layers show it when the image is in view)."""
+    def show_result(self, image: str, labels: np.ndarray, disagreement: np.ndarray, slice_scores: np.ndarray) -> None:
+        """Keep a new prediction of ``image`` (the layers show it when the image is in view) and its per-slice
+        'label this next' scores."""
         self.results.latest[image] = labels
         self.results.disagreement[image] = disagreement
+        self.results.slice_scores[image] = slice_scores
 
     def suggestions(self, count: int = 10, slab: int = 5) -> list[Suggestion]:
         """'Label this next': unreviewed slabs of the images with results, spread across images."""
-        reviewed = {name: self.reviewed_for(name) for name in self.results.disagreement if name in self.images}
-        maps = {n: d for n, d in self.results.disagreement.items() if n in self.images}
-        return suggest(maps, reviewed, count=count, slab=slab)
+        scores = {n: v for n, v in self.results.slice_scores.items() if n in self.images}
+        return suggest(scores, {n: self.reviewed_for(n) for n in scores}, count=count, slab=slab)
 
 
 def review_summary(rec: Reviewed, stats: LabelStats) -> str:

@@ -50,14 +50,15 @@ def test_overlapping_windows_average_and_restore_training_mode():
     assert all(net.training for net in model.nets)
 
 
-def test_disagreement_is_total_variation_and_scores_are_means():
+def test_disagreement_is_total_variation_and_slices_rank_by_entropy():
     model = pair(3)
     image = make_case(2, shape=(12, 20, 20), classes=3)[0]  # smaller than the patch in z: padded
     pred = predict(model, image, (16, 16, 16))
     pa, pb = sliding_window_probabilities(model, normalize_intensity(image), (16, 16, 16), (8, 8, 8))
     np.testing.assert_allclose(pred.disagreement, 0.5 * np.abs(pa - pb).sum(axis=0), atol=1e-6)
     assert 0 <= pred.disagreement.min() and pred.disagreement.max() <= 1
-    np.testing.assert_allclose(pred.slice_scores, pred.disagreement.mean(axis=(1, 2)), rtol=1e-5)
+    entropy = -(pa * np.log(np.clip(pa, 1e-12, 1))).sum(axis=0) / np.log(3)  # network A's, 3 classes
+    np.testing.assert_allclose(pred.slice_scores, entropy.mean(axis=(1, 2)), rtol=1e-4)
     assert pred.volume_score == pytest.approx(float(pred.disagreement.mean()), rel=1e-5)
 
 

@@ -38,7 +38,7 @@ def test_ranking_only_picks_unreviewed_slices():
     d = np.zeros(shape, np.float32)
     d[:6] = 1.0  # the networks disagree most on slices 0..5, of which 0..4 are reviewed
     rec = Reviewed(shape, slices={0, 1, 2, 3, 4})
-    picks = loop.choose("ranking", 3, {"a": shape}, {"a": rec}, np.random.default_rng(0), {"a": d})
+    picks = loop.choose("ranking", 3, {"a": shape}, {"a": rec}, np.random.default_rng(0), {"a": d.mean(axis=(1, 2))})
     assert picks and all(not rec.is_reviewed(i) for _, i in picks)
     assert picks[0] == ("a", 5)
 
@@ -58,12 +58,12 @@ def test_one_tiny_loop_records_rounds_and_reuses_them(setup, tmp_path, monkeypat
     out = tmp_path / "loop_synthetic.json"
     args = ["--rounds", "2", "--slices", "3", "--iterations", "1", "--start-iterations", "1", "--seeds", "0",
             "--patch", "16", "16", "16", "--precision", "fp32", "--methods", "dmd", "supervised",
-            "--strategies", "ranking", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+            "--strategies", "ranking-structure", "--runs", str(tmp_path / "runs"), "--out", str(out)]
     results = loop.run(setup, loop.parse(args))
     assert set(results) == {"dmd/start/seed0", "supervised/start/seed0",
-                            "dmd/ranking/seed0", "supervised/ranking/seed0"}
+                            "dmd/ranking-structure/seed0", "supervised/ranking-structure/seed0"}
     assert json.loads(out.read_text()) == results
-    rounds = results["dmd/ranking/seed0"]["rounds"]
+    rounds = results["dmd/ranking-structure/seed0"]["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert [r["slices_reviewed"] for r in rounds] == [0, 3, 6]
     picked = [tuple(p) for r in rounds for p in r["new"]]
@@ -73,12 +73,31 @@ def test_one_tiny_loop_records_rounds_and_reuses_them(setup, tmp_path, monkeypat
         assert [m["class"] for m in r["per_class"]] == [1]
     assert rounds[1]["seconds"]["refresh"] > 0  # the ranking's disagreement maps of the pool
     # the supervised pair trains on the same reviews and predicts no pool
-    replay = results["supervised/ranking/seed0"]["rounds"]
+    replay = results["supervised/ranking-structure/seed0"]["rounds"]
     assert [r["new"] for r in replay] == [r["new"] for r in rounds] and replay[1]["seconds"]["refresh"] == 0
-    assert "ranking | dmd" in loop.report(results)
+    assert "ranking-structure | dmd" in loop.report(results)
 
     def no_training(*a, **k):
         raise AssertionError("a recorded round was trained again")
 
     monkeypatch.setattr(loop, "train", no_training)
     assert loop.run(setup, loop.parse(args)) == results
+
+
+def test_results_split_over_files_merge_per_data_set(tmp_path):
+    def entry(data, strategy, seed, rounds=3):
+        rounds = [{"slices_reviewed": 5 * i, "dice": 0.1 * i + 0.01 * seed, "hd95": 1.0, "asd": 1.0,
+                   "seconds": {"review": 0, "train": 1, "refresh": 0}} for i in range(rounds)]
+        return {"method": "dmd", "strategy": strategy, "seed": seed, "settings": {"data": data}, "rounds": rounds}
+
+    (tmp_path / "loop_a_part1.json").write_text(json.dumps({"dmd/random/seed0": entry("a", "random", 0)}))
+    (tmp_path / "loop_a_part2.json").write_text(json.dumps({"dmd/random/seed0": entry("a", "random", 0, 2),
+                                                            "dmd/random/seed1": entry("a", "random", 1, 2)}))
+    (tmp_path / "loop_b.json").write_text(json.dumps({"dmd/even/seed0": entry("b", "even", 0)}))
+    sets = loop.gather(tmp_path)
+    assert set(sets) == {"a", "b"} and set(sets["a"]) == {"dmd/random/seed0", "dmd/random/seed1"}
+    assert len(sets["a"]["dmd/random/seed0"]["rounds"]) == 3  # the record that got further
+    c = loop.curves(sets["a"])["random", "dmd"]
+    assert list(c["seeds"]) == [2, 2, 1]  # each round: the seeds that reached it
+    assert np.allclose(c["mean"], [0.5, 10.5, 20.0])
+    assert "20.0 (10) [1]" in loop.report(sets["a"])

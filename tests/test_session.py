@@ -83,9 +83,11 @@ def test_rename_keeps_choices_records_and_results():
     s.pair("case0", "case0 labels")
     s.rename("case0 labels", "mine")
     assert s.pairs()["case0"] == "mine" and "mine" in s.reviewed
-    s.show_result("case1", np.zeros((16, 24, 24), np.uint8), np.zeros((16, 24, 24), np.float32))
+    s.show_result("case1", np.zeros((16, 24, 24), np.uint8), np.zeros((16, 24, 24), np.float32), np.zeros(16))
     s.rename("case1", "other")
-    assert "other" in s.results.disagreement
+    assert "other" in s.results.disagreement and "other" in s.results.slice_scores
+    s.remove("other")
+    assert not any("other" in t for t in s.results.tables())
 
 
 def test_training_set_carries_only_partial_records_and_the_run_keeps_them(tmp_path):
@@ -105,8 +107,8 @@ def test_training_set_carries_only_partial_records_and_the_run_keeps_them(tmp_pa
 def test_suggestions_leave_out_reviewed_slices():
     s, lab0 = session_with_cases()
     d = np.random.default_rng(0).random(lab0.shape).astype(np.float32)
-    s.show_result("case0", lab0, d)
-    s.show_result("case1", lab0, d)
+    s.show_result("case0", lab0, d, d.mean(axis=(1, 2)))
+    s.show_result("case1", lab0, d, d.mean(axis=(1, 2)))
     assert all(g.image == "case1" for g in s.suggestions())  # case0 is reviewed whole
     s.mark("case0", 3, reviewed=False)
     assert {g.image for g in s.suggestions()} == {"case0", "case1"}
