@@ -449,35 +449,42 @@ def gather(folder: Path) -> dict[str, dict]:
 
 
 def plot(sets: dict[str, dict], path: Path) -> None:
-    """Dice against slices reviewed, one panel per data set, one line per strategy x method: the mean over
-    seeds, the band their range."""
+    """Dice against slices reviewed, one column per data set: above, the review strategies under DMD; below, the
+    methods (DMD, its ramp-up, the supervised pair) on the same reviews. Lines: the mean over seeds; bands: their
+    range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green", "ranking-structure": "tab:orange",
-              "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown"}
-    styles = {"dmd": "-", "dmd-rampup": "--", "supervised": ":"}
-    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.8), squeeze=False)
-    for ax, results in zip(axes[0], sets.values()):
+              "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown",
+              "dmd": "tab:red", "dmd-rampup": "tab:orange", "supervised": "tab:gray"}
+    styles = {"random": "-", "ranking-entropy": "--", "ranking": ":", "even": "-."}
+    fig, axes = plt.subplots(2, len(sets), figsize=(6.5 * len(sets), 9), squeeze=False)
+    for col, results in enumerate(sets.values()):
         settings = next(iter(results.values()))["settings"]
-        for (strategy, method), c in curves(results).items():
-            ax.plot(c["slices"], c["mean"], styles.get(method, "-"), color=colors.get(strategy), marker=".",
-                    label=f"{strategy} · {method}")
-            if c["seeds"].max() > 1:
-                ax.fill_between(c["slices"], c["min"], c["max"], color=colors.get(strategy), alpha=0.1)
         seeds = sorted({e["seed"] for e in results.values()})
-        ax.set_title(f"{settings['data']}: K={settings['slices_per_round']} slices, "
-                     f"R={settings['iterations_per_round']} it/round, {len(seeds)} seed(s)")
-        ax.set_xlabel(f"slices reviewed (pool of {len(settings['pool'])} volumes; plus 1 volume labeled whole)")
-        ax.set_ylabel(f"test Dice % (network A, {len(settings['test'])} test volumes)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        for row, ax in enumerate(axes[:, col]):
+            for (strategy, method), c in curves(results).items():
+                if (row == 0 and method != "dmd") or (row == 1 and strategy not in styles):
+                    continue
+                key, style = (strategy, "-") if row == 0 else (method, styles[strategy])
+                ax.plot(c["slices"], c["mean"], style, color=colors.get(key), marker=".",
+                        label=f"{strategy} · {method}")
+                if c["seeds"].max() > 1:
+                    ax.fill_between(c["slices"], c["min"], c["max"], color=colors.get(key), alpha=0.08)
+            what = "review strategies, DMD" if row == 0 else "methods on the same reviews"
+            ax.set_title(f"{settings['data']}: {what} (K={settings['slices_per_round']}, "
+                         f"R={settings['iterations_per_round']} it/round, {len(seeds)} seed(s))", fontsize=10)
+            ax.set_xlabel(f"slices reviewed (pool of {len(settings['pool'])} volumes; plus 1 volume labeled whole)")
+            ax.set_ylabel(f"test Dice % (network A, {len(settings['test'])} test volumes)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     tmp.replace(path)
     plt.close(fig)
 
