@@ -4,8 +4,10 @@ Some CPUs compute some bf16 convolutions wrongly (non-finite outputs or gradient
 Before a run in reduced precision, ``choose_precision`` runs the real network at the real patch and
 batch, forward and backward, in fp32 and in the reduced precision several times, and probes every
 distinct convolution on its own. Layers that fail alone run in fp32 while the rest keeps the reduced
-precision, provided the whole network then passes; otherwise the run is fp32. The verdict is cached
-per machine (CPU model or GPU name), torch version, network and shape, so it costs once.
+precision, provided the whole network then passes; otherwise the run is fp32. For ``auto`` the
+reduced precision must also be faster: a training step in it is timed against fp32 (on a GPU with
+small patches bf16 measured slower). The verdict is cached per machine (CPU model or GPU name), torch
+version, network, shape and request, so it costs once.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ LAYER_TOLERANCE = 0.05  # one layer: worst output error and gradient L2 error, r
 NETWORK_OUTPUT_TOLERANCE = 0.5  # whole network: relative L2 error of the logits
 LAYER_SECONDS = 0.3  # a layer is probed LAYER_REPS times, or at least once and then within this time
 CHECK_REPS = 3
+SPEED_REPS = 2  # timed steps per precision when 'auto' weighs speed (the correctness check warmed both up)
+MIN_SPEEDUP = 1.1  # 'auto' keeps a reduced precision only when a step is at least this much faster
 LAYER_REPS = 50
 _LAYER_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -156,6 +160,18 @@ def _forward_backward(net: nn.Module, x: torch.Tensor, ctx) -> tuple[torch.Tenso
     return out.detach().float(), [p.grad for p in net.parameters()]
 
 
+def step_seconds(net: nn.Module, x: torch.Tensor, ctx_factory: Callable[[], contextlib.AbstractContextManager],
+                 reps: int = SPEED_REPS) -> float:
+    """Seconds of one forward and backward of ``net`` on ``x`` under a fresh ``ctx_factory()``, the
+    mean of ``reps`` repetitions (run after the correctness check, which warmed both precisions up)."""
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        _forward_backward(net, x, ctx_factory())
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return (time.perf_counter() - t0) / reps
+
+
 def _buffers_finite(net: nn.Module) -> bool:
     return _finite(b for b in net.buffers() if b.is_floating_point())
 
@@ -271,12 +287,13 @@ def choose_precision(requested: str, device: torch.device, ndim: int, out_channe
     else:
         dtype = DTYPES[requested]
     key = "|".join([machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}",
-                    f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch."), NAMES[dtype]])
+                    f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch."), NAMES[dtype],
+                    "if faster" if requested == "auto" else "asked for"])
     key = f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     cached = _read_cache().get(key)
     if cached is not None:
         return replace(Precision.from_dict(cached), cache_key=key)
-    choice = self_check(dtype, device, ndim, out_channels, shape, fmt)
+    choice = self_check(dtype, device, ndim, out_channels, shape, fmt, faster_only=requested == "auto")
     _write_cache(key, choice.to_dict())
     return replace(choice, cache_key=key)
 
@@ -289,9 +306,10 @@ def remember_fallback(checked: Precision, fallback: Precision) -> None:
 
 
 def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
-               shape: tuple[int, ...], fmt: torch.memory_format) -> Precision:
+               shape: tuple[int, ...], fmt: torch.memory_format, faster_only: bool = False) -> Precision:
     """Run the check (uncached): whole network, then each layer alone, then the network again with
-    the failing layers in fp32."""
+    the failing layers in fp32; with ``faster_only``, a correct reduced precision must also make a
+    step ``MIN_SPEEDUP`` times faster than fp32."""
     t0 = time.perf_counter()
     state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
@@ -302,18 +320,24 @@ def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels
         name = NAMES[dtype]
         whole = check_network(net, x, device, dtype)
         bad = failing_layers(net, x, device, dtype, fmt)
-        if whole is None and not bad:
-            return Precision(dtype, (), f"self-check passed ({time.perf_counter() - t0:.1f} s)")
         if bad and len(bad) < len(_layer_inputs(net, x)):
-            fixed = Precision(dtype, tuple(bad))
-            fixed.apply(net)
-            again = check_network(net, x, device, dtype)
-            if again is None:
-                return Precision(dtype, tuple(bad), f"this machine computes those layers wrongly in {name} "
-                                                    f"(self-check, {time.perf_counter() - t0:.1f} s)")
-            whole = again
-        problem = whole or f"all {len(bad)} convolutions wrong"
-        return Precision(torch.float32, (), f"this machine computes the network wrongly in {name} ({problem})")
+            Precision(dtype, tuple(bad)).apply(net)
+            whole = check_network(net, x, device, dtype)
+        if whole is not None or len(bad) == len(_layer_inputs(net, x)):
+            problem = whole or f"all {len(bad)} convolutions wrong"
+            return Precision(torch.float32, (), f"this machine computes the network wrongly in {name} ({problem})")
+        if faster_only:
+            fp32_s = step_seconds(net, x, contextlib.nullcontext)
+            reduced_s = step_seconds(net, x, lambda: torch.autocast(device.type, dtype=dtype))
+            if reduced_s * MIN_SPEEDUP > fp32_s:
+                return Precision(torch.float32, (), f"{name} computes correctly but is not faster here "
+                                                    f"({1e3 * reduced_s:.0f} vs {1e3 * fp32_s:.0f} ms per step; "
+                                                    f"self-check, {time.perf_counter() - t0:.1f} s)")
+        seconds = time.perf_counter() - t0
+        if bad:
+            return Precision(dtype, tuple(bad), f"this machine computes those layers wrongly in {name} "
+                                                f"(self-check, {seconds:.1f} s)")
+        return Precision(dtype, (), f"self-check passed ({seconds:.1f} s)")
     finally:  # the check leaves the caller's random streams as they were
         torch.set_rng_state(state)
         if cuda_state is not None:

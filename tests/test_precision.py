@@ -65,7 +65,7 @@ def test_self_check_refuses_bf16_when_the_whole_network_stays_wrong(monkeypatch)
 def test_self_check_passes_a_sound_machine_and_is_cached_per_shape(monkeypatch):
     first = P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
     assert first.dtype == torch.bfloat16 and not first.fp32_layers
-    monkeypatch.setattr(P, "self_check", lambda *a: pytest.fail("the cached verdict should be used"))
+    monkeypatch.setattr(P, "self_check", lambda *a, **k: pytest.fail("the cached verdict should be used"))
     assert P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT) == first
     cached = json.loads(P.cache_path().read_text())
     assert any(f"input {'x'.join(map(str, SHAPE))}" in k and P.machine_name(CPU) in k for k in cached)
@@ -183,3 +183,23 @@ def test_la_half_trains_with_the_default_precision_to_finite_losses_and_buffers(
     assert all(torch.isfinite(b).all() for net in t.model.nets for b in net.buffers() if b.is_floating_point())
     runtime = json.loads((tmp_path / "config.json").read_text())["runtime"]
     assert runtime["precision"] in ("fp32", "bf16") and runtime["reason"]
+
+
+@pytest.mark.parametrize("reduced_s, expect", [(0.4, torch.bfloat16), (0.95, torch.float32)])
+def test_auto_keeps_a_reduced_precision_only_when_it_is_faster(monkeypatch, reduced_s, expect):
+    def timed(net, x, ctx_factory, reps=P.SPEED_REPS):
+        return reduced_s if isinstance(ctx_factory(), torch.autocast) else 1.0
+
+    monkeypatch.setattr(P, "step_seconds", timed)
+    choice = P.self_check(torch.bfloat16, CPU, 3, 1, SHAPE, FMT, faster_only=True)
+    assert choice.dtype == expect
+    if expect == torch.float32:
+        assert "not faster here (950 vs 1000 ms per step" in choice.reason
+    asked = P.self_check(torch.bfloat16, CPU, 3, 1, SHAPE, FMT)  # bf16 asked for: correct is enough
+    assert asked.dtype == torch.bfloat16
+
+
+def test_a_real_step_is_timed_in_both_precisions():
+    net = P._prepare(P.build_network(3, 1), CPU, FMT)
+    x = torch.randn(SHAPE).contiguous(memory_format=FMT)
+    assert 0 < P.step_seconds(net, x, lambda: torch.autocast("cpu", dtype=torch.bfloat16), reps=1) < 60
