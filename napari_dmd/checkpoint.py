@@ -30,7 +30,8 @@ class ModelPair:
     ndim: int
     device: torch.device
     normalization: str = NORMALIZATION
-    iteration: int = 0
+    iteration: int = 0  # of the run that trained it (where a resume continues)
+    trained_before: int = 0  # iterations the weights had had before that run (warm starts)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -40,6 +41,11 @@ class ModelPair:
         torch.manual_seed(config.seed)
         nets = tuple(build_network(ndim, out_channels(config.num_classes)).to(device) for _ in range(2))
         return cls(nets, config, ndim, device)  # type: ignore[arg-type]
+
+    @property
+    def model_iterations(self) -> int:
+        """All the iterations the weights have had, across warm starts."""
+        return self.trained_before + self.iteration
 
     @property
     def num_classes(self) -> int:
@@ -61,8 +67,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         for stale in path.parent.glob(f".{path.name}.*"):  # left by a write that was killed (kill -9)
             stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        torch.save(obj, tmp)  # a full disk is a RuntimeError from torch
+        with os.fdopen(fd, "wb") as f:  # a Python file: torch writes it without holding the GIL for long
+            torch.save(obj, f)  # a full disk is a RuntimeError from torch
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
@@ -90,6 +96,7 @@ def save_model(model: ModelPair, path: Path, training_state: dict[str, Any] | No
         "config": model.config.to_dict(),
         "normalization": model.normalization,
         "iteration": model.iteration,
+        "model_iterations": model.model_iterations,
         "nets": [{k: v.cpu() for k, v in net.state_dict().items()} for net in model.nets],
         "training_state": training_state,
     }
@@ -121,6 +128,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "auto") -> tuple[Mo
     except RuntimeError as exc:
         raise CheckpointError(f"{path.name}: the saved weights do not fit the network") from exc
     model.normalization, model.iteration = payload["normalization"], payload["iteration"]
+    model.trained_before = max(0, int(payload.get("model_iterations", model.iteration)) - model.iteration)
     return model, payload.get("training_state")
 
 

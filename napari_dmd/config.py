@@ -80,7 +80,8 @@ class TrainConfig:
     weight_decay: float = setting(1e-4, "SGD weight decay", label="weight decay", minimum=0.0)
     lambda_distill: float = setting(4.0, "weight λ of the distillation loss", label="λ (distillation weight)",
                                     minimum=0.0, flag="--lambda")
-    lambda_rampup: int = setting(0, "ramp λ up over this many iterations (0: constant, as in the paper)",
+    lambda_rampup: int = setting(300, "ramp λ up over the model's first this many iterations (0: constant, as in "
+                                      "the paper; the ramp-up measured better with few labels, see README)",
                                  label="λ ramp-up (iterations)", minimum=0)
     temperature: float = setting(2.0, "temperature T that softens the outputs compared by distillation",
                                  label="T (temperature)")

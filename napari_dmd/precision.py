@@ -271,28 +271,51 @@ def failing_layers(net: nn.Module, x: torch.Tensor, device: torch.device, dtype:
     return bad
 
 
-def choose_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
-                     shape: tuple[int, ...], fmt: torch.memory_format) -> Precision:
-    """The precision to run in: ``requested`` ('auto', 'fp32', 'bf16', 'fp16') as far as this machine
-    computes it correctly for the network at input ``shape`` (batch, 1, *patch)."""
+def _target(requested: str, device: torch.device) -> torch.dtype | Precision:
+    """The reduced dtype to check for ``requested``, or the fp32 precision when there is none to check."""
     if requested == "fp32":
         return Precision(torch.float32, (), "fp32 asked for")
-    if requested == "auto":
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            dtype = torch.bfloat16
-        else:
-            return Precision(torch.float32, (), "this CPU has no native bf16")
-    else:
-        dtype = DTYPES[requested]
+    if requested != "auto":
+        return DTYPES[requested]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return Precision(torch.float32, (), "this CPU has no native bf16")
+
+
+def _verdict_key(requested: str, dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
+                 shape: tuple[int, ...], fmt: torch.memory_format) -> str:
     key = "|".join([machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}",
                     f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch."), NAMES[dtype],
                     "if faster" if requested == "auto" else "asked for"])
-    key = f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def known_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
+                    shape: tuple[int, ...], fmt: torch.memory_format) -> Precision | None:
+    """The precision a run will compute in when it is known without a self-check: fp32 asked for, a CPU
+    without bf16, or this machine's cached verdict (``cache_key`` set); ``None`` when the check must run."""
+    target = _target(requested, device)
+    if isinstance(target, Precision):
+        return target
+    key = _verdict_key(requested, target, device, ndim, out_channels, shape, fmt)
     cached = _read_cache().get(key)
-    if cached is not None:
-        return replace(Precision.from_dict(cached), cache_key=key)
+    try:
+        return None if cached is None else replace(Precision.from_dict(cached), cache_key=key)
+    except (KeyError, TypeError):  # an entry of another version: check again
+        return None
+
+
+def choose_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
+                     shape: tuple[int, ...], fmt: torch.memory_format) -> Precision:
+    """The precision to run in: ``requested`` ('auto', 'fp32', 'bf16', 'fp16') as far as this machine
+    computes it correctly (and, for 'auto', faster) for the network at input ``shape`` (batch, 1, *patch)."""
+    known = known_precision(requested, device, ndim, out_channels, shape, fmt)
+    if known is not None:
+        return known
+    dtype = _target(requested, device)
+    key = _verdict_key(requested, dtype, device, ndim, out_channels, shape, fmt)
     choice = self_check(dtype, device, ndim, out_channels, shape, fmt, faster_only=requested == "auto")
     _write_cache(key, choice.to_dict())
     return replace(choice, cache_key=key)

@@ -159,8 +159,8 @@ class Trainer:
             if state.get("cuda_rng") is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
             self.start = self.model.iteration
-        else:
-            self.model.iteration = 0
+        else:  # a warm start: a new run from the model's weights, which keep their own count
+            self.model.trained_before, self.model.iteration = self.model.model_iterations, 0
         if world.rank > 0:  # its own patches and dropout masks
             self.rng, torch_seed = rank_generators(config.seed, world.rank, self.start)
             torch.manual_seed(torch_seed)
@@ -188,11 +188,13 @@ class Trainer:
         return self.config.lr * self.config.lr_gamma ** (iteration // self.config.lr_step)
 
     def lambda_at(self, iteration: int) -> float:
-        """λ, ramped up as ``exp(-5 (1 - t)²)`` over ``lambda_rampup`` iterations (constant when 0)."""
+        """λ at this run's ``iteration``, ramped up as ``exp(-5 (1 - t)²)`` over the model's first
+        ``lambda_rampup`` iterations (constant when 0): counted over the model's own iterations, so a
+        warm start of a model trained past the ramp keeps the full λ."""
         cfg = self.config
         if cfg.lambda_rampup == 0:
             return cfg.lambda_distill
-        t = min(iteration / cfg.lambda_rampup, 1.0)
+        t = min((self.model.trained_before + iteration) / cfg.lambda_rampup, 1.0)
         return cfg.lambda_distill * float(np.exp(-5.0 * (1.0 - t) ** 2))
 
     @property

@@ -37,13 +37,17 @@ def test_run_reports_every_step_and_checkpoints(tiny_cases, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def test_lambda_is_constant_or_ramped_up(tiny_cases):
+def test_lambda_is_constant_or_ramped_up_over_the_models_iterations(tiny_cases):
     lab = volumes(tiny_cases[:1])
-    assert Trainer(lab, [], config()).lambda_at(0) == 4.0
+    assert Trainer(lab, [], config(lambda_rampup=0)).lambda_at(0) == 4.0
+    assert TrainConfig().lambda_rampup == 300  # the default ramps (README: the loop benchmark)
     ramped = Trainer(lab, [], config(lambda_rampup=100))
     assert ramped.lambda_at(0) == pytest.approx(4.0 * np.exp(-5.0))
     assert ramped.lambda_at(50) == pytest.approx(4.0 * np.exp(-1.25))
     assert ramped.lambda_at(100) == ramped.lambda_at(5000) == 4.0
+    ramped.model.trained_before = 60  # a warm start of a model with 60 iterations continues its ramp
+    assert ramped.lambda_at(0) == pytest.approx(4.0 * np.exp(-5.0 * 0.4 ** 2))
+    assert ramped.lambda_at(40) == 4.0
 
 
 def test_both_networks_learn(tiny_cases):
@@ -95,6 +99,26 @@ def test_warm_start_loads_weights_and_restarts_the_schedule(tiny_cases, tmp_path
     for a, b in zip(weights(first.model), weights(warm.model)):
         assert torch.equal(a, b)
     assert [r.iteration for r in warm.run()] == [1, 2]
+
+
+def test_warm_starts_and_resumes_keep_the_model_iterations_in_the_checkpoint(tiny_cases, tmp_path):
+    lab = volumes(tiny_cases[:2])
+    list(Trainer(lab, [], config(iterations=3), run_dir=tmp_path / "a").run())
+    assert load_model(tmp_path / "a" / CHECKPOINT_NAME).model_iterations == 3
+    warm = Trainer(lab, [], config(iterations=4), run_dir=tmp_path / "b", init=tmp_path / "a" / CHECKPOINT_NAME)
+    for r in warm.run():
+        if r.iteration == 2:
+            warm.stop()
+    saved = load_model(tmp_path / "b" / CHECKPOINT_NAME)
+    assert (saved.iteration, saved.model_iterations) == (2, 5)  # the run's count, the weights' count
+    resumed = Trainer(lab, [], config(iterations=4), run_dir=tmp_path / "b", init=tmp_path / "b" / CHECKPOINT_NAME,
+                      resume=True)
+    assert [r.iteration for r in resumed.run()] == [3, 4]
+    saved = load_model(tmp_path / "b" / CHECKPOINT_NAME)
+    assert (saved.iteration, saved.model_iterations) == (4, 7)
+    again = Trainer(lab, [], config(iterations=1), run_dir=tmp_path / "c", init=tmp_path / "b" / CHECKPOINT_NAME)
+    list(again.run())
+    assert load_model(tmp_path / "c" / CHECKPOINT_NAME).model_iterations == 8
 
 
 def test_warm_start_refuses_a_model_for_other_classes(tiny_cases, tmp_path):

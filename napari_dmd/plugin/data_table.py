@@ -8,6 +8,7 @@ from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView,
 from ..session import Session
 
 NONE = "— none —"
+ROW = 24  # pixels
 
 
 class TrainingTable(QTableWidget):
@@ -22,7 +23,7 @@ class TrainingTable(QTableWidget):
         self.horizontalHeaderItem(3).setToolTip("how many slices of the labels are reviewed (they supervise, "
                                                 "background included) and how many hold a label")
         self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(26)
+        self.verticalHeader().setDefaultSectionSize(ROW)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setWordWrap(False)
@@ -31,7 +32,7 @@ class TrainingTable(QTableWidget):
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.setColumnWidth(2, 150)
-        self.setMinimumHeight(12 * 26 + 30)  # a dozen rows in view
+        self.setMinimumHeight(12 * ROW + 30)  # a dozen rows in view
         self.cellClicked.connect(self._on_clicked)
 
     def show_session(self, session: Session) -> None:

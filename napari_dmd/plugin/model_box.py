@@ -42,7 +42,7 @@ class ModelBox(QGroupBox):
         where = f" · {path}" if path else ""
         self.label.setText("No model yet." if m is None else
                            f"{m.ndim}D model, {m.num_classes} classes ({', '.join(m.class_names)}), "
-                           f"{m.iteration} iterations, on {m.device}{where}")
+                           f"{m.model_iterations} iterations, on {m.device}{where}")
         self.save_button.setEnabled(self.load_button.isEnabled() and m is not None)
 
     def save(self, path: str | Path | None = None) -> Path | None:

@@ -1,4 +1,5 @@
-"""'Label this next': the session's suggestions as a table whose rows jump to their slice, and the merge box."""
+"""'Label this next': the session's suggestions as a table whose rows jump to their slice, the review
+of the slice in view (mark, unmark) and the merge of corrected predictions."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,8 +20,20 @@ from qtpy.QtWidgets import (
 )
 
 from ..ranking import SCORE_HELP, Suggestion
+from ..review import Reviewed
 
-TITLE = "Label this next (unreviewed, most disagreement first)"
+TITLE = "Label this next (unreviewed, least sure first)"
+
+
+def ranges(indices: set[int]) -> str:
+    """'0-4, 9, 12-13' for a set of slice indices."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 class RankingTable(QTableWidget):
@@ -30,7 +43,7 @@ class RankingTable(QTableWidget):
         super().__init__(0, 3)
         self._go = go
         self.suggestions: list[Suggestion] = []
-        self.setHorizontalHeaderLabels(["Disagreement", "Image", "Slice"])
+        self.setHorizontalHeaderLabels(["Unsure", "Image", "Slice"])
         self.horizontalHeaderItem(0).setToolTip(SCORE_HELP)
         self.setToolTip(SCORE_HELP)
         self.verticalHeader().setVisible(False)
@@ -38,7 +51,9 @@ class RankingTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.verticalHeader().setDefaultSectionSize(24)
         self.setMinimumHeight(140)
+        self.setMaximumHeight(26 + 6 * 24)  # six rows: the box stays on the dock's first screen
         self.cellClicked.connect(lambda row, _column: self._go(self.suggestions[row]))
 
     def show_suggestions(self, suggestions: list[Suggestion], ndims: dict[str, int]) -> None:
@@ -58,12 +73,20 @@ LEGEND = ("Disagreement layer: black = the two networks agree; brightest = the m
 
 
 class NextBox(QGroupBox):
-    """'Label this next' with the disagreement legend, and the merge of corrected predictions."""
+    """'Label this next', the review of the slice in view, the disagreement legend and the merge."""
 
-    def __init__(self, go: Callable[[Suggestion], None], merge: Callable[[], None], undo: Callable[[], None]) -> None:
+    def __init__(self, go: Callable[[Suggestion], None], mark: Callable[[bool], None], merge: Callable[[], None],
+                 undo: Callable[[], None]) -> None:
         super().__init__(TITLE)
         self.setToolTip(SCORE_HELP)
         self.ranking = RankingTable(go)
+        self.mark_button, self.unmark_button = QPushButton("Mark slice reviewed"), QPushButton("Unmark")
+        self.mark_button.setToolTip("the current slice of the selected image's labels supervises training, "
+                                    "background included")
+        self.unmark_button.setToolTip("the current slice no longer supervises training")
+        self.mark_button.clicked.connect(lambda: mark(True))
+        self.unmark_button.clicked.connect(lambda: mark(False))
+        self.review_label = QLabel(wordWrap=True)
         self.legend = QLabel(LEGEND, wordWrap=True)
         hint = QLabel("Correct a '… prediction' layer, select it, then merge it into the labels.", wordWrap=True)
         self.merge_scope = QComboBox()
@@ -74,11 +97,22 @@ class NextBox(QGroupBox):
         self.overwrite = QCheckBox("Also replace reviewed labels")
         self.overwrite.setToolTip("Off: merge your strokes on the prediction, and the prediction only where the "
                                   "labels are not reviewed yet. On: the prediction replaces reviewed labels too.")
-        row = QHBoxLayout()
-        for w in (self.merge_scope, self.merge_button, self.undo_button):
-            row.addWidget(w)
         layout = QVBoxLayout(self)
-        for w in (self.ranking, self.legend, hint):
+        layout.addWidget(self.ranking)
+        layout.addLayout(_row(self.mark_button, self.unmark_button))
+        for w in (self.review_label, self.legend, hint):
             layout.addWidget(w)
-        layout.addLayout(row)
+        layout.addLayout(_row(self.merge_scope, self.merge_button, self.undo_button))
         layout.addWidget(self.overwrite)
+
+    def show_review(self, image: str | None, rec: Reviewed | None) -> None:
+        """The review record of the labels of the image in view."""
+        self.review_label.setText("" if rec is None else f"'{image}': " + (
+            "reviewed whole" if rec.whole else f"reviewed slices {ranges(rec.slices) or 'none'}"))
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row

@@ -1,4 +1,6 @@
-"""Result layers shown a layer at a time, only for the images in view (the GUI never stalls for a refresh)."""
+"""Result layers shown a layer at a time, only for the images in view, the canvas drawn in between:
+napari creates a layer on the GUI thread (a few hundred milliseconds on a small CPU), so the
+queue never creates two in one go, and updates an existing layer in place (a few milliseconds)."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,6 +23,7 @@ class ResultQueue(QObject):
         self.viewer, self.session = viewer, session
         self.pending: list[tuple[str, str]] = []
         self.warned: set[str] = set()  # predictions already said to hold unmerged edits
+        self.tops: dict[str, float | None] = {}  # each image's disagreement contrast, from the worker thread
         self._timer = QTimer(self, interval=INTERVAL_MS)
         self._timer.timeout.connect(self.show_next)
 
@@ -34,16 +37,26 @@ class ResultQueue(QObject):
         self._timer.start()
 
     def show_next(self) -> None:
-        """Add or refresh one queued layer; a prediction holding unmerged edits is left alone."""
+        """Add or refresh the first queued layer."""
         if not self.pending:
             self._timer.stop()
             return
-        image, kind = self.pending.pop(0)
+        self._show(*self.pending.pop(0))
+
+    def show_prediction_now(self, image: str) -> None:
+        """Add or refresh the prediction layer of ``image`` now if queued (the disagreement layer follows
+        at the next turn of the event loop, so the viewer never waits for two new layers at once)."""
+        if (image, PREDICTION) in self.pending:
+            self.pending.remove((image, PREDICTION))
+            self._show(image, PREDICTION)
+
+    def _show(self, image: str, kind: str) -> None:
+        """Add or refresh one layer; a prediction holding unmerged edits is left alone."""
         results = self.session.results
         if image not in results.latest or image not in self.session.images:
             return
         if kind != PREDICTION:
-            show_disagreement(self.viewer, image, results.disagreement[image])
+            show_disagreement(self.viewer, image, results.disagreement[image], self.tops.get(image))
             return
         pred = find_layer(self.viewer, prediction_name(image), PREDICTION)
         if edited(pred):

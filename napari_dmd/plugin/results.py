@@ -104,11 +104,12 @@ def show_prediction(viewer: Any, image: str, labels: np.ndarray, class_names: tu
     return pred
 
 
-def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray) -> Any:
-    """Add or refresh the disagreement layer of the image layer named ``image`` (contrast: 0..99.5th percentile)."""
+def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray, top: float | None = None) -> Any:
+    """Add or refresh the disagreement layer of the image layer named ``image``; its contrast is 0..``top``
+    (default: the map's 99.5th percentile, ``contrast_top``)."""
     from napari.layers import Image
 
-    top = contrast_top(disagreement)
+    top = contrast_top(disagreement) if top is None else top
     dis = find_layer(viewer, disagreement_name(image), DISAGREEMENT)
     if dis is not None and dis.data.shape == disagreement.shape:
         dis.data = disagreement

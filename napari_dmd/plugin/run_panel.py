@@ -1,31 +1,26 @@
-"""Start/Stop, the progress bar, the loss curves and the status line: the view of a run's messages."""
+"""Start/Stop, the progress bar and the status line (the loss curves are placed by the dock): the view
+of a run's messages."""
 from __future__ import annotations
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from .curves import LossCurves
-from .worker import Predicting, Started
+from .preview import duration
+from .worker import Finished, Predicting, Started
 
 IDLE, PREPARING, PREDICTING, FAILED = "idle", "preparing…", "predicting %v/%m", "failed"
-
-
-def duration(seconds: float) -> str:
-    """'m:ss' or 'h:mm:ss'."""
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 class RunPanel(QWidget):
     """Shows a run; ``offset`` is added to iterations so a warm start continues the model's count."""
 
-    def __init__(self, start, stop) -> None:
+    def __init__(self, start, stop, curves: LossCurves) -> None:
         super().__init__()
         self.start_button, self.stop_button = QPushButton("Start training"), QPushButton("Stop")
         self.start_button.clicked.connect(lambda: start())
         self.stop_button.clicked.connect(lambda: stop())
         self.progress = QProgressBar(format=IDLE, value=0)
-        self.curves = LossCurves()
+        self.curves = curves
         self.status = QLabel("Paint labels on a few slices of an image (or open labels), then start.", wordWrap=True)
         self.offset = 0
         buttons = QHBoxLayout()
@@ -34,8 +29,8 @@ class RunPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(buttons)
-        for w in (self.progress, self.curves, self.status):
-            layout.addWidget(w)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
 
     def begin(self, steps: int, text: str, fmt: str = PREPARING) -> None:
         """An empty bar of ``steps`` with the format ``fmt``, and ``text`` in the status line."""
@@ -45,6 +40,11 @@ class RunPanel(QWidget):
         self.status.setText(text)
 
     def started(self, msg: Started) -> None:
+        """The run is set up: the curves continue from the model's count (a new model starts them anew)."""
+        self.offset = msg.trained_before
+        if (self.curves.iterations[-1] if self.curves.iterations else 0) != self.offset:
+            self.curves.clear()
+        self.curves.total = self.offset + msg.total
         self.status.setText(f"Training on {msg.device} · patch {'×'.join(map(str, msg.patch))} · {msg.labeled} "
                             f"labeled + {msg.unlabeled} unlabeled image(s) · precision {msg.precision}")
 
@@ -66,6 +66,15 @@ class RunPanel(QWidget):
         self.status.setText(f"{p.device} {p.precision} · {p.its_per_s:.2f} it/s · loss {p.loss:.4f} (supervised "
                             f"{p.sup_loss:.4f}, distillation {p.distill_loss:.4f}) · lr {p.lr:g} · elapsed "
                             f"{duration(p.elapsed)}{skipped}{note}")
+
+    def finished(self, f: Finished, model_iterations: int) -> str:
+        """The run's end in the status line: the model's count, the precision that ran, the speed.
+        Returns the line."""
+        how = "stopped" if f.stopped else "finished"
+        speed = f" · {f.speed.iteration_s:.2f} s/iteration" if f.speed else ""
+        text = f"Training {how} at iteration {model_iterations} · ran in {f.precision}{speed}"
+        self.status.setText(text)
+        return text
 
     def failed(self, message: str) -> None:
         """No stale bar after a failure."""

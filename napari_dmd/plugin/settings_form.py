@@ -1,13 +1,15 @@
 """The dock's settings form, generated from the settings declared in ``config.py`` (magicgui widgets).
 
-Basic settings (and the dock's own run options) are always visible; advanced ones sit in a
-collapsible section. Each widget's tooltip is the setting's help. ``config()`` builds the
-``TrainConfig``, whose ``__post_init__`` is the one place where values are checked.
+Basic settings (and the dock's own run options) come first, advanced ones in a collapsible
+section, then a line saying what Start will do (written by the dock from ``preview.py``). Each
+widget's tooltip is the setting's help. ``config()`` builds the ``TrainConfig``, whose
+``__post_init__`` is the one place where values are checked.
 """
 from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import Field
 from typing import Any
 
@@ -16,25 +18,10 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..config import TrainConfig, declared_settings, label_of
-from ..errors import DataError
+from .preview import parse_patch
 
 INT_MAX = 2**31 - 1
 GPU_REFRESH, CPU_REFRESH, CPU_FIRST_REFRESH, CPU_MINUTES = 500, 100, 50, 10
-
-
-def parse_patch(text: str, ndim: int) -> tuple[int, ...] | None:
-    """'auto' (or empty) -> None; '32, 48, 32' or '32x48x32' -> a tuple of ``ndim`` sizes."""
-    text = text.strip().lower()
-    if text in ("", "auto"):
-        return None
-    try:
-        sizes = tuple(int(v) for v in text.replace("x", ",").replace("×", ",").split(",") if v.strip())
-    except ValueError:
-        raise DataError(f"patch size {text!r}: write 'auto' or {ndim} whole numbers such as "
-                        f"{', '.join(['32'] * ndim)}") from None
-    if len(sizes) != ndim or min(sizes) < 1:
-        raise DataError(f"patch size {text!r}: {ndim} positive sizes are needed for {ndim}D images")
-    return sizes
 
 
 def _float_step(default: float) -> float:
@@ -87,32 +74,29 @@ class SettingsForm(QWidget):
         self.advanced_form = Container(widgets=[*advanced, self.run_folder])
         self.advanced = QCollapsible("Advanced")
         self.advanced.addWidget(self.advanced_form.native)
-        self.device_label = QLabel(wordWrap=True)
-        for name in ("device", "precision"):
-            self.fields[name].changed.connect(self.show_device)
-        self.show_device()
+        self.plan = QLabel(wordWrap=True)
+        self.plan.setToolTip("where Start runs, in which precision, and how long these settings take on this "
+                             "machine (measured by its last run of the same settings)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for w in (self.basic.native, self.advanced, self.device_label):
+        for w in (self.basic.native, self.advanced, self.plan):
             layout.addWidget(w)
 
     def device(self) -> str:
         """The device setting as typed ('auto' when empty)."""
         return self.fields["device"].value.strip() or "auto"
 
-    def show_device(self) -> None:
-        """Say before Start what the device and precision settings resolve to."""
-        from ..runtime import resolve_device
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a setting or run option changes."""
+        for widget in (*self.fields.values(), self.refresh_every, self.first_refresh, self.minutes, self.warm_start):
+            widget.changed.connect(lambda *_: callback())
 
-        try:
-            device = resolve_device(self.device())
-        except DataError as exc:
-            self.device_label.setText(f"Device: {exc}")
-            return
-        precision = self.fields["precision"].value
-        how = " (the fastest this machine computes correctly, checked at Start)" if precision == "auto" else ""
-        self.device_label.setText(f"Runs on {device.type.upper()} · precision {precision}{how}. "
-                                  "Speed and time left show after the first steps.")
+    def summary(self) -> str:
+        """The main settings in a few words (the title of the folded section)."""
+        first = f" (first {self.first_refresh.value})" if self.first_refresh.value else ""
+        limit = f" · ≤ {self.minutes.value} min" if self.minutes.value else ""
+        warm = " · continue" if self.warm_start.value else ""
+        return f"{self.fields['iterations'].value} it. · refresh {self.refresh_every.value}{first}{limit}{warm}"
 
     def __getitem__(self, name: str) -> Widget:
         """The widget of a declared setting or of a run option."""

@@ -17,18 +17,22 @@ import napari.viewer
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QGroupBox, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
+from ..config import TrainConfig
 from ..errors import DataError, DMDError
 from ..ranking import Suggestion
 from ..session import Session
 from ._layers import PREDICTION, source
 from .closing import ClosingHooks
 from .corrections import Corrections
+from .curves import LossCurves
 from .data_panel import DataPanel
 from .data_table import TrainingTable
 from .layer_sync import LayerSync
 from .model_box import ModelBox
+from .preview import Plan, describe_plan, make_plan, record_speed
 from .ranking_view import NextBox
 from .result_queue import ResultQueue
 from .results import find_layer, go_to, prediction_name
@@ -45,6 +49,7 @@ from .worker import (
     Started,
     TrainJob,
     predict_only,
+    preload,
     train_and_predict,
 )
 
@@ -56,6 +61,7 @@ class DMDWidget(QWidget):
         super().__init__(parent)
         import torch
 
+        preload()
         self.viewer = napari_viewer
         self.session = Session()
         self.worker: Runner | None = None
@@ -63,6 +69,8 @@ class DMDWidget(QWidget):
         self.last_finished: Finished | None = None
         self._mode: str | None = None
         self._gone: set[str] = set()  # images said to be gone while their results came
+        self._config: TrainConfig | None = None  # of the last training started
+        self._run_plan: Plan | None = None  # of the last training set up: its speed is recorded under it
         self.results = ResultQueue(napari_viewer, self.session)
         self._build(cpu=not torch.cuda.is_available())
         self._timer = QTimer(self, singleShot=True, interval=100)
@@ -76,29 +84,63 @@ class DMDWidget(QWidget):
         self._update_buttons()
 
     def _build(self, cpu: bool) -> None:
+        """One scrolling column whose first screen holds the data, Start, progress and the ranking:
+        the settings fold away at Start (their summary stays in the title), the curves, the merge
+        and the model follow below."""
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
-        root.addWidget(scroll)
+        self.scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        root.addWidget(self.scroll)
         body = QWidget()
-        scroll.setWidget(body)
+        self.scroll.setWidget(body)
         outer = QVBoxLayout(body)
+        outer.setSpacing(4)
         self.setMinimumWidth(520)
         self.table = TrainingTable(self._on_include, self._on_pair, lambda name: go_to(self.viewer, name, None))
-        self.data = DataPanel(self.table, self.mark_slice)
+        self.data = DataPanel(self.table)
         self.settings = SettingsForm(cpu)
-        self.run = RunPanel(self.start, self.stop)
-        self.next = NextBox(self._go, self.merge_prediction, lambda: self.corrections.undo())
+        self.settings_box = QCollapsible()
+        self.settings_box.addWidget(self.settings)
+        self.settings_box.layout().setContentsMargins(0, 0, 0, 0)
+        self.settings_box.toggleButton().setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.settings_box.expand(animate=False)
+        self.run = RunPanel(self.start, self.stop, LossCurves())
+        self.next = NextBox(self._go, self.mark_slice, self.merge_prediction, lambda: self.corrections.undo())
         self.model_box = ModelBox(self.session, self.settings.device, self.predict,
                                   lambda: setattr(self.settings.warm_start, "value", True))
-        for w in (self.data, self.settings, self.run, self.next, self.model_box):
+        curves = QGroupBox("Loss curves")
+        QVBoxLayout(curves).addWidget(self.run.curves)
+        for w in (self.data, self.settings_box, self.run, self.next, curves, self.model_box):
             outer.addWidget(w)
         outer.addStretch(1)
+        self.settings.on_change(self._schedule)
 
     # ---------------------------------------------------------------- the session's view
     def refresh_view(self) -> None:
-        """Show the session in the training data box."""
-        self.data.show_session(self.session, self._current_image())
+        """Show the session: the training data, the review record in view, what Start will do."""
+        image = self._current_image()
+        self.data.show_session(self.session)
+        self.next.show_review(image, self.session.reviewed_for(image) if image else None)
+        plan, estimate = self._describe_plan()
+        self.settings.plan.setText(plan)
+        self.settings_box.setText(f"Settings: {self.settings.summary()}{estimate}")
+
+    def _plan(self) -> Plan | None:
+        """What a Start with the current data and settings would set up (``DataError`` for bad settings)."""
+        form = self.settings
+        return make_plan(self.session, form.device(), form["precision"].value, str(form["patch_size"].value),
+                         form["labeled_batch"].value + form["unlabeled_batch"].value)
+
+    def _describe_plan(self) -> tuple[str, str]:
+        """Before Start: the device and precision 'auto' resolve to and the measured time estimate, and
+        the estimated total in a few words (' · ≈ 2:00', or '')."""
+        form = self.settings
+        try:
+            plan = self._plan()
+        except DataError as exc:
+            return f"Start cannot run yet: {exc}", ""
+        return describe_plan(plan, self.session, form["iterations"].value,
+                             form.first_refresh.value or form.refresh_every.value, form.minutes.value)
 
     def _schedule(self, *_changed) -> None:
         """Refresh the view shortly (many edits in a row refresh it once)."""
@@ -178,13 +220,11 @@ class DMDWidget(QWidget):
         for note in data.notes:
             (show_info if note.startswith("no unlabeled") else show_warning)(note)
         s.class_names = data.class_names
-        self.run.offset = s.model.iteration if warm else 0
-        if not warm:
-            self.run.curves.clear(config.iterations)
-        self.run.curves.total = self.run.offset + config.iterations
+        self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
         self.run.begin(config.iterations, "Preparing the data and the networks…")
         job = TrainJob(data.frozen(), config, s.run_dir, init, form.refresh_every.value,
                        form.first_refresh.value or None, form.minutes.value or None)
+        self._config, self._run_plan = config, None
         self._launch(train_and_predict, job)
 
     def predict(self) -> None:
@@ -200,6 +240,7 @@ class DMDWidget(QWidget):
             show_warning("no ticked image fits the model: tick the images to predict in the training table")
             return
         s.class_names = s.model.class_names
+        self.run.offset = 0  # a prediction's messages count the model's own iterations
         self.run.begin(len(images), f"Predicting {len(images)} image(s)…")
         self._launch(predict_only, s.model, images)
 
@@ -234,6 +275,7 @@ class DMDWidget(QWidget):
 
     def _on_message(self, msg) -> None:
         if isinstance(msg, Started):
+            self._run_plan = Plan.of_run(self._config, msg.device, msg.patch)
             self.run.started(msg)
         elif isinstance(msg, Predicting):
             self.run.predicting(msg, counting=self._mode == "predict")
@@ -248,6 +290,8 @@ class DMDWidget(QWidget):
             self.run.failed(msg.message)
         else:  # napari_dmd.training.Progress
             self.run.step(msg)
+            if msg.note:  # said once by the engine: a switch to fp32
+                show_warning(msg.note)
 
     def _show(self, r: ImageResult) -> None:
         if self._mode == "predict":
@@ -257,7 +301,8 @@ class DMDWidget(QWidget):
                 self._gone.add(r.name)
                 show_warning(f"image '{r.name}' is no longer in the viewer: its prediction is not shown")
             return
-        self.session.show_result(r.name, r.labels, r.disagreement)
+        self.session.show_result(r.name, r.labels, r.disagreement, r.slice_scores)
+        self.results.tops[r.name] = r.contrast
         if self.viewer.layers[r.name].visible:
             self.results.queue(r.name)
 
@@ -271,7 +316,7 @@ class DMDWidget(QWidget):
             return
         go_to(self.viewer, s.image, s.index)
         self.results.queue(s.image)
-        self.results.flush()
+        self.results.show_prediction_now(s.image)
         pred = find_layer(self.viewer, prediction_name(s.image), PREDICTION)
         if pred is not None:
             self.viewer.layers.selection.active = pred
@@ -282,13 +327,13 @@ class DMDWidget(QWidget):
         if f.checkpoint is not None:
             s.model_path = Path(f.checkpoint)
         if self._mode == "train":
-            s.model.iteration = self.run.offset + f.iteration  # the model's age, across warm starts
             self.settings.warm_start.value = True
-            how = "stopped" if f.stopped else "finished"
-            where = f"; model saved to {s.model_path}" if f.checkpoint else ""
-            self.run.status.setText(f"Training {how} at iteration {s.model.iteration}{where}")
+            text = self.run.finished(f, s.model.model_iterations)
             if not f.aborted:
-                show_info(f"training {how} at iteration {s.model.iteration}{where}")
+                show_info(text + (f" · model saved to {s.model_path}" if f.checkpoint else ""))
+            if f.speed is not None and self._run_plan is not None:
+                record_speed(self._run_plan, f.speed)
+            self.refresh_view()  # the precision verdict and the speed are known now
         else:
             self.run.begin(1, f"Predicted with the model of iteration {f.iteration}", IDLE)
         self.model_box.describe()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 from ..config import TrainConfig
 from ..errors import DMDError
 from .pairing import TrainingSet, build_volumes
+from .preview import Speed
+from .results import contrast_top
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Started:
     unlabeled: int
     start: int
     total: int
+    trained_before: int = 0  # iterations the model had before this run (a warm start)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ImageResult:
     slice_scores: np.ndarray
     volume_score: float
     iteration: int
+    contrast: float | None = None  # the disagreement layer's upper contrast limit (computed here, not on the GUI)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Finished:
     iteration: int
     stopped: bool
     aborted: bool
+    precision: str = ""  # what the run computed in at its end, and why (a fallback to fp32 says so)
+    speed: Speed | None = None  # measured, for the next run's estimate
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,18 @@ def predict_images(model, images: list[tuple[str, np.ndarray]], patch: tuple[int
             pred = predict(model, image, patch_size=patch, batch_size=batch_size, progress=control.check)
         except Aborted:
             return
-        yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration)
+        yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration,
+                          contrast_top(pred.disagreement))
+
+
+def preload() -> None:
+    """Import what a run uses, on the GUI thread while the dock opens. Imported for the first time in
+    the worker's thread, a module's loading holds the interpreter lock for up to a few hundred
+    milliseconds at a time and stalls the viewer (torch's optimisers load ``torch._dynamo``, some
+    800 modules, when the first one is made)."""
+    import torch._dynamo  # noqa: F401
+
+    from .. import inference, training  # noqa: F401
 
 
 def _release() -> None:
@@ -197,11 +215,13 @@ def _release() -> None:
 def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
     """The training thread: train, refresh predictions when due (``TrainJob.refresh_due``) and at the end.
 
-    When it ends, nothing of the run is kept but the model: the trainer (optimizer state,
-    normalised volumes) is dropped and the GPU's cache emptied.
+    It measures its own speed (set-up, training iterations without the predictions, predicted
+    voxels) for the next run's estimate. When it ends, nothing of the run is kept but the model:
+    the trainer (optimizer state, normalised volumes) is dropped and the GPU's cache emptied.
     """
     what = "preparing the training data"
     trainer = None
+    t0 = time.perf_counter()
     try:
         from ..training import Trainer
 
@@ -210,30 +230,38 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         trainer = Trainer(labeled, unlabeled, job.config, run_dir=job.run_dir, init=job.init)
         del labeled, unlabeled
         control.attach(trainer)
+        setup = time.perf_counter() - t0
         yield Started(str(trainer.device), trainer.precision.describe(), tuple(trainer.patch),
-                      len(trainer.sampler.labeled), len(job.data.unlabeled), trainer.start, trainer.config.iterations)
+                      len(trainer.sampler.labeled), len(job.data.unlabeled), trainer.start, trainer.config.iterations,
+                      trainer.model.trained_before)
         what = "training"
-        refreshed, last = -1, trainer.start
+        refreshed, last, progress = -1, trainer.start, None
+        predicting, in_training = [0.0, 0.0], 0.0  # seconds and megavoxels predicted; seconds before the last step
         for progress in trainer.run():
-            last = progress.iteration
+            if progress.iteration != last:  # (the engine repeats its last step with the final checkpoint)
+                last, in_training = progress.iteration, predicting[0]
             yield progress
             if job.minutes is not None and progress.elapsed >= 60 * job.minutes:
                 control.stop()
             if job.refresh_due(last, progress.total) and not control.stopped and last != refreshed:
                 what = "predicting"
-                yield from predict_images(trainer.model, job.data.images, trainer.patch, last, control,
-                                          job.batch_size)
+                yield from _timed(predict_images(trainer.model, job.data.images, trainer.patch, last, control,
+                                                 job.batch_size), job.data.images, predicting)
                 refreshed = last
                 yield Refreshed(last, last == progress.total)
                 what = "training"
         if not control.aborted and refreshed != last:
             what = "predicting"
-            yield from predict_images(trainer.model, job.data.images, trainer.patch, last, control, job.batch_size)
+            yield from _timed(predict_images(trainer.model, job.data.images, trainer.patch, last, control,
+                                             job.batch_size), job.data.images, predicting)
             yield Refreshed(last, True)
-        model, checkpoint = trainer.model, trainer.checkpoint_path
+        speed = None if progress is None or last == trainer.start else Speed(
+            setup, (progress.elapsed - in_training) / (last - trainer.start),
+            predicting[0] / predicting[1] if predicting[1] else None, trainer.precision.name)
+        model, checkpoint, precision = trainer.model, trainer.checkpoint_path, trainer.precision.describe()
         trainer = None
         control.detach()
-        yield Finished(model, checkpoint, last, control.stopped, control.aborted)
+        yield Finished(model, checkpoint, last, control.stopped, control.aborted, precision, speed)
     except Exception as exc:
         yield _failure(exc, what)
     finally:
@@ -243,13 +271,24 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         control.done.set()
 
 
+def _timed(messages: Iterator[object], images: list[tuple[str, np.ndarray]], spent: list[float]) -> Iterator[object]:
+    """Pass on a prediction's messages, adding its seconds and megavoxels to ``spent`` (once complete)."""
+    t0, done = time.perf_counter(), 0
+    for msg in messages:
+        done += isinstance(msg, ImageResult)
+        yield msg
+    if done == len(images):
+        spent[0] += time.perf_counter() - t0
+        spent[1] += sum(np.size(image) for _, image in images) / 1e6
+
+
 def predict_only(model, images: list[tuple[str, np.ndarray]], control: Control,
                  batch_size: int = 4) -> Iterator[object]:
     """The prediction thread for a loaded model: one ``ImageResult`` per image, then ``Refreshed``."""
     try:
-        yield from predict_images(model, images, None, model.iteration, control, batch_size)
-        yield Refreshed(model.iteration, True)
-        yield Finished(model, None, model.iteration, control.stopped, control.aborted)
+        yield from predict_images(model, images, None, model.model_iterations, control, batch_size)
+        yield Refreshed(model.model_iterations, True)
+        yield Finished(model, None, model.model_iterations, control.stopped, control.aborted)
     except Exception as exc:
         yield _failure(exc, "predicting")
     finally:

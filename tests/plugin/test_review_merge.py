@@ -36,11 +36,11 @@ def test_the_reviewed_record_follows_painting_and_marking_and_survives_save_and_
     assert rec.slices == {3}
     viewer.layers.selection.active = labels
     go_to_slice(viewer, 9, scale=1.0)
-    widget.data.mark_button.click()  # slice 9 holds nothing: reviewed as background
-    assert rec.slices == {3, 9} and "reviewed slices 3, 9" in widget.data.review_label.text()
+    widget.next.mark_button.click()  # slice 9 holds nothing: reviewed as background
+    assert rec.slices == {3, 9} and "reviewed slices 3, 9" in widget.next.review_label.text()
     go_to_slice(viewer, 3, scale=1.0)
-    widget.data.unmark_button.click()
-    widget.data.mark_button.click()
+    widget.next.unmark_button.click()
+    widget.next.mark_button.click()
     assert rec.slices == {3, 9}
 
     path = tmp_path / "case0_labels.nii.gz"
@@ -127,12 +127,13 @@ def test_the_ranking_lists_only_unreviewed_slabs_spread_and_explained(dock):
     assert rows and all(image == "case1" for image, _ in rows)  # case0's labels are reviewed whole
     slices = [i for _, i in rows]
     assert all(abs(a - b) >= 5 for k, a in enumerate(slices) for b in slices[k + 1:])  # one entry per slab
-    assert widget.next.ranking.horizontalHeaderItem(0).toolTip() == SCORE_HELP and "0 = they agree" in SCORE_HELP
+    assert widget.next.ranking.horizontalHeaderItem(0).toolTip() == SCORE_HELP
+    assert "0 = sure of every voxel" in SCORE_HELP
     go_to_slice(viewer, 15)
     viewer.layers.selection.active = viewer.layers["case0 labels"]
-    widget.data.unmark_button.click()
+    widget.next.unmark_button.click()
     first = (widget.next.ranking.item(0, 1).text(), widget.next.ranking.item(0, 2).text())
-    assert first == ("case0", "15")  # the unreviewed slice of most disagreement comes first
+    assert first == ("case0", "15")  # the unreviewed slice of highest score comes first
 
 
 def test_result_layers_show_the_disagreement_and_never_hide_the_labels(dock):
@@ -186,4 +187,15 @@ def test_the_settings_form_is_built_from_the_declared_settings(dock):
     cfg = form.config(3, ("background", "a", "b"), 3)
     assert (cfg.lambda_distill, cfg.lambda_rampup, cfg.temperature, cfg.lr_step) == (2.5, 40, 1.93, 7)
     assert cfg.foreground_fraction == 0.33 and cfg.patch_size == (16, 32, 32) and cfg.device == "cpu"
-    assert "Runs on CPU" in widget.settings.device_label.text()  # the device is resolved before Start
+    assert "Start runs on CPU" in widget.settings.plan.text()  # the device is resolved before Start
+
+
+def test_a_ranked_row_of_a_hidden_image_adds_its_layers_one_event_loop_turn_apart(dock, qtbot):
+    viewer, widget = dock
+    viewer.layers["case1"].visible = False
+    inject(widget, "case1", np.zeros(SHAPE, np.uint8))
+    assert "case1 prediction" not in viewer.layers  # hidden images get no layers
+    widget.next.ranking.cellClicked.emit(0, 0)
+    assert viewer.layers.selection.active.name == "case1 prediction"
+    assert "case1 disagreement" not in viewer.layers  # not in the same turn as the prediction layer
+    qtbot.waitUntil(lambda: "case1 disagreement" in viewer.layers, timeout=2000)

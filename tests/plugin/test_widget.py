@@ -70,12 +70,28 @@ def test_stop_ends_training_early_and_keeps_a_checkpoint(dock, qtbot):
     assert "case0 prediction" in viewer.layers  # final predictions after Stop
 
 
-def test_event_loop_keeps_running_during_training(dock, qtbot, capsys):
-    """The longest gap between 5 ms timer ticks while training runs (printed; README figure)."""
+def test_event_loop_keeps_running_during_training(dock, qtbot, capsys, monkeypatch):
+    """The longest gap between 5 ms timer ticks while training runs (printed; README figure). The result
+    layers are made once, a layer per event-loop turn, and updated in place at the next refresh; the
+    disagreement's contrast is computed in the worker thread."""
+    import threading
+
     from qtpy.QtCore import QTimer
 
+    from napari_dmd.plugin import results, worker
+
+    on_gui, percentile = [], results.contrast_top
+
+    def contrast_top(d):
+        on_gui.append(threading.current_thread() is threading.main_thread())
+        return percentile(d)
+
+    monkeypatch.setattr(worker, "contrast_top", contrast_top)
+    monkeypatch.setattr(results, "contrast_top", contrast_top)
     viewer, widget = dock
     fast_settings(widget, widget.settings.run_folder.value, iterations=4, refresh_every=2)
+    added = []
+    viewer.layers.events.inserted.connect(lambda e: added.append(e.value.name))
     ticks = []
     timer = QTimer()
     timer.setInterval(5)
@@ -88,9 +104,11 @@ def test_event_loop_keeps_running_during_training(dock, qtbot, capsys):
     with capsys.disabled():
         print(f"\nlongest event-loop stall during training: {gaps.max() * 1000:.0f} ms over {len(ticks)} "
               f"ticks of a 5 ms timer (99th percentile {np.percentile(gaps, 99) * 1000:.0f} ms, "
-              f"mean {gaps.mean() * 1000:.1f} ms)")
+              f"mean {gaps.mean() * 1000:.1f} ms, {int((gaps > 0.1).sum())} gaps over 100 ms)")
     assert len(ticks) > 20
     assert gaps.max() < 2.0
+    assert sorted(added) == ["case0 disagreement", "case0 prediction", "case1 disagreement", "case1 prediction"]
+    assert len(on_gui) == 4 and not any(on_gui)  # 2 refreshes × 2 images, none on the GUI thread
 
 
 def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_path, notes):
@@ -116,7 +134,10 @@ def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_pa
     assert widget.session.model_path == tmp_path / "run2" / "model.pt" and widget.session.model_path.is_file()
 
 
-def test_curves_and_the_iteration_count_continue_across_warm_starts(dock, qtbot, tmp_path):
+def test_the_model_iteration_count_and_curves_continue_across_warm_starts_save_and_reopen(
+        dock, qtbot, tmp_path, make_napari_viewer):
+    from napari_dmd.checkpoint import load_model
+
     viewer, widget = dock
     widget.start()
     wait_done(qtbot, widget)
@@ -124,8 +145,25 @@ def test_curves_and_the_iteration_count_continue_across_warm_starts(dock, qtbot,
     widget.start()  # the same run folder: a new one is made, the first model stays
     wait_done(qtbot, widget)
     assert widget.session.model_path != first and first.is_file()
-    assert widget.session.model.iteration == 4 and "4 iterations" in widget.model_box.label.text()
+    assert widget.session.model.model_iterations == 4 and "4 iterations" in widget.model_box.label.text()
     assert widget.run.curves.iterations[-1] == 4 and widget.run.curves.iterations[0] == 1
+    assert "at iteration 4" in widget.run.status.text()
+    saved = widget.model_box.save(tmp_path / "mine.pt")
+    assert load_model(saved).model_iterations == 4  # the file knows, not only the dock
+
+    reopened = make_napari_viewer()  # a new session: only the file carries the count
+    img, lab = cube_case(0)
+    reopened.add_image(img, name="case0")
+    reopened.add_labels(lab, name="case0 labels")
+    _, again = reopened.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    fast_settings(again, tmp_path / "run3")
+    assert again.model_box.load(saved) and "4 iterations" in again.model_box.label.text()
+    again.start()  # continues from the loaded model
+    wait_done(qtbot, again)
+    assert "6 iterations" in again.model_box.label.text()
+    assert again.run.curves.iterations == [5, 6]
+    assert load_model(tmp_path / "run3" / "model.pt").model_iterations == 6
+    again.shutdown()
 
 
 def test_a_failure_leaves_no_stale_progress_bar(dock, qtbot, notes):
@@ -238,10 +276,99 @@ def test_2d_image_trains_with_the_2d_unet(make_napari_viewer, qtbot, tmp_path, n
 
 def test_parse_patch():
     from napari_dmd.errors import DataError
-    from napari_dmd.plugin.settings_form import parse_patch
+    from napari_dmd.plugin.preview import parse_patch
 
     assert parse_patch(" auto ", 3) is None and parse_patch("", 2) is None
     assert parse_patch("32, 48,32", 3) == (32, 48, 32) and parse_patch("64x64", 2) == (64, 64)
     for bad in ("32,32", "a,b,c", "0,16,16"):
         with pytest.raises(DataError, match="patch size"):
             parse_patch(bad, 3)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """The precision verdicts and measured speeds of this test only."""
+    monkeypatch.setenv("NAPARI_DMD_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_precision_that_ran_is_said_after_the_run_and_before_the_next(dock, qtbot, monkeypatch, own_cache,
+                                                                         notes):
+    import torch
+
+    from napari_dmd import precision as P
+    from napari_dmd.plugin.preview import display_name
+
+    from faults import NaNFault
+
+    viewer, widget = dock
+    widget.settings.set(precision="auto")
+    widget.refresh_view()
+    plan = widget.settings.plan.text()
+    assert f"Start runs on CPU ({display_name(torch.device('cpu'))})" in plan
+    assert "checked at Start" in plan or "no native bf16" in plan  # what 'auto' resolves to here
+    widget.settings.set(precision="bf16", iterations=5)
+    widget.refresh_view()
+    assert "precision bf16: bf16 if this machine computes it correctly, else fp32 (checked at Start)" in \
+        widget.settings.plan.text()
+    # a verdict cached by the engine for this machine and run shape is shown before Start
+    monkeypatch.setattr(P, "self_check", lambda dtype, *a: P.Precision(dtype, (), "self-check passed (seeded)"))
+    P.choose_precision("bf16", torch.device("cpu"), 3, 1, (2, 1, 16, 32, 32), torch.channels_last_3d)
+    widget.refresh_view()
+    assert "precision bf16: self-check passed (seeded) (this machine's cached verdict)" in widget.settings.plan.text()
+
+    NaNFault(monkeypatch)  # the bf16 fault the check missed: the run falls back to fp32 at run time
+    widget.start()
+    wait_done(qtbot, widget)
+    status = widget.run.status.text()
+    assert "ran in fp32: " in status and "continued in fp32 from iteration 3" in status, status
+    assert "precision auto" not in status and "bf16: self-check passed" not in status
+    assert len([m for s, m in notes if "warning" in s and "switched to fp32 at iteration 3" in m]) == 1
+    assert "precision fp32: 3 bf16 steps gave a non-finite" in widget.settings.plan.text()  # the next run's verdict
+
+
+def test_the_time_estimate_before_start_is_the_measured_speed_of_these_settings(dock, qtbot, own_cache):
+    import json
+
+    from napari_dmd.plugin.preview import duration
+
+    viewer, widget = dock
+    widget.refresh_view()
+    assert "Time: unknown until the first iterations" in widget.settings.plan.text()
+    widget.start()
+    wait_done(qtbot, widget)
+    (speed,) = json.loads((own_cache / "speed.json").read_text()).values()
+    assert speed["iteration_s"] > 0 and speed["predict_mvoxel_s"] > 0 and speed["precision"] == "fp32"
+    widget.settings.set(iterations=1000, first_refresh=50)
+    qtbot.waitUntil(lambda: "1000 iterations" in widget.settings.plan.text(), timeout=2000)  # follows the form
+    plan, total = widget.settings.plan.text(), duration(speed["setup_s"] + 1000 * speed["iteration_s"])
+    assert f"1000 iterations ≈ {total}" in plan
+    assert "(iteration 50)" in plan and f"{speed['iteration_s']:.2f} s/iteration in fp32" in plan
+    title = widget.settings_box.text()  # what the folded settings still say
+    assert title.startswith("Settings: 1000 it.") and title.endswith(f"≈ {total}")
+    widget.settings.set(patch_size=(16, 16, 16))  # another run shape: nothing measured for it
+    qtbot.waitUntil(lambda: "unknown until the first iterations" in widget.settings.plan.text(), timeout=2000)
+
+
+def test_the_ranking_is_on_the_first_screen_of_the_dock_once_results_exist(make_napari_viewer, qtbot, tmp_path):
+    """On a 1280×800 window with the sample's 12 images, no scrolling is needed to see 'label this next'."""
+    from qtpy.QtCore import QPoint
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1280, 800)
+    viewer.open_sample("napari-dmd", "hippocampus")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    fast_settings(widget, tmp_path / "run", iterations=1)
+    widget.start()
+    wait_done(qtbot, widget)
+    qtbot.wait(50)  # the layout settles
+    assert viewer.window._qt_window.height() == 800
+    ranking, scroll = widget.next.ranking, widget.scroll
+    assert ranking.rowCount() > 0 and scroll.verticalScrollBar().value() == 0
+    top, height = ranking.mapTo(scroll.viewport(), QPoint(0, 0)).y(), scroll.viewport().height()
+    assert 0 <= top and top + ranking.height() <= height, (top, ranking.height(), height)
+    assert not widget.settings_box.isExpanded() and "Settings: 1 it." in widget.settings_box.text()
+    table = widget.table
+    assert table.rowCount() == 12 and table.viewport().height() >= 12 * table.rowHeight(0)  # every image in view
+    assert table.mapTo(scroll.viewport(), QPoint(0, 0)).y() >= 0
+    widget.shutdown()

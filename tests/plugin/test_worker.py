@@ -102,3 +102,24 @@ def test_time_limit_and_an_early_first_refresh(tmp_path):
     msgs = list(train_and_predict(j, Control()))
     assert msgs[-1].stopped and msgs[-1].iteration == 1
     assert [m.iteration for m in msgs if isinstance(m, Refreshed)] == [1]
+
+
+def test_the_measured_speed_leaves_the_predictions_out(tmp_path, monkeypatch):
+    import time
+
+    from napari_dmd import inference
+    from napari_dmd.training import Progress
+
+    predict = inference.predict
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict", slow)
+    msgs = list(train_and_predict(job(tmp_path), Control()))  # 2 iterations, a refresh after each
+    speed, last = msgs[-1].speed, [m for m in msgs if isinstance(m, Progress)][-1]
+    assert speed.precision == "fp32" and speed.setup_s > 0
+    # the refresh after iteration 1 (2 images, ≥ 0.5 s each) is in the engine's elapsed time, not in the speed
+    assert speed.iteration_s <= last.elapsed / 2 - 0.45
+    assert speed.predict_mvoxel_s * 2 * cube_case(0)[0].size / 1e6 >= 1.0
