@@ -35,17 +35,18 @@ curves at about the same round); each round is merged into ``benchmarks/results/
 ends (atomically), and a re-run continues every loop from its last recorded round when its settings are
 unchanged (``--runs`` keeps the last checkpoint of each loop).
 
-Defaults (``DEFAULTS``): 2 seeds, pool 8, K 5, 8 rounds, stride half the patch (the dock's default),
-precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabeled; hippocampus patch 16x32x32, 150 start
-iterations + 40 per round, the first 10 of the 39 test cases; la_half patch 32x64x64, 300 start + 50 per
-round, the first 5 of the 20 test cases. ``--minutes`` stops starting rounds after a time; ``--threads 1``
-is steadier than two threads on a CPU shared with other jobs.
+Defaults (``DEFAULTS``): 2 seeds, strategies ranking, random and even (the other rankings with
+``--strategies``), dmd-rampup with random reviews only, pool 8, K 5, 8 rounds, stride half the patch (the
+dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabeled; hippocampus patch
+16x32x32, 150 start iterations + 40 per round, the first 10 of the 39 test cases; la_half patch 32x64x64,
+300 start + 50 per round, the first 5 of the 20 test cases. ``--minutes`` stops starting rounds after a
+time; ``--threads 1`` is steadier than two threads on a CPU shared with other jobs.
 
-Measured on the 2-core development CPU shared with other jobs (bf16, one thread), hippocampus: a start
-training 57-74 s; a round of one DMD loop (review + 40 iterations + refresh of the 8 pool volumes) 20-30 s
-at load 2-4 and 55-65 s at load 7-9, the supervised pair's a little less; scoring 10 test volumes 3-10 s.
-la_half (measured per step, not as a loop): 2.5 s per DMD iteration and 2.2 s per predicted volume at load
-5, so a round of 50 iterations + refresh of 8 volumes takes about 2.5 minutes.
+Measured on the 2-core development CPU (bf16): a la_half round (review + 50 iterations + refresh of the 8
+pool volumes) 56-63 s, scoring 5 test volumes 3 s, the start training 300 iterations (about 1 s each on a
+quiet machine, ``benchmarks/speed.py``);
+a hippocampus round 20-30 s at load 2-4 (55-65 s at load 7-9), its start training 57-74 s. On one H200
+with 12-16 loop processes sharing it, rounds took 7-12 s.
 
     python benchmarks/loop.py --data hippocampus --seeds 0 1
     python benchmarks/loop.py --data la_half --seeds 0 1
