@@ -336,4 +336,4 @@ def test_label_next_leaves_out_what_the_labels_cover(data, model, capsys):
     picks = list(csv.DictReader((data / "p" / "label_next.csv").open()))
     assert picks and {r["case"] for r in picks} == {"case1.nii.gz", "case2.nii.gz"}  # case0 is labeled whole
     assert all(int(r["slice"]) >= 8 for r in picks if r["case"] == "case1.nii.gz")
-    assert "label next:" in out and "mean disagreement" in out
+    assert "label next:" in out and "how unsure network A" in out

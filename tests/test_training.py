@@ -26,7 +26,7 @@ def weights(model):
 
 
 def test_run_reports_every_step_and_checkpoints(tiny_cases, tmp_path):
-    t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(), run_dir=tmp_path)
+    t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(lambda_rampup=0), run_dir=tmp_path)
     reports = list(t.run())
     assert [r.iteration for r in reports] == [1, 2, 3, 4]
     assert [r.checkpoint is not None for r in reports] == [False, True, False, True]

@@ -312,7 +312,7 @@ def test_the_precision_that_ran_is_said_after_the_run_and_before_the_next(dock, 
     assert "precision bf16: bf16 if this machine computes it correctly, else fp32 (checked at Start)" in \
         widget.settings.plan.text()
     # a verdict cached by the engine for this machine and run shape is shown before Start
-    monkeypatch.setattr(P, "self_check", lambda dtype, *a: P.Precision(dtype, (), "self-check passed (seeded)"))
+    monkeypatch.setattr(P, "self_check", lambda dtype, *a, **k: P.Precision(dtype, (), "self-check passed (seeded)"))
     P.choose_precision("bf16", torch.device("cpu"), 3, 1, (2, 1, 16, 32, 32), torch.channels_last_3d)
     widget.refresh_view()
     assert "precision bf16: self-check passed (seeded) (this machine's cached verdict)" in widget.settings.plan.text()
