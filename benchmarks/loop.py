@@ -7,11 +7,11 @@ each round:
 
 1. review: the clinician reviews ``--slices`` (K) more slices of the pool (axis 0), their labels copied
    from the ground truth, all-background slices included, chosen by a strategy:
-   - ``ranking``: the dock's "label this next" list (``napari_dmd.ranking.suggest`` over the pool's
-     disagreement maps, slab 5: the code the dock runs);
-   - ``ranking-structure``, ``ranking-peak``, ``ranking-entropy``: the same list with another per-slice
-     score (``napari_dmd.ranking.slice_scores``): the disagreement near the predicted structure, its 99th
-     percentile per slice, or network A's entropy (one network's doubt, no partner);
+   - ``ranking-entropy``: the dock's "label this next" list (``napari_dmd.ranking.suggest``, slab 5, over
+     the per-slice score ``ranking.MEASURE``: network A's entropy; the code the dock runs);
+   - ``ranking``, ``ranking-structure``, ``ranking-peak``: the same list over another per-slice score
+     (``napari_dmd.ranking.slice_scores``): the pair's mean disagreement (the dock's score before these
+     measurements), the disagreement near the predicted structure, or its 99th percentile per slice;
    - ``random``: unreviewed slices of the pool, drawn at random;
    - ``even``: K evenly spaced slices of a random pool volume not reviewed yet (how people label by hand);
 2. train: training resumes warm from the last model (``Trainer(init=...)``, as the dock's retraining) for
@@ -35,8 +35,8 @@ curves at about the same round); each round is merged into ``benchmarks/results/
 ends (atomically), and a re-run continues every loop from its last recorded round when its settings are
 unchanged (``--runs`` keeps the last checkpoint of each loop).
 
-Defaults (``DEFAULTS``): 2 seeds, strategies ranking, random and even (the other rankings with
-``--strategies``), dmd-rampup with random reviews only, pool 8, K 5, 8 rounds, stride half the patch (the
+Defaults (``DEFAULTS``): 2 seeds, strategies ranking-entropy (the dock's), random and even (the other
+rankings with ``--strategies``), dmd-rampup with random reviews only, pool 8, K 5, 8 rounds, stride half the patch (the
 dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabeled; hippocampus patch
 16x32x32, 150 start iterations + 40 per round, the first 10 of the 39 test cases; la_half patch 32x64x64,
 300 start + 50 per round, the first 5 of the 20 test cases. ``--minutes`` stops starting rounds after a
@@ -73,7 +73,7 @@ from napari_dmd.inference import predict
 from napari_dmd.io import read_image, write_text
 from napari_dmd.metrics import evaluate_case, summarize
 from napari_dmd.precision import machine_name
-from napari_dmd.ranking import MEASURES, slice_scores, suggest
+from napari_dmd.ranking import MEASURE, MEASURES, slice_scores, suggest
 from napari_dmd.review import Reviewed
 from napari_dmd.runtime import resolve_device
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
@@ -495,7 +495,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", choices=sorted(DEFAULTS), default="hippocampus")
     ap.add_argument("--root", type=Path, help="data folder (default ../shared/data/<data>)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["ranking", "random", "even"])
+    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=[f"ranking-{MEASURE}", "random", "even"])
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="the first one chooses the reviews, the others train on the same ones")
     ap.add_argument("--rounds", type=int, default=8)
