@@ -242,7 +242,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
         _write_csv(args.out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
         write_image(target, largest_components(pred.labels) if args.largest_component else pred.labels, geometry)
         write_image(output_path(args.out / "disagreement", path), pred.disagreement, geometry)
-        # one value per slice stands for the slice: the ranking's slice means are the same, at no memory cost
         slice_scores[target.name] = pred.slice_scores
         if case_name(path) in labels:
             reviewed[target.name] = reviewed_of(labels[case_name(path)], image.shape)

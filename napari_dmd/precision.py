@@ -104,8 +104,10 @@ def reset_fp32_layers(net: nn.Module) -> None:
             del module.forward, module._napari_dmd_fp32
 
 
+@functools.lru_cache(maxsize=8)
 def machine_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model (with its bf16/AMX flags, which decide its bf16 kernels)."""
+    """The GPU's name, or the CPU model (with its bf16/AMX flags, which decide its bf16 kernels); read once
+    per device (the dock asks at every refresh of its view)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model, flags = platform.processor() or platform.machine(), ""
@@ -343,10 +345,11 @@ def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels
         name = NAMES[dtype]
         whole = check_network(net, x, device, dtype)
         bad = failing_layers(net, x, device, dtype, fmt)
-        if bad and len(bad) < len(_layer_inputs(net, x)):
+        every_layer = len(bad) == len(_layer_inputs(net, x))
+        if bad and not every_layer:
             Precision(dtype, tuple(bad)).apply(net)
             whole = check_network(net, x, device, dtype)
-        if whole is not None or len(bad) == len(_layer_inputs(net, x)):
+        if whole is not None or every_layer:
             problem = whole or f"all {len(bad)} convolutions wrong"
             return Precision(torch.float32, (), f"this machine computes the network wrongly in {name} ({problem})")
         if faster_only:

@@ -100,8 +100,8 @@ def image_suggestions(name: str, scores: np.ndarray, reviewed: Reviewed | None =
     """The image's unreviewed slabs, best first, at least ``slab`` slices apart (one entry per slab);
     ``scores`` holds one value per slice along ``axis`` (one value for a 2D image)."""
     per_slice = np.asarray(scores, dtype=np.float64).ravel()
-    free = _unreviewed(reviewed, len(per_slice))
     n, half = len(per_slice), max(0, slab // 2)
+    free = _unreviewed(reviewed, n)
     lo, hi = np.maximum(np.arange(n) - half, 0), np.minimum(np.arange(n) + half + 1, n)  # each slab, cut at the ends
     sums = np.concatenate([[0.0], np.cumsum(np.where(free, per_slice, 0.0))])
     counts = np.concatenate([[0], np.cumsum(free)])
@@ -119,7 +119,7 @@ def suggest(scores: Mapping[str, np.ndarray], reviewed: Mapping[str, Reviewed | 
             count: int = 10, slab: int = 5, axis: int = 0) -> list[Suggestion]:
     """Up to ``count`` unreviewed slabs, spread across images, from each image's per-slice ``scores``.
 
-    Every image's best slab comes first (most disagreement first), then every image's second
+    Every image's best slab comes first (highest score first), then every image's second
     best, and so on: one image cannot fill the list with neighbouring slices.
     """
     per_image = [image_suggestions(name, v, reviewed.get(name), slab, axis) for name, v in scores.items()]

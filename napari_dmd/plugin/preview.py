@@ -8,7 +8,6 @@ plan of the same shape reads it back. No Qt here.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ class Plan:
 
     def _parts(self) -> list[str]:
         shape = (self.batch, 1, *self.patch)
-        return [machine(self.device), f"torch {torch.__version__}", f"{self.ndim}D",
+        return [machine_name(self.device), f"torch {torch.__version__}", f"{self.ndim}D",
                 f"out {out_channels(self.num_classes)}", f"input {'x'.join(map(str, shape))}",
                 str(memory_format(self.ndim)).removeprefix("torch.")]
 
@@ -112,15 +111,9 @@ def make_plan(session: Session, device: str, precision: str, patch: str, batch: 
     return Plan(resolve_device(device), ndim, classes, tuple(size), batch, precision)
 
 
-@functools.lru_cache(maxsize=8)
-def machine(device: torch.device) -> str:
-    """The GPU's name or the CPU model (read once)."""
-    return machine_name(device)
-
-
 def display_name(device: torch.device) -> str:
     """The machine's name for people (the CPU flags left out)."""
-    return machine(device).split(" [")[0]
+    return machine_name(device).split(" [")[0]
 
 
 def _read(name: str) -> dict:
