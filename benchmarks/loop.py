@@ -14,6 +14,8 @@ each round:
      measurements), the disagreement near the predicted structure, or its 99th percentile per slice;
    - ``random``: unreviewed slices of the pool, drawn at random;
    - ``even``: K evenly spaced slices of a random pool volume not reviewed yet (how people label by hand);
+   - ``even-entropy``: K evenly spaced slices of the pool volume not reviewed yet whose unreviewed slices have
+     the highest mean score (``ranking.MEASURE``): the ranking's choice of volume, ``even``'s spread in it;
 2. train: training resumes warm from the last model (``Trainer(init=...)``, as the dock's retraining) for
    ``--iterations`` (R); each reviewed volume is a labeled volume whose mask is its reviewed slices
    (``Reviewed.mask()``), the unreviewed pool volumes are the unlabeled data;
@@ -81,7 +83,8 @@ from napari_dmd.training import CHECKPOINT_NAME, Trainer
 from protocol import SHARED
 
 RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "mean"}}  # strategy: its measure
-STRATEGIES = (*RANKINGS, "random", "even")
+SCORED = {**RANKINGS, f"even-{MEASURE}": MEASURE}  # the strategies that read per-slice scores, and their measure
+STRATEGIES = (*SCORED, "random", "even")
 METHODS = ("dmd", "dmd-rampup", "supervised")
 SLAB = 5  # the dock's slab of "label this next"
 AXIS = 0
@@ -161,8 +164,8 @@ def load_setup(data: str, root: Path, pool: int, test: int) -> Setup:
 
 def choose(strategy: str, count: int, shapes: Mapping[str, Sequence[int]], reviewed: Mapping[str, Reviewed],
            rng: np.random.Generator, scores: Mapping[str, np.ndarray] | None = None) -> list[tuple[str, int]]:
-    """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy`` (a ranking takes the
-    per-slice ``scores`` of its measure along ``AXIS``)."""
+    """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy`` (a scored strategy takes
+    the per-slice ``scores`` of its measure along ``AXIS``)."""
     if strategy in RANKINGS:
         return [(s.image, s.index) for s in suggest(scores or {}, reviewed, count=count, slab=SLAB, axis=AXIS)]
     free = {n: [i for i in range(shapes[n][AXIS]) if not reviewed[n].is_reviewed(i)] for n in sorted(shapes)}
@@ -170,10 +173,14 @@ def choose(strategy: str, count: int, shapes: Mapping[str, Sequence[int]], revie
         pairs = [(n, i) for n, idx in free.items() for i in idx]
         picks = rng.choice(len(pairs), size=min(count, len(pairs)), replace=False)
         return [pairs[k] for k in sorted(int(k) for k in picks)]
-    if strategy != "even":
+    if strategy not in ("even", f"even-{MEASURE}"):
         raise ValueError(f"unknown strategy {strategy!r}")
     names = list(free)
-    order = [names[k] for k in rng.permutation(len(names))]
+    if strategy == "even":
+        order = [names[k] for k in rng.permutation(len(names))]
+    else:  # the most uncertain volume first: mean score of its unreviewed slices
+        mean = {n: float(np.mean(np.asarray(scores[n])[free[n]])) if free[n] else -np.inf for n in names}
+        order = sorted(names, key=lambda n: -mean[n])
     order = [n for n in order if not reviewed[n].slices] + [n for n in order if reviewed[n].slices]
     out: list[tuple[str, int]] = []
     for n in order:
@@ -227,7 +234,7 @@ def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...], strategy: st
     out = {}
     for c in setup.pool:
         pred = predict(model, c.image, patch, batch_size=8)
-        out[c.name] = slice_scores(pred.disagreement, pred.probabilities, RANKINGS[strategy], AXIS)
+        out[c.name] = slice_scores(pred.disagreement, pred.probabilities, SCORED[strategy], AXIS)
     return out
 
 
@@ -286,7 +293,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     """One round of ``loop``: review K slices (or those the driver reviewed), train R iterations warm, refresh."""
     r = len(loop.rounds)
     refresh_s = 0.0
-    ranks = driver is None and loop.strategy in RANKINGS
+    ranks = driver is None and loop.strategy in SCORED
     if ranks and loop.scores is None:  # after the start, or continued
         t0 = time.perf_counter()
         loop.scores = refresh(load_model(loop.checkpoint), setup, opts.patch, loop.strategy)
@@ -459,7 +466,7 @@ def plot(sets: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green", "ranking-structure": "tab:orange",
-              "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown",
+              "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown", f"even-{MEASURE}": "tab:olive",
               "dmd": "tab:red", "dmd-rampup": "tab:orange", "supervised": "tab:gray"}
     styles = {"random": "-", "ranking-entropy": "--", "ranking": ":", "even": "-."}
     fig, axes = plt.subplots(2, len(sets), figsize=(6.5 * len(sets), 9), squeeze=False)

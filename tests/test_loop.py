@@ -54,6 +54,14 @@ def test_blind_strategies_pick_distinct_unreviewed_slices(strategy):
         assert [i for _, i in picks] == [1, 3, 6, 8] and {n for n, _ in picks} == {"b"}
 
 
+def test_even_entropy_spreads_slices_over_the_most_uncertain_unreviewed_volume():
+    shapes = {"a": (10, 4, 4), "b": (10, 4, 4), "c": (10, 4, 4)}
+    reviewed = {"a": Reviewed(shapes["a"], slices={0}), "b": Reviewed(shapes["b"]), "c": Reviewed(shapes["c"])}
+    scores = {"a": np.full(10, 9.0), "b": np.full(10, 1.0), "c": np.full(10, 2.0)}  # a: most uncertain, but begun
+    picks = loop.choose(f"even-{loop.MEASURE}", 4, shapes, reviewed, np.random.default_rng(0), scores)
+    assert picks == [("c", 1), ("c", 3), ("c", 6), ("c", 8)]
+
+
 def test_one_tiny_loop_records_rounds_and_reuses_them(setup, tmp_path, monkeypatch, one_thread):
     out = tmp_path / "loop_synthetic.json"
     args = ["--rounds", "2", "--slices", "3", "--iterations", "1", "--start-iterations", "1", "--seeds", "0",

@@ -1,8 +1,11 @@
 """Result layers shown a layer at a time, only for the images in view, the canvas drawn in between:
 napari creates a layer on the GUI thread (a few hundred milliseconds on a small CPU), so the
-queue never creates two in one go, and updates an existing layer in place (a few milliseconds)."""
+queue never creates two in one go, and updates an existing layer in place (a few milliseconds).
+napari selects a layer it inserts: the queue gives the user's selection back, so a refresh during
+training never moves the user's brush onto a result layer."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from napari.utils.notifications import show_warning
@@ -10,7 +13,7 @@ from qtpy.QtCore import QObject, QTimer
 
 from ..session import Session
 from ._layers import PREDICTION
-from .results import edited, find_layer, prediction_name, show_disagreement, show_prediction
+from .results import edited, find_layer, prediction_name, restore_selection, show_disagreement, show_prediction
 
 INTERVAL_MS = 30  # between two layers: the canvas is drawn in between
 
@@ -24,6 +27,7 @@ class ResultQueue(QObject):
         self.pending: list[tuple[str, str]] = []
         self.warned: set[str] = set()  # predictions already said to hold unmerged edits
         self.tops: dict[str, float | None] = {}  # each image's disagreement contrast, from the worker thread
+        self._reselect: tuple[list, Any] | None = None  # the user's selection, and the result layer napari chose
         self._timer = QTimer(self, interval=INTERVAL_MS)
         self._timer.timeout.connect(self.show_next)
 
@@ -51,25 +55,46 @@ class ResultQueue(QObject):
             self._show(image, PREDICTION)
 
     def _show(self, image: str, kind: str) -> None:
-        """Add or refresh one layer; a prediction holding unmerged edits is left alone."""
+        """Add or refresh one layer. napari selects a layer it inserts; the user's selection comes back at the
+        next turn of the event loop (``reselect``), so the viewer never waits for both at once."""
+        layers = self.viewer.layers
+        selected, before = list(layers.selection), set(layers)
+        layer = self._add_or_refresh(image, kind)
+        if layer is not None and layer not in before:
+            self._reselect = (self._reselect[0] if self._reselect else selected, layer)
+            QTimer.singleShot(0, self.reselect)
+
+    def reselect(self) -> None:
+        """Give the user back the layers selected before the last new result layers (unless they chose since)."""
+        if self._reselect is not None:
+            restore_selection(self.viewer, *self._reselect)
+            self._reselect = None
+
+    def select(self, layer: Any) -> None:
+        """Make ``layer`` the active layer (a choice of the user's, which no pending ``reselect`` undoes)."""
+        self._reselect = None
+        self.viewer.layers.selection.active = layer
+
+    def _add_or_refresh(self, image: str, kind: str) -> Any:
+        """Add or refresh one layer and return it; a prediction holding unmerged edits is left alone."""
         results = self.session.results
         if image not in results.latest or image not in self.session.images:
-            return
+            return None
         if kind != PREDICTION:
-            show_disagreement(self.viewer, image, results.disagreement[image], self.tops.get(image))
-            return
+            return show_disagreement(self.viewer, image, results.disagreement[image], self.tops.get(image))
         pred = find_layer(self.viewer, prediction_name(image), PREDICTION)
         if edited(pred):
             if image not in self.warned:
                 self.warned.add(image)
                 show_warning(f"'{pred.name}' holds unmerged corrections, so it is not refreshed: merge them or "
                              "delete the layer to see the new prediction")
-            return
+            return None
         results.proposals[image] = results.latest[image].copy()  # the user's strokes start from it
-        show_prediction(self.viewer, image, results.latest[image].copy(), self.session.class_names)
+        return show_prediction(self.viewer, image, results.latest[image].copy(), self.session.class_names)
 
     def flush(self) -> None:
         """Show every queued layer now (before a merge, a jump to a slice, a test's check)."""
         while self.pending:
             self.show_next()
         self._timer.stop()
+        self.reselect()

@@ -79,6 +79,21 @@ def _insert(viewer: Any, layer: Any, image_layer: Any, above: int = 1) -> Any:
     return layer
 
 
+def restore_selection(viewer: Any, selected: list, inserted: Any) -> None:
+    """Select the layers of ``selected`` again (those still in the viewer) if the selection is still only
+    ``inserted``: napari makes a layer it inserts the only selected one, and a refresh during training must
+    not move the user's next brush stroke onto a result layer."""
+    layers = viewer.layers
+    if set(layers.selection) != {inserted}:
+        return  # the user chose a layer since
+    keep = [la for la in selected if la in layers]
+    if len(keep) == 1:
+        layers.selection.active = keep[0]
+        return
+    layers.selection.clear()
+    layers.selection.update(keep)
+
+
 def show_prediction(viewer: Any, image: str, labels: np.ndarray, class_names: tuple[str, ...] = ()) -> Any:
     """Add or refresh the prediction layer of the image layer named ``image``.
 

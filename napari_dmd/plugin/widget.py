@@ -319,7 +319,7 @@ class DMDWidget(QWidget):
         self.results.show_prediction_now(s.image)
         pred = find_layer(self.viewer, prediction_name(s.image), PREDICTION)
         if pred is not None:
-            self.viewer.layers.selection.active = pred
+            self.results.select(pred)
 
     def _on_finished(self, f: Finished) -> None:
         s = self.session

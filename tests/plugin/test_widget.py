@@ -25,6 +25,7 @@ def test_training_produces_results_without_touching_user_labels(dock, qtbot, not
     viewer, widget = dock
     before = viewer.layers["case0 labels"].data.copy()
     n_layers = len(viewer.layers)
+    viewer.layers.selection.active = viewer.layers["case0 labels"]  # the user paints while it trains
     widget.start()
     assert widget.worker is not None and widget.run.stop_button.isEnabled()
     wait_done(qtbot, widget)
@@ -42,6 +43,8 @@ def test_training_produces_results_without_touching_user_labels(dock, qtbot, not
         assert 0 <= dis.data.min() and dis.data.max() <= 1 and dis.blending == "additive"
     assert len(viewer.layers) == n_layers + 4
     np.testing.assert_array_equal(viewer.layers["case0 labels"].data, before)
+    # the new result layers leave the user's brush on their labels (given back at the next event-loop turn)
+    qtbot.waitUntil(lambda: getattr(viewer.layers.selection.active, "name", None) == "case0 labels", timeout=2000)
     assert widget.run.progress.value() == 2 and "ETA" in widget.run.progress.format()
     assert len(widget.run.curves.iterations) >= 2
     assert widget.settings.warm_start.value and widget.model_box.save_button.isEnabled()
