@@ -220,13 +220,13 @@ def method_config(base: TrainConfig, method: str, iterations: int, seed: int, ra
 
 
 def train(labeled: list[Volume], unlabeled: list[Volume], cfg: TrainConfig, run_dir: Path,
-          init: Path | None) -> tuple[ModelPair, float]:
-    """One training run (warm from ``init`` when given); the trained pair and its seconds."""
+          init: Path | None) -> tuple[ModelPair, float, str]:
+    """One training run (warm from ``init`` when given); the trained pair, its seconds and the precision it ran."""
     t0 = time.perf_counter()
     trainer = Trainer(labeled, unlabeled, cfg, run_dir=run_dir, init=init)
     for _ in trainer.run():
         pass
-    return trainer.model, time.perf_counter() - t0
+    return trainer.model, time.perf_counter() - t0, trainer.precision.describe()
 
 
 def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...], strategy: str) -> dict[str, np.ndarray]:
@@ -273,10 +273,10 @@ def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: a
     if done and (folder / CHECKPOINT_NAME).exists():
         return folder / CHECKPOINT_NAME, done["round"]
     print(f"{setup.name} {method} seed {seed}: start training, {cfg.iterations} iterations", flush=True)
-    model, seconds = train(*volumes(setup, {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool}, method),
-                           cfg, folder, None)
+    model, seconds, precision = train(
+        *volumes(setup, {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool}, method), cfg, folder, None)
     t0 = time.perf_counter()
-    record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup, opts.patch),
+    record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup, opts.patch), "precision": precision,
               "seconds": {"review": 0.0, "train": seconds, "refresh": 0.0}}
     record["seconds"]["evaluate"] = time.perf_counter() - t0
     save_entry(opts.out, key, {"method": method, "seed": seed, "settings": settings, "round": record})
@@ -314,7 +314,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     review_s = time.perf_counter() - t0
     cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r, 0)
     run_dir = loop.folder / f"round_{r:02d}"
-    model, train_s = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
+    model, train_s, precision = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
     if ranks:
         t0 = time.perf_counter()
         loop.scores = refresh(model, setup, opts.patch, loop.strategy)
@@ -322,7 +322,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     t0 = time.perf_counter()
     metrics = score(model, setup, opts.patch)
     record = {"round": r, "slices_reviewed": loop.rounds[-1]["slices_reviewed"] + len(new),
-              "new": [[n, int(i)] for n, i in new], **metrics,
+              "new": [[n, int(i)] for n, i in new], **metrics, "precision": precision,
               "seconds": {"review": review_s, "train": train_s, "refresh": refresh_s,
                           "evaluate": time.perf_counter() - t0}}
     loop.rounds.append(record)

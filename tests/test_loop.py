@@ -78,6 +78,7 @@ def test_one_tiny_loop_records_rounds_and_reuses_them(setup, tmp_path, monkeypat
     assert len(picked) == len(set(picked)) == 6  # never chosen twice
     for r in rounds:
         assert 0 <= r["dice"] <= 1 and {"review", "train", "refresh", "evaluate"} <= set(r["seconds"])
+        assert r["precision"].startswith("fp32")  # the precision that ran, as asked
         assert [m["class"] for m in r["per_class"]] == [1]
     assert rounds[1]["seconds"]["refresh"] > 0  # the ranking's disagreement maps of the pool
     # the supervised pair trains on the same reviews and predicts no pool

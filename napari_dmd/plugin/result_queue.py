@@ -5,7 +5,6 @@ napari selects a layer it inserts: the queue gives the user's selection back, so
 training never moves the user's brush onto a result layer."""
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from napari.utils.notifications import show_warning
