@@ -26,8 +26,9 @@ After every round network A is scored on the test volumes (the first ``--test`` 
 Dice, 95HD and ASD in voxels, mean over the foreground classes. Methods:
 
 - ``dmd``: λ = 4 throughout (the paper);
-- ``dmd-rampup``: λ ramped up over the first ``--rampup`` iterations of the start training (default: half of
-  it), constant in the warm rounds (the networks then already fit the labels);
+- ``dmd-rampup``: λ ramped up over the model's first ``--rampup`` iterations, counted over its own iterations as
+  in the dock (default: half of the start training, so the warm rounds run at full λ; a longer ramp goes on
+  into the rounds);
 - ``supervised``: the same pair with λ = 0 on the labeled data only (no unlabeled batch).
 
 The first method given (``dmd`` by default) chooses the reviews of each strategy and seed (the ranking
@@ -312,7 +313,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
             raise AssertionError(f"{loop.key}: slice {index} of {name} reviewed twice")
         loop.reviewed[name].mark(index)
     review_s = time.perf_counter() - t0
-    cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r, 0)
+    cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r, opts.rampup)
     run_dir = loop.folder / f"round_{r:02d}"
     model, train_s, precision = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
     if ranks:
@@ -509,7 +510,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--slices", type=int, default=5, help="slices reviewed per round (K)")
     ap.add_argument("--iterations", type=int, help="training iterations per round (R)")
     ap.add_argument("--start-iterations", type=int, help="iterations of the start training")
-    ap.add_argument("--rampup", type=int, help="dmd-rampup: λ ramp over this many start iterations (default half)")
+    ap.add_argument("--rampup", type=int, help="dmd-rampup: λ ramp over the model's first N iterations")
     ap.add_argument("--pool", type=int, default=8, help="unlabeled training volumes loaded")
     ap.add_argument("--test", type=int, help="test volumes scored (the first of the test split)")
     ap.add_argument("--patch", type=int, nargs=3)
