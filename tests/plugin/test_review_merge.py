@@ -199,3 +199,19 @@ def test_a_ranked_row_of_a_hidden_image_adds_its_layers_one_event_loop_turn_apar
     assert viewer.layers.selection.active.name == "case1 prediction"
     assert "case1 disagreement" not in viewer.layers  # not in the same turn as the prediction layer
     qtbot.waitUntil(lambda: "case1 disagreement" in viewer.layers, timeout=2000)
+
+
+def test_new_result_layers_leave_the_users_selection_alone(dock, qtbot):
+    viewer, widget = dock
+    mine = viewer.layers["case0 labels"]
+    viewer.layers.selection.active = mine  # the user paints
+    inject(widget, "case0", np.zeros(SHAPE, np.uint8))  # two new layers: napari selects each
+    assert viewer.layers.selection.active is mine
+    d = np.zeros(SHAPE, np.float32)
+    widget._show(ImageResult("case1", np.zeros(SHAPE, np.uint8), d, slice_means(d), 0.0, 1))
+    widget.results.show_next()
+    assert viewer.layers.selection.active is viewer.layers["case1 prediction"]  # napari's choice, for a moment
+    viewer.layers.selection.active = viewer.layers["case1"]  # the user clicks a layer before it is given back
+    qtbot.waitUntil(lambda: "case1 disagreement" in viewer.layers, timeout=5000)
+    qtbot.wait(50)
+    assert viewer.layers.selection.active is viewer.layers["case1"]  # the user's own choice stays
