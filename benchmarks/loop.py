@@ -45,11 +45,9 @@ dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabele
 300 start + 50 per round, the first 5 of the 20 test cases. ``--minutes`` stops starting rounds after a
 time; ``--threads 1`` is steadier than two threads on a CPU shared with other jobs.
 
-Measured on the 2-core development CPU (bf16): a la_half round (review + 50 iterations + refresh of the 8
-pool volumes) 56-63 s, scoring 5 test volumes 3 s, the start training 300 iterations (about 1 s each on a
-quiet machine, ``benchmarks/speed.py``);
-a hippocampus round 20-30 s at load 2-4 (55-65 s at load 7-9), its start training 57-74 s. On one H200
-with 12-16 loop processes sharing it, rounds took 7-12 s.
+Measured on the 2-core development CPU (bf16), the defaults end to end: la_half 100 minutes (start trainings
+190-322 s, a round 20-53 s, scoring 3-4 s), hippocampus 15 minutes a seed (start trainings 36-45 s, a round
+9-13 s on average). On one H200 with 12-18 loop processes sharing it, rounds took 6-13 s.
 
     python benchmarks/loop.py --data hippocampus --seeds 0 1
     python benchmarks/loop.py --data la_half --seeds 0 1
