@@ -286,10 +286,17 @@ def _target(requested: str, device: torch.device) -> torch.dtype | Precision:
     return Precision(torch.float32, (), "this CPU has no native bf16")
 
 
+def run_key(device: torch.device, ndim: int, out_channels: int, shape: tuple[int, ...],
+            fmt: torch.memory_format) -> list[str]:
+    """What a measurement of a run depends on: the machine, torch, the network and its input (keys of the
+    verdict cache here and of the dock's measured speeds)."""
+    return [machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}",
+            f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch.")]
+
+
 def _verdict_key(requested: str, dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
                  shape: tuple[int, ...], fmt: torch.memory_format) -> str:
-    key = "|".join([machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}",
-                    f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch."), NAMES[dtype],
+    key = "|".join([*run_key(device, ndim, out_channels, shape, fmt), NAMES[dtype],
                     "if faster" if requested == "auto" else "asked for"])
     return f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 

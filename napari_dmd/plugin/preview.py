@@ -19,7 +19,7 @@ from ..data import choose_patch_size
 from ..errors import DataError, DMDError
 from ..heads import out_channels
 from ..io import write_text
-from ..precision import Precision, cache_path, known_precision, machine_name
+from ..precision import Precision, cache_path, known_precision, machine_name, run_key
 from ..runtime import memory_format, resolve_device
 from ..session import Session
 from .pairing import LayerInfo, image_problem
@@ -62,15 +62,11 @@ class Plan:
         return cls(torch.device(device), len(patch), config.num_classes, tuple(patch),
                    config.labeled_batch + config.unlabeled_batch, config.precision)
 
-    def _parts(self) -> list[str]:
-        shape = (self.batch, 1, *self.patch)
-        return [machine_name(self.device), f"torch {torch.__version__}", f"{self.ndim}D",
-                f"out {out_channels(self.num_classes)}", f"input {'x'.join(map(str, shape))}",
-                str(memory_format(self.ndim)).removeprefix("torch.")]
-
     def speed_key(self) -> str:
         """Where this plan's measured speed is kept: machine, network, run shape, precision asked for."""
-        return "|".join([*self._parts(), self.precision])
+        shape = (self.batch, 1, *self.patch)
+        parts = run_key(self.device, self.ndim, out_channels(self.num_classes), shape, memory_format(self.ndim))
+        return "|".join([*parts, self.precision])
 
 
 def parse_patch(text: str, ndim: int) -> tuple[int, ...] | None:
