@@ -11,19 +11,86 @@ from .networks import DIVISOR
 NORMALIZATION = "percentile-0.5-99.5-zscore"
 
 
-def normalize_intensity(image: np.ndarray) -> np.ndarray:
-    """Clip to the 0.5–99.5 percentiles, then zero mean and unit variance, as float32.
+SUBSAMPLE = 1_000_000  # voxels a float image's statistics are computed from (a fixed random subsample)
+HISTOGRAM_BINS = 1 << 24  # integer images spanning at most this many values get exact statistics from a histogram
 
-    Works for any dtype and range (uint8 MRI, float with maxima of 1e6); a constant image
-    becomes all zeros.
-    """
-    x = np.asarray(image, dtype=np.float32)
-    if not np.isfinite(x).all():
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = np.percentile(x, [0.5, 99.5])
-    x = np.clip(x, lo, hi)
-    std = float(x.std())
-    return ((x - x.mean()) / std if std > 0 else np.zeros_like(x)).astype(np.float32)
+
+@dataclass(frozen=True)
+class IntensityStats:
+    """How an image is normalised: clip to its 0.5–99.5 percentiles ``lo``..``hi``, then subtract ``mean`` and
+    divide by ``std`` (the clipped image's). Computed once per image, applied to any block of it (a patch, a
+    window), so no normalised copy of a whole volume is ever needed."""
+
+    lo: float
+    hi: float
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> IntensityStats:
+        """Exactly from a histogram for integer (and boolean) images; from every finite voxel of a float image
+        up to ``SUBSAMPLE`` voxels, from a fixed random subsample of that many beyond. Non-finite voxels are left
+        out; an image with no finite voxel gets statistics that map it to zeros."""
+        image = np.asarray(image)
+        if image.dtype == bool:
+            image = image.view(np.uint8)
+        if np.issubdtype(image.dtype, np.integer) and image.size:
+            low, high = int(image.min()), int(image.max())
+            if high - low < HISTOGRAM_BINS:
+                counts = np.bincount((image.reshape(-1) - low).astype(np.intp, copy=False) if low else
+                                     image.reshape(-1).astype(np.intp, copy=False), minlength=high - low + 1)
+                return cls._from_histogram(np.arange(low, high + 1, dtype=np.float64), counts)
+        flat = image.reshape(-1)
+        if flat.size > SUBSAMPLE:
+            flat = flat[np.sort(np.random.default_rng(0).choice(flat.size, SUBSAMPLE, replace=False))]
+        x = flat.astype(np.float64)
+        x = x[np.isfinite(x)]
+        if not x.size:
+            return cls(0.0, 0.0, 0.0, 0.0)
+        lo, hi = np.percentile(x, [0.5, 99.5])
+        x = np.clip(x, lo, hi)
+        return cls(float(lo), float(hi), float(x.mean()), float(x.std()))
+
+    @classmethod
+    def _from_histogram(cls, values: np.ndarray, counts: np.ndarray) -> IntensityStats:
+        """Percentiles as ``np.percentile`` computes them (linear between ranks), clipped mean and std."""
+        keep = counts > 0
+        values, counts = values[keep], counts[keep]
+        cumulative = np.cumsum(counts)
+        n = int(cumulative[-1])
+
+        def at_rank(k: int) -> float:
+            return float(values[np.searchsorted(cumulative, k, side="right")])
+
+        def percentile(q: float) -> float:
+            pos = q / 100 * (n - 1)
+            k = int(np.floor(pos))
+            a, b = at_rank(k), at_rank(min(k + 1, n - 1))
+            return a + (b - a) * (pos - k)
+
+        lo, hi = percentile(0.5), percentile(99.5)
+        clipped = np.clip(values, lo, hi)
+        mean = float((clipped * counts).sum() / n)
+        return cls(lo, hi, mean, float(np.sqrt((counts * (clipped - mean) ** 2).sum() / n)))
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        """``block`` (any part of the image) normalised, as a new float32 array (zeros for a constant image)."""
+        x = np.array(block, dtype=np.float32)
+        if not np.isfinite(x).all():
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if self.std <= 0:
+            x[...] = 0.0
+            return x
+        np.clip(x, self.lo, self.hi, out=x)
+        x -= self.mean
+        x /= self.std
+        return x
+
+
+def normalize_intensity(image: np.ndarray) -> np.ndarray:
+    """The whole image normalised as float32 (``IntensityStats``): for small images and tests; large ones are
+    normalised block by block."""
+    return IntensityStats.of(image).apply(image)
 
 
 def label_dtype(top: int) -> np.dtype:
