@@ -1,6 +1,7 @@
 """Precision the machine computes correctly: the self-check, the per-step guard, the fp32 fallback,
-clean checkpoints. The bf16 fault of some CPUs is injected (tests/faults.py), so these tests hold on
-any machine."""
+clean checkpoints. The machine's own reduced-precision convolutions are replaced by sound ones and the bf16
+fault of some CPUs is injected (tests/faults.py), so these tests hold on any machine; the tests marked
+``own_kernels`` run the machine's kernels and assert only what holds on every machine."""
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from napari_dmd.errors import CheckpointError, DataError, DMDError
 from napari_dmd.inference import predict
 from napari_dmd.training import CHECKPOINT_NAME, LOG_NAME, Trainer
 
-from faults import NaNFault
+from faults import NaNFault, sound_reduced_precision
 from synthetic import SHARED_DATA
 
 CPU = torch.device("cpu")
@@ -29,6 +30,13 @@ BOTTLENECK = ("enc.4.0", "enc.4.3", "enc.4.6")
 def own_cache(tmp_path, monkeypatch):
     """Each test checks afresh: a verdict cached by another test (with another fault) must not leak in."""
     monkeypatch.setenv("NAPARI_DMD_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def sound_machine(request, monkeypatch):
+    """Sound reduced-precision convolutions, whatever this CPU computes, unless the test is marked ``own_kernels``."""
+    if request.node.get_closest_marker("own_kernels") is None:
+        sound_reduced_precision(monkeypatch)
 
 
 def volumes(cases, labeled=True):
@@ -154,8 +162,10 @@ def test_inference_recomputes_non_finite_windows_in_fp32(tiny_cases, monkeypatch
     predict(model, tiny_cases[1][0], (16, 16, 16))  # bf16 passes the self-check; the fault comes later
     fault = NaNFault(monkeypatch)
     pred = predict(model, tiny_cases[1][0], (16, 16, 16))
-    assert fault.hits > 0 and np.isfinite(pred.probabilities).all()
-    assert np.allclose(pred.probabilities, reference.probabilities, atol=1e-4)
+    assert fault.hits > 0 and np.isfinite(pred.disagreement).all() and np.isfinite(pred.slice_scores).all()
+    assert np.allclose(pred.disagreement, reference.disagreement, atol=1e-3)  # float16
+    assert np.allclose(pred.slice_scores, reference.slice_scores, atol=1e-4)
+    assert (pred.labels == reference.labels).mean() > 0.999
 
 
 def test_empty_labels_supervise_as_long_as_some_image_shows_the_structure(tiny_cases):
@@ -167,6 +177,7 @@ def test_empty_labels_supervise_as_long_as_some_image_shows_the_structure(tiny_c
 
 
 @pytest.mark.realdata
+@pytest.mark.own_kernels
 def test_la_half_trains_with_the_default_precision_to_finite_losses_and_buffers(tmp_path):
     from napari_dmd.io import read_image
 
@@ -199,6 +210,7 @@ def test_auto_keeps_a_reduced_precision_only_when_it_is_faster(monkeypatch, redu
     assert asked.dtype == torch.bfloat16
 
 
+@pytest.mark.own_kernels
 def test_a_real_step_is_timed_in_both_precisions():
     net = P._prepare(P.build_network(3, 1), CPU, FMT)
     x = torch.randn(SHAPE).contiguous(memory_format=FMT)
