@@ -25,21 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from datasets import LA_HALF
+
 RUNS = {"1 process x (2+2)": [], "2 processes x (1+1)": ["-m", "torch.distributed.run", "--standalone",
                                                           "--nproc_per_node", "2"]}
 
 
 def folders(data: Path, work: Path, labeled: int) -> tuple[Path, Path]:
     """Links to the training images (test.list left out) and to the labels of the first ``labeled`` ids."""
-    ids = (data / "train.list").read_text().split()
+    split = LA_HALF.split(data, labeled)
     images, labels = work / "images", work / "labels"
-    for folder, chosen, source in ((images, ids, "imagesTr"), (labels, ids[:labeled], "labelsTr")):
+    for folder, chosen in ((images, [p for p, _ in split.labeled] + split.unlabeled),
+                           (labels, [q for _, q in split.labeled])):
         folder.mkdir(parents=True, exist_ok=True)
-        for i in chosen:
-            link = folder / f"{i}.nii.gz"
+        for path in chosen:
+            link = folder / path.name
             if not link.exists():
-                link.symlink_to((data / source / f"{i}.nii.gz").resolve())
+                link.symlink_to(path.resolve())
     return images, labels
 
 
@@ -76,8 +78,8 @@ def table(rows: list[dict], names: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=SHARED / "la_half")
-    ap.add_argument("--labeled", type=int, default=8)
+    ap.add_argument("--data", type=Path, default=LA_HALF.root)
+    ap.add_argument("--labeled", type=int, default=LA_HALF.labeled)
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--block", type=int, default=20, help="iterations per row of the table")
@@ -94,9 +96,10 @@ def main() -> None:
         if (dirs[name] / "model.pt").exists():
             raise SystemExit(f"{dirs[name]} holds a run: remove it to run again, or use --report")
         cmd = [sys.executable, *launcher, "-m", "napari_dmd", "train", "--images", str(images), "--labels",
-               str(labels), "--out", str(dirs[name]), "--iterations", str(args.iterations), "--patch", "32", "64",
-               "64", "--labeled-batch", "2", "--unlabeled-batch", "2", "--precision", "fp32", "--seed",
-               str(args.seed), "--checkpoint-every", str(args.iterations), "--lambda-rampup", "0"]  # as measured
+               str(labels), "--out", str(dirs[name]), "--iterations", str(args.iterations), "--patch",
+               *map(str, LA_HALF.patch), "--labeled-batch", "2", "--unlabeled-batch", "2", "--precision", "fp32",
+               "--seed", str(args.seed), "--checkpoint-every", str(args.iterations),
+               "--lambda-rampup", str(LA_HALF.settings["lambda_rampup"])]  # as measured
         print(f"{name}: {' '.join(cmd)}", flush=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
@@ -112,7 +115,8 @@ def main() -> None:
     rows = blocks(curves, args.block)
     result = {
         "protocol": {"data": "la_half", "labeled": args.labeled, "unlabeled": "the other ids of train.list",
-                     "iterations": args.iterations, "patch": [32, 64, 64], "global_batch": "2 labeled + 2 unlabeled",
+                     "iterations": args.iterations, "patch": list(LA_HALF.patch),
+                     "global_batch": "2 labeled + 2 unlabeled",
                      "precision": "fp32", "seed": args.seed, "machine": f"{platform.processor() or platform.machine()}"
                      f", {os.cpu_count()} CPUs"},
         "seconds": {name: (c["seconds"][-1] if c["seconds"] else None) for name, c in curves.items()},

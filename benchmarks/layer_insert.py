@@ -25,7 +25,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_dmd.plugin.demo import open_demo
-    from napari_dmd.plugin.results import focus, restore_selection, show_disagreement, show_prediction
+    from napari_dmd.plugin.result_layers import focus, restore_selection, show_disagreement, show_prediction
 
     viewer = open_demo()
     viewer.window.resize(1280, 800)

@@ -68,24 +68,23 @@ import numpy as np
 import torch
 
 from napari_dmd.checkpoint import ModelPair, load_model
-from napari_dmd.config import PRECISIONS, TrainConfig, model_settings
+from napari_dmd.config import PRECISIONS, RANKING_SLAB, TrainConfig, model_settings
 from napari_dmd.data import Volume
 from napari_dmd.inference import predict
 from napari_dmd.io import read_image, write_text
 from napari_dmd.metrics import evaluate_case, summarize
 from napari_dmd.precision import machine_name
-from napari_dmd.ranking import MEASURE, MEASURES, slice_scores, suggest
+from napari_dmd.ranking import MEASURE, MEASURES, suggest
 from napari_dmd.review import Reviewed
 from napari_dmd.runtime import resolve_device
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
-from protocol import SHARED
+from datasets import DATASETS
 
 RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "mean"}}  # strategy: its measure
 SCORED = {**RANKINGS, f"even-{MEASURE}": MEASURE}  # the strategies that read per-slice scores, and their measure
 STRATEGIES = (*SCORED, "random", "even")
 METHODS = ("dmd", "dmd-rampup", "supervised")
-SLAB = 5  # the dock's slab of "label this next"
 AXIS = 0
 DEFAULTS = {
     "hippocampus": {"patch": (16, 32, 32), "start_iterations": 150, "iterations": 40, "test": 10},
@@ -144,20 +143,11 @@ def read_case(image_path: Path, label_path: Path) -> Case:
 
 
 def load_setup(data: str, root: Path, pool: int, test: int) -> Setup:
-    """The fixed split of the data set's benchmark: start = the first training volume, pool = the next
-    ``pool`` ones, test = the first ``test`` of the test split."""
-    if data == "hippocampus":
-        names = sorted(p.name for p in (root / "images").iterdir())
-        pairs = [(root / "images" / n, root / "labels" / n) for n in names]
-        train = [p for k, p in enumerate(pairs) if k % 5 != 4]
-        tests = [p for k, p in enumerate(pairs) if k % 5 == 4]
-        class_names = ("background", "anterior", "posterior")
-    else:
-        pair = lambda i: (root / "imagesTr" / f"{i}.nii.gz", root / "labelsTr" / f"{i}.nii.gz")  # noqa: E731
-        train = [pair(i) for i in (root / "train.list").read_text().split()]
-        tests = [pair(i) for i in (root / "test.list").read_text().split()]
-        class_names = ("background", "left atrium")
-    return Setup(data, class_names, read_case(*train[0]), [read_case(*p) for p in train[1:1 + pool]],
+    """The fixed split of the data set's benchmark (``datasets.DATASETS``): start = the first training volume,
+    pool = the next ``pool`` ones, test = the first ``test`` of the test split."""
+    dataset = DATASETS[data]
+    train, tests = dataset.train_pairs(root), dataset.test_pairs(root)
+    return Setup(data, dataset.class_names, read_case(*train[0]), [read_case(*p) for p in train[1:1 + pool]],
                  [read_case(*p) for p in tests[:test]])
 
 
@@ -166,7 +156,7 @@ def choose(strategy: str, count: int, shapes: Mapping[str, Sequence[int]], revie
     """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy`` (a scored strategy takes
     the per-slice ``scores`` of its measure along ``AXIS``)."""
     if strategy in RANKINGS:
-        return [(s.image, s.index) for s in suggest(scores or {}, reviewed, count=count, slab=SLAB, axis=AXIS)]
+        return [(s.image, s.index) for s in suggest(scores or {}, reviewed, count=count, slab=RANKING_SLAB, axis=AXIS)]
     free = {n: [i for i in range(shapes[n][AXIS]) if not reviewed[n].is_reviewed(i)] for n in sorted(shapes)}
     if strategy == "random":
         pairs = [(n, i) for n, idx in free.items() for i in idx]
@@ -232,8 +222,8 @@ def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...], strategy: st
     """The pool's per-slice scores under ``strategy``'s measure as ``model`` predicts it (the dock's refresh)."""
     out = {}
     for c in setup.pool:
-        pred = predict(model, c.image, patch, batch_size=8)
-        out[c.name] = slice_scores(pred.disagreement, pred.probabilities, SCORED[strategy], AXIS)
+        pred = predict(model, c.image, patch, batch_size=8, measures=(SCORED[strategy],))  # along axis 0 (AXIS)
+        out[c.name] = pred.scores[SCORED[strategy]]
     return out
 
 
@@ -360,7 +350,7 @@ def run(setup: Setup, opts: argparse.Namespace) -> dict:
                 "test": [c.name for c in setup.test], "slices_per_round": opts.slices,
                 "iterations_per_round": opts.iterations, "start_iterations": opts.start_iterations,
                 "rampup": opts.rampup, "patch": list(opts.patch), "driver": opts.methods[0], "axis": AXIS,
-                "slab": SLAB, "config": model_settings(base)}
+                "slab": RANKING_SLAB, "config": model_settings(base)}
     deadline = time.time() + 60 * opts.minutes if opts.minutes else None
     loops: dict[tuple[int, str, str], Loop] = {}
     drivers: dict[tuple[int, str], Loop] = {}  # the loop choosing the reviews of each seed and strategy
@@ -528,7 +518,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(opts, k, v)
     opts.patch = tuple(opts.patch)
     opts.rampup = opts.start_iterations // 2 if opts.rampup is None else opts.rampup
-    opts.root = opts.root or SHARED / opts.data
+    opts.root = opts.root or DATASETS[opts.data].root
     opts.out = opts.out or Path(f"benchmarks/results/loop_{opts.data}.json")
     return opts
 

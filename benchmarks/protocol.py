@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,9 @@ from napari_dmd.io import read_image
 from napari_dmd.metrics import evaluate_case, summarize
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from datasets import Dataset, Split
+
 METRICS = ("dice", "jaccard", "hd95", "asd")
-
-
-@dataclass
-class Split:
-    """Image paths (and label paths) of one benchmark split."""
-
-    labeled: list[tuple[Path, Path]]
-    unlabeled: list[Path]
-    test: list[tuple[Path, Path]]
 
 
 def load(pairs: list[tuple[Path, Path | None]]) -> list[Volume]:
@@ -80,21 +71,21 @@ def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[
             "largest_component": {"per_class": summarize(lcc_rows), "cases": lcc_rows}}
 
 
-def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int], patch: tuple[int, ...],
-        stride: tuple[int, ...], runs: Path, out: Path) -> dict:
-    """Train and score every (mode, seed); each result is merged into the JSON file ``out`` as it comes
-    (re-read before writing, so runs of other seeds in parallel processes keep theirs)."""
+def run(data: Dataset, split: Split, base: dict, modes: list[str], seeds: list[int], runs: Path, out: Path) -> dict:
+    """Train and score every (mode, seed) on ``data``; ``base`` holds the declared settings (``settings_of``,
+    the patch among them) but the seed. The supervised mode trains with λ = 0 and no unlabeled batch. Each
+    result is merged into the JSON file ``out`` as it comes (re-read before writing, so runs of other seeds
+    in parallel processes keep theirs)."""
     for seed in seeds:
         for mode in modes:
             dmd = mode == "dmd"
-            cfg = TrainConfig(**base, patch_size=patch, seed=seed,
-                              lambda_distill=TrainConfig.lambda_distill if dmd else 0.0,
-                              unlabeled_batch=2 if dmd else 0)
+            cfg = TrainConfig(**{**base, "num_classes": len(data.class_names), "class_names": data.class_names,
+                                 "seed": seed, **({} if dmd else {"lambda_distill": 0.0, "unlabeled_batch": 0})})
             if dmd and cfg.lambda_rampup:
                 mode = f"dmd-rampup{cfg.lambda_rampup}"
-            run_dir = runs / f"{name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"
+            run_dir = runs / f"{data.name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"
             seconds = train(mode, split, cfg, run_dir)
-            res = evaluate(run_dir, split, patch, stride)
+            res = evaluate(run_dir, split, cfg.patch_size, data.stride)
             res.update(mode=mode, seed=seed, config=cfg.to_dict(), labeled=len(split.labeled),
                        unlabeled=len(split.unlabeled) if dmd else 0, test=len(split.test), train_seconds=seconds)
             results = json.loads(out.read_text()) if out.exists() else {}
@@ -104,7 +95,7 @@ def run(name: str, split: Split, base: dict, modes: list[str], seeds: list[int],
             tmp.write_text(json.dumps(results, indent=1))
             tmp.replace(out)
             for m in res["per_class"]:
-                print(f"{name} {mode} seed {seed} class {m['class']}: " + " ".join(
+                print(f"{data.name} {mode} seed {seed} class {m['class']}: " + " ".join(
                     f"{k} {100 * m[k] if k in ('dice', 'jaccard') else m[k]:.2f}" for k in METRICS), flush=True)
     return json.loads(out.read_text())
 

@@ -34,20 +34,19 @@ from napari_dmd.precision import Precision, machine_name
 from napari_dmd.runtime import resolve_device
 from napari_dmd.training import Trainer
 
-from protocol import SHARED, load
+from datasets import LA_HALF
+from protocol import load
 
-PATCH = (32, 64, 64)
+PATCH = LA_HALF.patch
 WARMUP = 3
 BOTTLENECK = ("enc.4.0", "enc.4.3", "enc.4.6")
 VARIANTS = ("plain-fp32", "napari-dmd fp32", "napari-dmd auto", "napari-dmd bf16, bottleneck fp32")
 
 
 def data(n_labeled: int = 4, n_unlabeled: int = 4):
-    root = SHARED / "la_half"
-    ids = (root / "train.list").read_text().split()
-    lab = load([(root / "imagesTr" / f"{i}.nii.gz", root / "labelsTr" / f"{i}.nii.gz") for i in ids[:n_labeled]])
-    unl = load([(root / "imagesTr" / f"{i}.nii.gz", None) for i in ids[8:8 + n_unlabeled]])
-    return lab, unl
+    """The first ``n_labeled`` labeled and ``n_unlabeled`` unlabeled volumes of la_half's standard split."""
+    split = LA_HALF.split()
+    return load(split.labeled[:n_labeled]), load([(p, None) for p in split.unlabeled[:n_unlabeled]])
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -80,15 +79,17 @@ def variant(name: str, iterations: int, device: str) -> dict:
             trainer.precision.apply(net)
     if name == "plain-fp32":
         nets = [net.to(memory_format=torch.contiguous_format) for net in trainer.model.nets]
-        opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
+        opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
         sampler = PatchSampler(lab, unl, PATCH, np.random.default_rng(cfg.seed), cfg.foreground_fraction)
 
         def step(_: int) -> None:
-            b = sampler.batch(2, 2)
+            b = sampler.batch(cfg.labeled_batch, cfg.unlabeled_batch)
             x = torch.from_numpy(b["image"]).to(trainer.device)
             y, m = torch.from_numpy(b["label"]).to(trainer.device), torch.from_numpy(b["mask"]).to(trainer.device)
-            za, zb = nets[0](x), nets[1](x)
-            loss = supervised_loss(za[:2], y, m) + supervised_loss(zb[:2], y, m) + 4 * distillation_loss(za, zb, 2.0)
+            za, zb, n = nets[0](x), nets[1](x), cfg.labeled_batch
+            loss = (supervised_loss(za[:n], y, m) + supervised_loss(zb[:n], y, m)
+                    + cfg.lambda_distill * distillation_loss(za, zb, cfg.temperature))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -103,12 +104,11 @@ def variant(name: str, iterations: int, device: str) -> dict:
 def inference_seconds(device: str, volumes: int = 3) -> float:
     lab, unl = data(1, 0)
     model = Trainer(lab, [], TrainConfig(iterations=1, patch_size=PATCH, device=device)).model
-    root = SHARED / "la_half"
-    ids = (root / "test.list").read_text().split()[:volumes]
+    images = [image for image, _ in LA_HALF.test_pairs()[:volumes]]
     t0 = time.perf_counter()
-    for i in ids:
-        predict(model, read_image(root / "imagesTr" / f"{i}.nii.gz")[0], PATCH, (2, 9, 9), batch_size=8)
-    return (time.perf_counter() - t0) / len(ids)
+    for path in images:
+        predict(model, read_image(path)[0], PATCH, LA_HALF.stride, batch_size=8)
+    return (time.perf_counter() - t0) / len(images)
 
 
 def main() -> None:

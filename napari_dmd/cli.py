@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import signal
 import sys
 import typing
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import CHECKPOINT_NAME, TrainConfig, declared_settings, flag_of
+from .config import CHECKPOINT_NAME, PREDICT_BATCH, RunOptions, TrainConfig, declared_settings, flag_of
 from .errors import DataError, DMDError
 from .folders import (
     KINDS,
@@ -32,8 +31,10 @@ from .folders import (
     infer_classes,
     load_training_data,
     reviewed_of,
-    tqdm,
 )
+from .progress import bar, windows
+from .review import Reviewed, write_run_record
+from .sample_data import CLASS_NAMES, DEMO_ITERATIONS, SAMPLE_DIR
 
 LOG_EVERY = 50  # without a terminal (a scheduler, nohup, a pipe): a progress line every this many iterations
 
@@ -122,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"the run in {args.init.parent} is finished: it is at iteration {reached} (of {cfg.iterations}); "
                   f"raise --iterations above {reached} to train it further")
             return 0
-    data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label)
+    data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label, args.cache)
     for note in data.notes:
         print(note)
     if not args.resume:
@@ -138,21 +139,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> int:
     """Train with signals stopping after the current step; the run folder also gets ``reviewed.json``
     when review records or ``--ignore-label`` limited the supervision."""
-    from .io import write_text
     from .training import Trainer
 
     trainer = Trainer(data.labeled, data.unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
     if trainer.world.writes and (data.reviewed or args.ignore_label is not None):  # what supervised, kept
-        write_text(args.out / "reviewed.json", json.dumps(
-            {"ignore_label": args.ignore_label, "partly_reviewed": data.reviewed}, indent=1) + "\n")
+        write_run_record(args.out, {n: Reviewed.from_dict(r) for n, r in data.reviewed.items()}, args.ignore_label)
     found = sorted(set().union(*(v.tolist() for v in data.values.values())))
     note = "" if data.unlabeled else " (no unlabeled image: distillation on the labeled images only)"
     print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes, {cfg.num_classes} "
           f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch}, {trainer.device}, "
           f"precision {trainer.precision.describe()}{note}", flush=True)
-    bar = tqdm(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
+    progress = bar(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
     every = 0 if sys.stderr.isatty() else max(1, min(cfg.checkpoint_every, LOG_EVERY))  # no bar: a line instead
     received: list[int] = []
+
+    limit = RunOptions(minutes=args.minutes).seconds
 
     def stop(signum: int, _frame: Any) -> None:  # stop after this step; the checkpoint is written
         received.append(signum)
@@ -161,16 +162,22 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> in
     with _signals(stop):
         try:
             for p in trainer.run():
-                bar.update(p.iteration - bar.n)
-                bar.set_postfix(sup=f"{p.sup_loss:.3f}", dis=f"{p.distill_loss:.3f}", lr=f"{p.lr:.0e}")
+                progress.update(p.iteration - progress.n)
+                progress.set_postfix(sup=f"{p.sup_loss:.3f}", dis=f"{p.distill_loss:.3f}", lr=f"{p.lr:.0e}")
                 if p.note:
-                    bar.write(p.note, file=sys.stderr)
+                    progress.write(p.note, file=sys.stderr)
+                if limit and p.elapsed >= limit:
+                    trainer.stop()
                 if every and (p.iteration % every == 0 or p.iteration == p.total):
                     print(f"iteration {p.iteration}/{p.total}: loss {p.loss:.4f} (supervised {p.sup_loss:.4f}, "
                           f"distillation {p.distill_loss:.4f}), lr {p.lr:.0e}, {p.precision}, skipped {p.skipped}, "
                           f"{p.its_per_s:.2f} it/s, {p.eta / 60:.0f} min left", flush=True)
         finally:
-            bar.close()
+            progress.close()
+    if limit and trainer.stopped and not received and trainer.model.iteration < cfg.iterations:
+        print(f"the {args.minutes:g}-minute limit ended training at iteration {trainer.model.iteration}; model written "
+              f"to {trainer.checkpoint_path} (continue with --init it --resume)")
+        return 0
     if trainer.stopped:
         name = signal.Signals(received[-1]).name if received else "stop"
         saved = f"checkpoint written to {trainer.checkpoint_path} (continue with --init it --resume)" \
@@ -234,10 +241,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = load_model(args.model, args.device)
     labels = by_case(folder_images(args.labels)) if args.labels else {}
     slice_scores, reviewed = {}, {}
-    for path, target in tqdm(list(zip(paths, targets)), desc="predicting", unit="vol"):
+    for path, target in bar(list(zip(paths, targets)), desc="predicting", unit="vol"):
         image, geometry = read_image(path)
+        update, done = windows(target.name)
         pred = predict(model, image, tuple(args.patch) if args.patch else None,
-                       tuple(args.stride) if args.stride else None, args.batch_size)
+                       tuple(args.stride) if args.stride else None, args.batch_size, progress=update)
+        done()
         table[target.name] = {"case": target.name, "disagreement": f"{pred.volume_score:.6f}"}  # listed first
         _write_csv(args.out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
         write_image(target, largest_components(pred.labels) if args.largest_component else pred.labels, geometry)
@@ -310,7 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
               f"(first: {preds[unscored[0]].name})")
     cases = sorted(refs)
     values: dict[Path, np.ndarray] = {}
-    for case in tqdm(cases, desc="checking", unit="vol", leave=False):  # everything, before minutes of scoring
+    for case in bar(cases, desc="checking", unit="vol", leave=False):  # everything, before minutes of scoring
         pred, gp = read_image(preds[case])
         ref, gr = read_image(refs[case])
         check_geometry(refs[case], preds[case], ref.shape, pred.shape, gr, gp, what="prediction")
@@ -321,7 +330,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if beyond:
         raise DataError(f"{beyond[0][0]} holds value {beyond[0][1]}, outside the {classes} classes (--classes)")
     rows = []
-    for case in tqdm(cases, desc="evaluating", unit="vol", leave=False):
+    for case in bar(cases, desc="evaluating", unit="vol", leave=False):
         pred, _ = read_image(preds[case])
         ref, g = read_image(refs[case])
         rows += [{"case": case, **r} for r in evaluate_case(pred, ref, classes, g.scale)]
@@ -346,8 +355,6 @@ def _free_folder(base: Path) -> Path:
 def cmd_demo(args: argparse.Namespace) -> int | None:
     """napari with the plugin and the sample data, or the same loop headless."""
     if args.headless:
-        from .sample_data import CLASS_NAMES, SAMPLE_DIR
-
         run = _free_folder(args.out / "run")
         for argv in (["train", "--images", str(SAMPLE_DIR / "images"), "--labels", str(SAMPLE_DIR / "labels"),
                       "--out", str(run), "--iterations", str(args.iterations), "--lr-step", str(args.iterations),
@@ -381,9 +388,10 @@ class _Given(argparse.Action):
         namespace.given = namespace.given | {self.dest}
 
 
-def add_setting(parser: argparse.ArgumentParser, f: Field) -> None:
-    """The command-line option of a declared ``TrainConfig`` setting, with its default and help."""
-    kind = typing.get_type_hints(TrainConfig)[f.name]
+def add_setting(parser: argparse.ArgumentParser, f: Field, of: type | None = None) -> None:
+    """The command-line option of a setting declared in ``of`` (default ``TrainConfig``; ``RunOptions``), with its
+    default and help."""
+    kind = typing.get_type_hints(of or TrainConfig)[f.name]
     many = typing.get_origin(kind) is not None  # tuple[int, ...] | None
     text = f.metadata["help"].replace("%", "%%") + ("" if f.default is None else " (default: %(default)s)")
     parser.add_argument(flag_of(f), dest=f.name, action=_Given, default=f.default, help=text,
@@ -403,8 +411,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-names", nargs="+", help="names of the classes, background first")
     p.add_argument("--ignore-label", type=int,
                    help="label value of voxels that are not supervised (not reviewed); it must not be a class")
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="folder keeping the volumes read as uncompressed arrays: later runs open them memory-mapped "
+                        "instead of reading the images (a stale or damaged entry is rebuilt); default: none")
     for f in declared_settings():
         add_setting(p, f)
+    for f in declared_settings(of=RunOptions):
+        if f.metadata["cli"]:
+            add_setting(p, f, RunOptions)
     p.add_argument("--init", type=Path, help="warm start from this checkpoint")
     p.add_argument("--resume", action="store_true",
                    help="with --init: continue its run (its settings, optimiser, iteration; --iterations may rise)")
@@ -425,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "they cover (all of an image, or the slices its <case>.reviewed.json records)")
     p.add_argument("--patch", type=int, nargs="+", help="window size (z y x); default: the training patch")
     p.add_argument("--stride", type=int, nargs="+", help="window stride (z y x); default: half the window")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH, help="windows per forward pass")
     p.add_argument("--largest-component", action="store_true",
                    help="keep only the largest connected component of each class")
     p.add_argument("--device", default="auto")
@@ -439,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="napari with the plugin and sample data (--headless: the loop without a screen)")
     p.add_argument("--headless", action="store_true")
     p.add_argument("--out", type=Path, default=Path("napari-dmd-demo"))
-    p.add_argument("--iterations", type=int, default=300, help="training iterations of --headless and --screenshot")
+    p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
+                   help="training iterations of --headless and --screenshot")
     p.add_argument("--screenshot", type=Path, help="train in the dock, save a picture of the window there, and quit")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -1,8 +1,10 @@
-"""Training settings, each declared once with its help, level and range; the defaults are the paper's.
+"""Training settings and run options, each declared once with its help, level and range.
 
-The command line's train options, the dock's form and the benchmark's reuse key are generated
-from these declarations (``declared_settings``), so a new setting is one ``setting(...)`` line here
-plus its use in the engine.
+``TrainConfig`` holds what is learned and how (the defaults are the paper's); ``RunOptions`` how a run
+is driven (when the dock refreshes its results, when a run stops). The command line's options, the
+dock's form and the benchmarks' reuse key are generated from these declarations (``declared_settings``),
+so a new setting is one ``setting(...)`` line here plus its use in the engine. Values the engine and the
+dock share (the prediction batch, the ranking's slab) have their one home here too.
 """
 from __future__ import annotations
 
@@ -16,27 +18,38 @@ LOG_NAME = "log.csv"
 LEVELS = ("basic", "advanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MIN_PATCH = 16  # the networks' smallest input (their padding multiple); smaller patches are refused
+PREDICT_BATCH = 4  # windows per forward pass when predicting
+RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around the suggested slice)
+REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts every image whole only up to this many megavoxels
 
 
 def setting(default: Any, help: str, *, level: str = "advanced", label: str | None = None,
             minimum: float | None = None, maximum: float | None = None, choices: tuple[str, ...] | None = None,
-            flag: str | None = None, affects_model: bool = True) -> Any:
+            flag: str | None = None, affects_model: bool = True, cpu_default: Any = None,
+            cli: bool = True) -> Any:
     """A ``TrainConfig`` field a user can set, with what the CLI, the dock and the benchmarks need to know.
 
     ``minimum``/``maximum`` are inclusive bounds (checked in ``TrainConfig.__post_init__``);
     ``affects_model=False`` marks settings that do not change what is learned (device, precision,
-    checkpointing); ``flag`` is the CLI option (default ``--`` + the name with dashes).
+    checkpointing); ``flag`` is the CLI option (default ``--`` + the name with dashes), ``cli=False`` keeps it
+    off the command line; ``cpu_default`` replaces the default where training runs on a CPU.
     """
     if level not in LEVELS:
         raise ValueError(f"level {level!r} is not one of {LEVELS}")
     return field(default=default, metadata={
         "help": help, "level": level, "label": label, "minimum": minimum, "maximum": maximum,
-        "choices": choices, "flag": flag, "affects_model": affects_model})
+        "choices": choices, "flag": flag, "affects_model": affects_model, "cpu_default": cpu_default, "cli": cli})
 
 
-def declared_settings(level: str | None = None) -> list[Field]:
-    """The fields declared with ``setting()``, in declaration order (only those of ``level``, if given)."""
-    return [f for f in fields(TrainConfig) if "help" in f.metadata and level in (None, f.metadata["level"])]
+def declared_settings(level: str | None = None, of: type | None = None) -> list[Field]:
+    """The fields of ``of`` (default ``TrainConfig``) declared with ``setting()``, in declaration order (only
+    those of ``level``, if given)."""
+    return [f for f in fields(of or TrainConfig) if "help" in f.metadata and level in (None, f.metadata["level"])]
+
+
+def default_of(f: Field, cpu: bool) -> Any:
+    """A declared setting's default on a CPU (``cpu=True``) or a GPU."""
+    return f.metadata["cpu_default"] if cpu and f.metadata["cpu_default"] is not None else f.default
 
 
 def flag_of(f: Field) -> str:
@@ -53,6 +66,30 @@ def model_settings(config: TrainConfig) -> dict[str, Any]:
     """The values of the declared settings that change what is learned (a run's reuse key)."""
     values = config.to_dict()
     return {f.name: values[f.name] for f in declared_settings() if f.metadata["affects_model"]}
+
+
+def check_declared(obj: Any) -> list[str]:
+    """What is wrong with the declared settings of ``obj`` (bounds, finiteness, choices)."""
+    problems = []
+    for f in declared_settings(of=type(obj)):
+        value, low, high = getattr(obj, f.name), f.metadata["minimum"], f.metadata["maximum"]
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number, got {value}")
+        elif low is not None and value < low or high is not None and value > high:
+            bounds = f"at least {low}" if high is None else f"at most {high}" if low is None else \
+                f"between {low} and {high}"
+            problems.append(f"{f.name} must be {bounds}, got {value}")
+        if f.metadata["choices"] and value not in f.metadata["choices"]:
+            problems.append(f"{f.name} {value!r} is not one of {', '.join(f.metadata['choices'])}")
+    return problems
+
+
+def raise_problems(problems: list[str]) -> None:
+    """``DataError`` listing ``problems``, if any."""
+    if problems:
+        from .errors import DataError
+
+        raise DataError("; ".join(problems))
 
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:
@@ -111,26 +148,14 @@ class TrainConfig:
             problems.append("num_classes must be at least 2 (background and one structure)")
         if len(self.class_names) != self.num_classes:
             problems.append(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        for f in declared_settings():
-            value, low, high = getattr(self, f.name), f.metadata["minimum"], f.metadata["maximum"]
-            if isinstance(value, float) and not math.isfinite(value):
-                problems.append(f"{f.name} must be a finite number, got {value}")
-            elif low is not None and value < low or high is not None and value > high:
-                bounds = f"at least {low}" if high is None else f"at most {high}" if low is None else \
-                    f"between {low} and {high}"
-                problems.append(f"{f.name} must be {bounds}, got {value}")
-            if f.metadata["choices"] and value not in f.metadata["choices"]:
-                problems.append(f"{f.name} {value!r} is not one of {', '.join(f.metadata['choices'])}")
+        problems += check_declared(self)
         problems += [f"{name} must be positive, got {getattr(self, name)}"
                      for name in ("lr", "temperature", "lr_gamma") if getattr(self, name) <= 0]
         if self.momentum >= 1:
             problems.append(f"momentum must be below 1, got {self.momentum}")
         if self.patch_size is not None and (not self.patch_size or min(self.patch_size) < MIN_PATCH):
             problems.append(f"patch size {self.patch_size} must be at least {MIN_PATCH} voxels along every axis")
-        if problems:
-            from .errors import DataError
-
-            raise DataError("; ".join(problems))
+        raise_problems(problems)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for checkpoints and run folders."""
@@ -144,3 +169,33 @@ class TrainConfig:
         """Inverse of ``to_dict``; unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training run is driven: when the dock refreshes its results and when the run stops. On a CPU
+    the defaults give a first look early and a time limit; on a GPU a run is fast enough without."""
+
+    refresh_every: int = setting(500, "predict and refresh the result layers every this many iterations",
+                                 level="basic", label="refresh results every", minimum=1, cpu_default=100, cli=False)
+    first_refresh: int = setting(0, "an earlier first look at the results, at this iteration (0: none)",
+                                 level="basic", label="first refresh at", minimum=0, cpu_default=50, cli=False)
+    minutes: float = setting(0.0, "end training after this much time, whatever the iterations (0: no limit)",
+                             level="basic", label="stop after (minutes)", minimum=0.0, cpu_default=10.0)
+
+    def __post_init__(self) -> None:
+        raise_problems(check_declared(self))
+
+    @classmethod
+    def defaults(cls, cpu: bool) -> RunOptions:
+        """The defaults where training runs on a CPU (``cpu=True``) or a GPU."""
+        return cls(**{f.name: default_of(f, cpu) for f in declared_settings(of=cls)})
+
+    def refresh_due(self, iteration: int, total: int) -> bool:
+        """Whether predictions are refreshed after ``iteration`` of ``total``."""
+        return iteration == total or iteration == self.first_refresh or iteration % self.refresh_every == 0
+
+    @property
+    def seconds(self) -> float | None:
+        """The time limit in seconds (None: none)."""
+        return 60 * self.minutes if self.minutes else None

@@ -1,7 +1,8 @@
-"""Volumes held in memory, intensity normalisation and the random patch sampler."""
+"""Volumes (images held as given, or memory-mapped), intensity normalisation and the random patch sampler."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,6 +14,14 @@ NORMALIZATION = "percentile-0.5-99.5-zscore"
 
 SUBSAMPLE = 1_000_000  # voxels a float image's statistics are computed from (a fixed random subsample)
 HISTOGRAM_BINS = 1 << 24  # integer images spanning at most this many values get exact statistics from a histogram
+SLAB_VOXELS = 1 << 20  # voxels per block of a pass over a whole image (histogram, checks, float16 copy)
+
+
+def slabs(shape: tuple[int, ...]) -> Iterator[slice]:
+    """Consecutive ranges of the first axis of an array of ``shape`` holding about ``SLAB_VOXELS`` voxels each:
+    a pass over a whole image block by block allocates per block, never per image."""
+    step = max(1, SLAB_VOXELS // max(1, int(np.prod(shape[1:]))))
+    return (slice(i, i + step) for i in range(0, shape[0], step))
 
 
 @dataclass(frozen=True)
@@ -37,19 +46,28 @@ class IntensityStats:
         if np.issubdtype(image.dtype, np.integer) and image.size:
             low, high = int(image.min()), int(image.max())
             if high - low < HISTOGRAM_BINS:
-                counts = np.bincount((image.reshape(-1) - low).astype(np.intp, copy=False) if low else
-                                     image.reshape(-1).astype(np.intp, copy=False), minlength=high - low + 1)
+                counts = np.zeros(high - low + 1, np.int64)
+                for s in slabs(image.shape):
+                    counts += np.bincount(np.subtract(image[s], low, dtype=np.intp).reshape(-1),
+                                          minlength=counts.size)
                 return cls._from_histogram(np.arange(low, high + 1, dtype=np.float64), counts)
-        flat = image.reshape(-1)
-        if flat.size > SUBSAMPLE:
-            flat = flat[np.sort(np.random.default_rng(0).choice(flat.size, SUBSAMPLE, replace=False))]
-        x = flat.astype(np.float64)
+        if image.size > SUBSAMPLE:  # drawn with replacement: no index array of the image's size
+            picked = np.sort(np.random.default_rng(0).integers(0, image.size, SUBSAMPLE))
+            x = image[np.unravel_index(picked, image.shape)].astype(np.float64)
+        else:
+            x = image.reshape(-1).astype(np.float64)
         x = x[np.isfinite(x)]
         if not x.size:
             return cls(0.0, 0.0, 0.0, 0.0)
         lo, hi = np.percentile(x, [0.5, 99.5])
         x = np.clip(x, lo, hi)
         return cls(float(lo), float(hi), float(x.mean()), float(x.std()))
+
+    @classmethod
+    def identity(cls) -> IntensityStats:
+        """The statistics of an image stored already normalised (``Volume.create(..., compact=True)``):
+        ``apply`` only converts to float32."""
+        return cls(-np.inf, np.inf, 0.0, 1.0)
 
     @classmethod
     def _from_histogram(cls, values: np.ndarray, counts: np.ndarray) -> IntensityStats:
@@ -98,74 +116,118 @@ def label_dtype(top: int) -> np.dtype:
     return next(np.dtype(t) for t in (np.uint8, np.int16, np.int32, np.int64) if top <= np.iinfo(t).max)
 
 
-def annotated_slices_mask(label: np.ndarray) -> np.ndarray:
-    """True on every slice (index along axis 0) that holds any nonzero label.
+def _check_image(image: np.ndarray, who: str) -> None:
+    """``DataError`` for an image that cannot train: wrong shape or type, NaN or infinite values, constant.
+    Float images are checked block by block (no full-size copy); integer ones hold only finite values."""
+    if image.ndim not in (2, 3) or min(image.shape) < 1:
+        raise DataError(f"{who} has shape {image.shape}: expected a 2D image or a 3D volume with one channel")
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
+        raise DataError(f"{who} has data type {image.dtype}: expected real numbers")
+    if np.issubdtype(image.dtype, np.floating):
+        bad = sum(image[s].size - int(np.count_nonzero(np.isfinite(image[s]))) for s in slabs(image.shape))
+        if bad:
+            raise DataError(f"{who} holds {bad} NaN or infinite values: replace them before training")
+    if image.max() == image.min():
+        raise DataError(f"{who} is constant (every voxel {image.flat[0]}): there is nothing to learn from it")
 
-    For a 2D image the whole image counts as annotated.
-    """
+
+def _checked_label(label: np.ndarray, shape: tuple[int, ...], who: str) -> np.ndarray:
+    """Labels in the smallest integer type that holds them: the same array when it is in that type already,
+    a view when a type of the same size holds them (bool as uint8), a converted copy otherwise."""
     label = np.asarray(label)
-    if label.ndim == 2:
-        return np.ones(label.shape, dtype=bool)
-    has = label.reshape(label.shape[0], -1).any(axis=1)
-    return np.broadcast_to(has[:, None, None], label.shape).copy()
+    if label.shape != shape:
+        raise DataError(f"labels of {who} have shape {label.shape}, the image {shape}")
+    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
+        if not all(np.array_equal(label[s], np.round(label[s])) for s in slabs(shape)):
+            raise DataError(f"labels of {who} are not whole numbers")
+    if label.min() < 0:
+        raise DataError(f"labels of {who} hold negative values")
+    target = label_dtype(int(label.max()))
+    if label.dtype == target:
+        return label
+    if label.dtype.kind in "biu" and label.dtype.itemsize == target.itemsize:
+        return label.view(target)  # whole numbers 0..max of target have the same bytes in either type
+    return label.astype(target)
+
+
+def _checked_mask(mask: np.ndarray, labeled: bool, shape: tuple[int, ...], who: str) -> np.ndarray:
+    """The review mask as booleans (the same array when it is boolean already)."""
+    if not labeled:
+        raise DataError(f"{who}: a mask of reviewed voxels needs labels")
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != shape:
+        raise DataError(f"review mask of {who} has shape {mask.shape}, the image {shape}")
+    if not mask.any():
+        raise DataError(f"nothing of {who} is reviewed (its mask is empty): review some of it, "
+                        f"or use it as an unlabeled image")
+    return mask
+
+
+def normalised_float16(image: np.ndarray, stats: IntensityStats) -> np.ndarray:
+    """``image`` normalised with ``stats`` as a new float16 array, converted block by block."""
+    out = np.empty(image.shape, np.float16)
+    for s in slabs(image.shape):
+        out[s] = stats.apply(image[s])
+    return out
 
 
 @dataclass
 class Volume:
-    """A normalised image with, for labeled data, integer labels (in the smallest type that holds
-    them) and, when only part of it was reviewed, a mask of the reviewed voxels (they supervise,
-    whatever their label, so a reviewed background teaches "nothing here")."""
+    """An image as given (in its own type, not copied) with how it is normalised (``stats``, computed on
+    first use), and, for labeled data, integer labels (in the smallest type that holds them) and, when only
+    part of it was reviewed, a mask of the reviewed voxels (they supervise, whatever their label, so a
+    reviewed background teaches "nothing here"). Patches are normalised one by one (``PatchSampler``)."""
 
     image: np.ndarray
     label: np.ndarray | None = None
     mask: np.ndarray | None = None
     name: str = ""
     spacing: tuple[float, ...] | None = None
+    known_stats: IntensityStats | None = field(default=None, repr=False)  # None: computed by ``stats``
 
     @classmethod
     def create(cls, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None,
-               name: str = "", spacing: tuple[float, ...] | None = None) -> Volume:
-        """Check and normalise; bad input (NaN or infinite values, a constant image, labels that are not
-        non-negative whole numbers, an empty review mask) raises ``DataError`` naming the volume.
-        Labels all background are accepted: a reviewed background is valid supervision."""
+               name: str = "", spacing: tuple[float, ...] | None = None, compact: bool = False) -> Volume:
+        """Check the input and hold it without copying it (a napari layer's data is used in place); bad input
+        (NaN or infinite values, a constant image, labels that are not non-negative whole numbers, an empty
+        review mask) raises ``DataError`` naming the volume. Labels all background are accepted: a reviewed
+        background is valid supervision.
+
+        ``compact`` (for a caller that owns ``image``, such as the command line): a float32 or float64 image
+        is replaced by its normalised float16 copy, a half or a quarter of its size."""
         image = np.asarray(image)
         who = f"image {name!r}" if name else "image"
-        if image.ndim not in (2, 3) or min(image.shape) < 1:
-            raise DataError(f"{who} has shape {image.shape}: expected a 2D image or a 3D volume with one channel")
-        if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
-            raise DataError(f"{who} has data type {image.dtype}: expected real numbers")
-        bad = image.size - int(np.count_nonzero(np.isfinite(image)))
-        if bad:
-            raise DataError(f"{who} holds {bad} NaN or infinite values: replace them before training")
-        if image.max() == image.min():
-            raise DataError(f"{who} is constant (every voxel {image.flat[0]}): there is nothing to learn from it")
+        _check_image(image, who)
         if label is not None:
-            label = np.asarray(label)
-            if label.shape != image.shape:
-                raise DataError(f"labels of {who} have shape {label.shape}, the image {image.shape}")
-            if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
-                if not np.array_equal(label, np.round(label)):
-                    raise DataError(f"labels of {who} are not whole numbers")
-            if label.min() < 0:
-                raise DataError(f"labels of {who} hold negative values")
-            label = label.astype(label_dtype(int(label.max())), copy=False)
+            label = _checked_label(label, image.shape, who)
         if mask is not None:
-            if label is None:
-                raise DataError(f"{who}: a mask of reviewed voxels needs labels")
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != image.shape:
-                raise DataError(f"review mask of {who} has shape {mask.shape}, the image {image.shape}")
-            if not mask.any():
-                raise DataError(f"nothing of {who} is reviewed (its mask is empty): review some of it, "
-                                f"or use it as an unlabeled image")
+            mask = _checked_mask(mask, label is not None, image.shape, who)
         if spacing is not None and len(spacing) != image.ndim:
             raise DataError(f"{who}: spacing {spacing} does not have {image.ndim} values")
-        return cls(normalize_intensity(image), label, mask, name, tuple(map(float, spacing)) if spacing else None)
+        stats = None
+        if compact and image.dtype.kind == "f" and image.dtype.itemsize > 2:
+            image, stats = normalised_float16(image, IntensityStats.of(image)), IntensityStats.identity()
+        return cls(image, label, mask, name, tuple(map(float, spacing)) if spacing else None, stats)
+
+    @property
+    def stats(self) -> IntensityStats:
+        """How the image is normalised, computed on first use (one pass over the image)."""
+        if self.known_stats is None:
+            self.known_stats = IntensityStats.of(self.image)
+        return self.known_stats
 
     @property
     def labeled(self) -> bool:
         """Whether the volume carries labels."""
         return self.label is not None
+
+    def has_structure(self) -> bool:
+        """Whether some supervised voxel is foreground, checked block by block (no full-size copy)."""
+        if self.label is None:
+            return False
+        if self.mask is None:
+            return bool(self.label.any())
+        return any(np.logical_and(self.label[s], self.mask[s]).any() for s in slabs(self.label.shape))
 
 
 def choose_patch_size(shapes: list[tuple[int, ...]], max_voxels: int = 64 * 128 * 128) -> tuple[int, ...]:
@@ -180,18 +242,19 @@ def choose_patch_size(shapes: list[tuple[int, ...]], max_voxels: int = 64 * 128 
 
 
 class VoxelPicker:
-    """Uniformly random voxels of a boolean mask, held as per-slice counts rather than a list of
-    coordinates (which would cost 24 bytes per voxel of a large, fully annotated volume)."""
+    """Uniformly random nonzero voxels of an array (a boolean mask; labels: their foreground), held as
+    per-slice counts rather than a list of coordinates (which would cost 24 bytes per voxel of a large,
+    fully annotated volume); the array is used as it is, not copied."""
 
     def __init__(self, mask: np.ndarray):
         self.mask = mask
-        self.cumulative = np.cumsum(mask.reshape(mask.shape[0], -1).sum(axis=1))
+        self.cumulative = np.cumsum([np.count_nonzero(s) for s in mask], dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.cumulative[-1]) if len(self.cumulative) else 0
 
     def pick(self, rng: np.random.Generator) -> np.ndarray:
-        """Coordinates of one voxel of the mask (C order, as ``np.argwhere(mask)[k]``)."""
+        """Coordinates of one nonzero voxel (C order, as ``np.argwhere(mask)[k]``)."""
         k = int(rng.integers(len(self)))
         s = int(np.searchsorted(self.cumulative, k, side="right"))
         within = k - (int(self.cumulative[s - 1]) if s else 0)
@@ -205,6 +268,9 @@ class PatchSampler:
     The slice axis (the first of a 3D patch) is never flipped: anatomy is not mirror-symmetric from
     head to foot, and the paper's augmentation keeps it too.
 
+    Crops are cut from the images as they are held and normalised one by one (``Volume.stats``), then
+    padded with 0 (the mean) where the volume is smaller than the patch.
+
     Labeled crops are centred on a random foreground voxel with probability ``foreground_fraction``
     (0 by default: uniform crops, as in the paper) and otherwise always cover at least one
     annotated voxel. Unlabeled crops are uniform; when there is no unlabeled volume the unlabeled
@@ -216,7 +282,7 @@ class PatchSampler:
                  rng: np.random.Generator, foreground_fraction: float = 0.0):
         self.labeled, self.unlabeled = labeled, unlabeled or labeled
         self.patch, self.rng, self.fg = tuple(patch), rng, foreground_fraction
-        self._fg_voxels = [VoxelPicker(v.label > 0) for v in labeled]
+        self._fg_voxels = [VoxelPicker(v.label) for v in labeled]  # labels are >= 0: nonzero is foreground
         self._ann_voxels = [VoxelPicker(v.mask) if v.mask is not None else None for v in labeled]
         self._jitter = np.array(self.patch) // 4
 
@@ -228,8 +294,12 @@ class PatchSampler:
             corner.append(int(c))
         return corner
 
-    def _crop(self, arr: np.ndarray, corner: list[int], fill: float) -> np.ndarray:
+    def _crop(self, arr: np.ndarray, corner: list[int], fill: float, stats: IntensityStats | None = None
+              ) -> np.ndarray:
+        """The patch at ``corner`` (normalised with ``stats``, if given), padded with ``fill`` past the edges."""
         out = arr[tuple(slice(c, c + p) for c, p in zip(corner, self.patch))]
+        if stats is not None:
+            out = stats.apply(out)
         pad = [(0, p - s) for s, p in zip(out.shape, self.patch)]
         return np.pad(out, pad, constant_values=fill) if any(b for _, b in pad) else out
 
@@ -256,13 +326,14 @@ class PatchSampler:
             centre = ann.pick(self.rng) + self.rng.integers(-self._jitter, self._jitter + 1)
         corner = self._corner(v.image.shape, centre)
         mask = v.mask if v.mask is not None else np.broadcast_to(np.True_, v.image.shape)  # no full-size copy
-        img, lab, msk = (self._crop(a, corner, f) for a, f in ((v.image, 0.0), (v.label, 0), (mask, False)))
+        img = self._crop(v.image, corner, 0.0, v.stats)
+        lab, msk = self._crop(v.label, corner, 0), self._crop(mask, corner, False)
         return tuple(self._augment([img, lab, msk]))  # type: ignore[return-value]
 
     def unlabeled_patch(self) -> np.ndarray:
         """The image of one random uniform crop of an unlabeled volume."""
         v = self.unlabeled[int(self.rng.integers(len(self.unlabeled)))]
-        return self._augment([self._crop(v.image, self._corner(v.image.shape, None), 0.0)])[0]
+        return self._augment([self._crop(v.image, self._corner(v.image.shape, None), 0.0, v.stats)])[0]
 
     def batch(self, n_labeled: int, n_unlabeled: int) -> dict[str, np.ndarray]:
         """Arrays ``image`` (B, 1, *P), ``label`` and ``mask`` (n_labeled, 1, *P), labeled first."""
@@ -270,7 +341,7 @@ class PatchSampler:
         unl = [self.unlabeled_patch() for _ in range(n_unlabeled)]
         images = [x[0] for x in lab] + unl
         return {
-            "image": np.stack(images)[:, None].astype(np.float32),
+            "image": np.stack(images)[:, None],
             "label": np.stack([x[1] for x in lab])[:, None],
             "mask": np.stack([x[2] for x in lab])[:, None].astype(np.float32),
         }

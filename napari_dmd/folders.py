@@ -5,15 +5,15 @@ really an image or a 0/255 mask) is refused with one line naming the file.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm as _tqdm
 
 from .errors import DataError
+from .progress import bar
 from .review import Reviewed, load_reviewed, sidecar_path
 
 if TYPE_CHECKING:
@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 
 KINDS = "NIfTI, NRRD, MHA/MHD or a DICOM series"
 MAX_CLASSES_FOUND = 50  # more label values than this is not a label map (unless --classes says so)
-
-
-def tqdm(*args, **kwargs) -> _tqdm:
-    """A progress bar on a terminal, nothing when stderr is a file or a pipe."""
-    return _tqdm(*args, disable=None, **kwargs)
 
 
 def folder_images(folder: Path) -> list[Path]:
@@ -117,13 +112,16 @@ def review_record(label_path: Path, shape: tuple[int, ...]) -> Reviewed | None:
     return load_reviewed(path, shape) if path.exists() else None
 
 
-def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore_label: int | None = None
-                       ) -> TrainingData:
+def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore_label: int | None = None,
+                       cache: Path | None = None) -> TrainingData:
     """Labeled volumes (images with a label file of the same name, restricted to what their
     ``<case>.reviewed.json`` records and to voxels not ``ignore_label``), unlabeled volumes, and
-    the label values found per file."""
+    the label values found per file. Float images are held as normalised float16 (``Volume.create(...,
+    compact=True)``); with ``cache``, each volume is kept in that folder and opened from it memory-mapped
+    (``volume_cache``), on later runs without reading the images again."""
     from .data import Volume
     from .io import read_image
+    from .volume_cache import Built, VolumeCache
 
     image_paths, label_paths = by_case(folder_images(images)), by_case(folder_images(labels))
     paired = sorted(set(image_paths) & set(label_paths))
@@ -134,42 +132,65 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         raise DataError(f"label {label_paths[orphans[0]].name} has no image of the same name in {images}")
     data = TrainingData([], [], {}, [], {})
     dims: dict[int, Path] = {}
+    store = VolumeCache(cache) if cache is not None else None
+    options = {"compact": True, "ignore_label": ignore_label}
 
-    def read(path: Path) -> tuple[np.ndarray, Geometry]:
-        image, geometry = read_image(path)
-        dims.setdefault(image.ndim, path)
+    def check_dims(ndim: int, path: Path) -> None:
+        dims.setdefault(ndim, path)
         if len(dims) > 1:
-            n, other = next((n, p) for n, p in dims.items() if n != image.ndim)
-            raise DataError(f"{path} is {image.ndim}D but {other} is {n}D: all images must be 2D, or all 3D")
-        return image, geometry
+            n, other = next((n, p) for n, p in dims.items() if n != ndim)
+            raise DataError(f"{path} is {ndim}D but {other} is {n}D: all images must be 2D, or all 3D")
 
-    unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]
-    for case in tqdm(paired, desc="reading labeled", unit="vol", leave=False):
-        img, gi = read(image_paths[case])
+    def cached(name: str, sources: list[Path], build: Callable[[], Built | None]) -> Built | None:
+        got = build() if store is None else store.get(name, sources, options, build)
+        if got is not None:
+            check_dims(got[0].image.ndim, sources[0])
+        return got
+
+    def labeled_case(case: str) -> Built | None:  # None: nothing of it is reviewed
+        img, gi = read_image(image_paths[case])
+        check_dims(img.ndim, image_paths[case])
         lab, gl = read_image(label_paths[case])
         check_geometry(image_paths[case], label_paths[case], img.shape, lab.shape, gi, gl)
         rec = review_record(label_paths[case], lab.shape)
         mask = None if rec is None or rec.whole else rec.mask()
-        if mask is not None:
-            data.reviewed[case] = rec.to_dict()
+        reviewed = None if mask is None else rec.to_dict()
         if ignore_label is not None:
             ignored = lab == ignore_label
             if ignored.any():
                 mask = ~ignored if mask is None else mask & ~ignored
                 lab = np.where(ignored, 0, lab)
         if mask is not None and not mask.any():
+            return None
+        values = check_label_map(lab, label_paths[case]).tolist()
+        volume = Volume.create(img, lab, mask, name=case, spacing=gi.scale, compact=True)
+        return volume, {"values": values, "reviewed": reviewed}
+
+    def unlabeled_case(path: Path) -> Built:
+        img, g = read_image(path)
+        check_dims(img.ndim, path)
+        return Volume.create(img, name=path.name, spacing=g.scale, compact=True), {}
+
+    unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]
+    for case in bar(paired, desc="reading labeled", unit="vol", leave=False):
+        sources = [image_paths[case], label_paths[case], sidecar_path(label_paths[case])]
+        got = cached(case, sources, lambda: labeled_case(case))  # noqa: B023 (called at once)
+        if got is None:
             data.notes.append(f"nothing of {label_paths[case].name} is reviewed: {case} is used as unlabeled")
             unlabeled_paths.append(image_paths[case])
             continue
-        data.values[label_paths[case]] = check_label_map(lab, label_paths[case])
-        data.labeled.append(Volume.create(img, lab, mask, name=case, spacing=gi.scale))
+        volume, found = got
+        data.values[label_paths[case]] = np.array(found["values"], np.int64)
+        if found["reviewed"] is not None:
+            data.reviewed[case] = found["reviewed"]
+        data.labeled.append(volume)
     for folder in unlabeled:
         unlabeled_paths += folder_images(folder)
-    for p in tqdm(unlabeled_paths, desc="reading unlabeled", unit="vol", leave=False):
-        img, g = read(p)
-        data.unlabeled.append(Volume.create(img, name=p.name, spacing=g.scale))
+    for p in bar(unlabeled_paths, desc="reading unlabeled", unit="vol", leave=False):
+        data.unlabeled.append(cached(p.name, [p], lambda: unlabeled_case(p))[0])  # noqa: B023
     if not data.labeled:
         raise DataError(f"no label file in {labels} has a reviewed voxel")
+    data.notes += store.notes if store is not None else []
     return data
 
 

@@ -1,40 +1,64 @@
-"""Sliding-window prediction with both networks, and where they disagree."""
+"""Sliding-window prediction with both networks, and where they disagree.
+
+Windows of the patch size are laid on a grid (``window_starts``, half-patch stride by default) and
+visited in order of their corner along axis 0. Each network's class probabilities are weighted by a
+Gaussian map (``gaussian_weights``) and summed on the model's device into a buffer that holds only
+the rows along axis 0 that some window still to come touches (about patch[0] + stride[0] rows).
+As soon as no remaining window touches a block of rows, the block is finalised (weighted mean,
+network A's labels, the disagreement, the per-slice scores), copied to the host and its rows are
+freed. Each window is normalised on its own with the image's ``IntensityStats``: no float32 copy of
+the whole image is ever made, and a window is padded only where the image is smaller than the patch.
+"""
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 import torch
 
 from .checkpoint import ModelPair
-from .data import normalize_intensity
+from .config import PREDICT_BATCH
+from .data import IntensityStats
 from .errors import DataError
-from .heads import class_probabilities, out_channels
-from .precision import Precision, choose_precision
-from .ranking import MEASURE, slice_scores
+from .heads import out_channels, probabilities
+from .plan import Plan
+from .precision import Precision
+from .ranking import MEASURE, MEASURES, slice_scores
 from .runtime import memory_format
+
+NOT_FINITE = "the model's prediction is not finite (NaN) even in fp32: the model is broken"
+WRITE_VOXELS = 1 << 18  # a volume's finalised rows go to the host about this many voxels (one CT slice) at a time
 
 
 @dataclass
 class Prediction:
-    """Network A's label map and class probabilities, and the disagreement of the pair.
+    """Network A's label map, the disagreement of the pair and per-slice scores, over ``rows``.
 
-    ``disagreement`` is, per voxel, the total-variation distance ``½ Σ_c |p_A(c) − p_B(c)|`` between
-    the two networks' class distributions: 0 where they agree, 1 where they are sure of different
-    classes (for a binary task simply ``|p_A − p_B|``). It is bounded, so its mean ``volume_score``
-    is comparable across images of any size. ``slice_scores`` rank 'label this next' (one per index
-    along axis 0 of a volume, a single value for a 2D image): ``ranking.slice_scores`` under
-    ``ranking.MEASURE``.
+    ``labels``: uint8 (int32 from 256 classes). ``disagreement`` (float16) is, per voxel, the
+    total-variation distance ``½ Σ_c |p_A(c) − p_B(c)|`` between the two networks' class
+    distributions: 0 where they agree, 1 where they are sure of different classes (for a binary
+    task simply ``|p_A − p_B|``). It is bounded, so its mean ``volume_score`` (computed in float64
+    from the float32 values) is comparable across images of any size. ``scores`` maps each measure
+    of ``ranking.MEASURES`` that was asked for, and always ``ranking.MEASURE``, to float32 per-slice
+    scores (``ranking.slice_scores``: one per index along axis 0 of a volume, a single value for a
+    2D image); ``slice_scores``, the ones under ``MEASURE``, rank 'label this next'. ``rows``
+    (start, stop) are the indices along axis 0 that the arrays cover: (0, n) for a whole image.
     """
 
     labels: np.ndarray
-    probabilities: np.ndarray
     disagreement: np.ndarray
-    slice_scores: np.ndarray
+    scores: dict[str, np.ndarray]
     volume_score: float
+    rows: tuple[int, int]
+
+    @property
+    def slice_scores(self) -> np.ndarray:
+        """The per-slice scores under ``ranking.MEASURE``."""
+        return self.scores[MEASURE]
 
 
 def largest_components(labels: np.ndarray) -> np.ndarray:
@@ -62,90 +86,240 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     return sorted({min(i * stride, size - patch) for i in range(n)})
 
 
-def _windows(shape: tuple[int, ...], patch: tuple[int, ...], stride: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
-    for corner in itertools.product(*(window_starts(s, p, t) for s, p, t in zip(shape, patch, stride))):
-        yield tuple(slice(c, c + p) for c, p in zip(corner, patch))
+def default_stride(patch: tuple[int, ...]) -> tuple[int, ...]:
+    """Half-patch overlap."""
+    return tuple(max(1, p // 2) for p in patch)
 
 
-def sliding_window_probabilities(model: ModelPair, image: np.ndarray, patch: tuple[int, ...],
-                                 stride: tuple[int, ...], batch_size: int = 4,
-                                 progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-    """Per network, class probabilities (C, *shape) averaged over overlapping windows.
+def gaussian_weights(patch: tuple[int, ...]) -> np.ndarray:
+    """A window's weight per voxel (float32, shape ``patch``), as nnU-Net and MONAI weight sliding windows:
+    a Gaussian centred on the window with sigma 1/8 of the patch along each axis, scaled to a maximum of 1,
+    with values that underflow clamped to the smallest nonzero one, so the borders still count."""
+    axes = [np.exp(-0.5 * ((np.arange(p) - (p - 1) / 2) / (p / 8)) ** 2) for p in patch]
+    w = reduce(np.multiply.outer, axes)
+    w = (w / w.max()).astype(np.float32)
+    return np.maximum(w, w[w > 0].min())
 
-    ``image`` is already normalised. A volume smaller than the patch is padded and cropped back.
-    Memory: two accumulators of C × voxels float32 plus one batch of windows. The precision is the
-    model's setting as checked on this machine (``choose_precision``); a window batch with a non-finite
-    result in reduced precision is computed again in fp32, and so is the rest of the image.
-    """
-    shape = image.shape
-    padded_shape = tuple(max(s, p) for s, p in zip(shape, patch))
-    padded = np.zeros(padded_shape, np.float32)
-    padded[tuple(slice(0, s) for s in shape)] = image
-    c = model.num_classes
-    acc = [np.zeros((c, *padded_shape), np.float32) for _ in model.nets]
-    count = np.zeros(padded_shape, np.float32)
+
+@dataclass(frozen=True)
+class _Grid:
+    """The windows to compute (corners, ordered along axis 0) and the rows of buffer they need."""
+
+    corners: list[tuple[int, ...]]
+    patch: tuple[int, ...]
+    extent: tuple[int, ...]  # the image's shape, each axis at least the patch (windows past the image are padded)
+    span: int  # rows the buffer holds: enough for any batch of windows
+    stream: bool  # rows are finalised block by block (a volume); else all at the end (a 2D image)
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], patch: tuple[int, ...], stride: tuple[int, ...], rows: tuple[int, int],
+           batch_size: int) -> _Grid:
+        """The full image's grid, less the windows that miss ``rows``."""
+        starts = [window_starts(s, p, t) for s, p, t in zip(shape, patch, stride)]
+        starts[0] = [z for z in starts[0] if z < rows[1] and z + patch[0] > rows[0]]
+        corners = list(itertools.product(*starts))
+        extent = tuple(max(s, p) for s, p in zip(shape, patch))
+        stream = len(shape) == 3
+        if stream:
+            last = [corners[min(i + batch_size, len(corners)) - 1][0] - c[0] for i, c in enumerate(corners)]
+            span = min(max(last) + patch[0], extent[0])
+        else:
+            span = extent[0]
+        return cls(corners, patch, extent, span, stream)
+
+    def ready(self, done: int) -> int:
+        """Rows below this are touched by none of the windows from index ``done`` on."""
+        if done >= len(self.corners):
+            return self.corners[-1][0] + self.patch[0]
+        return self.corners[done][0] if self.stream else 0
+
+    def first_touching(self, row: int) -> int:
+        """Index of the first window that touches ``row`` or a later row."""
+        return next(i for i, c in enumerate(self.corners) if c[0] + self.patch[0] > row)
+
+
+class _Buffer:
+    """Gaussian-weighted sums of both networks' probabilities (2, K, span, ...) and of the weights over the
+    open rows ``base``..``base + span`` along axis 0, on the model's device; ``bad`` records, without a host
+    sync, whether any added probability was not finite."""
+
+    def __init__(self, grid: _Grid, channels: int, device: torch.device):
+        self.grid, self.base = grid, grid.corners[0][0]
+        self.weights = torch.from_numpy(gaussian_weights(grid.patch)).to(device)
+        self.sums = torch.zeros((2, channels, grid.span, *grid.extent[1:]), device=device)
+        self.weight = torch.zeros((grid.span, *grid.extent[1:]), device=device)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+
+    def add(self, corners: Sequence[tuple[int, ...]], probs: list[torch.Tensor]) -> None:
+        """Add each window's probabilities (both networks, B × K × patch) at its corner; rows below
+        ``base`` (already finalised) are left out."""
+        self.bad |= ~torch.isfinite(sum(p.sum() for p in probs))  # NaN or Inf anywhere shows in the sum of [0, 1]s
+        for b, corner in enumerate(corners):
+            skip = max(0, self.base - corner[0])
+            rows = slice(corner[0] + skip - self.base, corner[0] + self.grid.patch[0] - self.base)
+            region = (rows, *(slice(c, c + p) for c, p in zip(corner[1:], self.grid.patch[1:])))
+            w = self.weights[skip:]
+            for n, p in enumerate(probs):
+                self.sums[(n, slice(None), *region)].addcmul_(p[b, :, skip:], w)
+            self.weight[region] += w
+
+    def not_finite(self) -> bool:
+        """Whether any probability added since the last ``clear`` was not finite (one host sync)."""
+        return bool(self.bad)
+
+    def clear(self) -> None:
+        """Forget every sum (to compute the open rows again)."""
+        self.sums.zero_()
+        self.weight.zero_()
+        self.bad.zero_()
+
+    def free(self, stop: int) -> None:
+        """Forget the rows ``base``..``stop`` (finalised): the open rows move to the front, ``base`` to ``stop``."""
+        k = stop - self.base
+        for i in range(0, self.grid.span - k, k):  # move the open rows to the front, k rows at a time
+            n = min(k, self.grid.span - k - i)
+            self.sums[:, :, i:i + n] = self.sums[:, :, i + k:i + k + n]
+            self.weight[i:i + n] = self.weight[i + k:i + k + n]
+        self.sums[:, :, self.grid.span - k:] = 0
+        self.weight[self.grid.span - k:] = 0
+        self.base = stop
+
+
+class _Outputs:
+    """The host arrays of a prediction, filled block of rows by block of rows."""
+
+    def __init__(self, shape: tuple[int, ...], rows: tuple[int, int], num_classes: int, measures: Sequence[str]):
+        n = rows[1] - rows[0]
+        self.rows, self.shape, self.measures = rows, shape, measures
+        self.labels = np.zeros((n, *shape[1:]), np.uint8 if num_classes < 256 else np.int32)
+        self.disagreement = np.zeros((n, *shape[1:]), np.float16)
+        self.scores = {m: np.zeros(n if len(shape) == 3 else 1, np.float32) for m in measures}
+        self.total = 0.0
+
+    def write(self, start: int, stop: int, buffer: _Buffer) -> None:
+        """Finalise the rows ``start``..``stop`` (the buffer's first ones) that the prediction covers, a few
+        slices of a volume at a time (a 2D image's single score needs it whole)."""
+        lo, hi = max(start, self.rows[0]), min(stop, self.rows[1])
+        step = max(1, WRITE_VOXELS // math.prod(self.shape[1:])) if len(self.shape) == 3 else hi - lo
+        for a in range(lo, hi, step):
+            self._write(a, min(a + step, hi), buffer)
+
+    def _write(self, lo: int, hi: int, buffer: _Buffer) -> None:
+        """Labels, disagreement and scores of the rows ``lo``..``hi`` to the host."""
+        crop = (slice(lo - buffer.base, hi - buffer.base), *(slice(0, s) for s in self.shape[1:]))
+        pa, pb = (_class_channels(buffer.sums[(n, slice(None), *crop)] / buffer.weight[crop]) for n in (0, 1))
+        labels = pa.max(dim=0).indices.to(torch.uint8 if self.labels.dtype == np.uint8 else torch.int32).cpu().numpy()
+        disagreement = (0.5 * (pa - pb).abs().sum(dim=0)).cpu().numpy()
+        pa = pa.cpu().numpy()
+        out = slice(lo - self.rows[0], hi - self.rows[0])
+        self.labels[out] = labels
+        self.disagreement[out] = disagreement
+        self.total += float(disagreement.sum(dtype=np.float64))
+        for m in self.measures:
+            self.scores[m][out if len(self.shape) == 3 else slice(None)] = slice_scores(disagreement, pa, m)
+
+    def prediction(self) -> Prediction:
+        return Prediction(self.labels, self.disagreement, self.scores, self.total / max(self.labels.size, 1),
+                          self.rows)
+
+
+def _class_channels(p: torch.Tensor) -> torch.Tensor:
+    """One probability channel per class (classes first) from the networks' K channels (``heads``)."""
+    return torch.cat([1 - p, p]) if p.shape[0] == 1 else p
+
+
+def _batch(image: np.ndarray, stats: IntensityStats, corners: Sequence[tuple[int, ...]],
+           patch: tuple[int, ...]) -> np.ndarray:
+    """The windows at ``corners``, normalised, as a (B, 1, *patch) float32 batch; zeros past the image."""
+    x = np.zeros((len(corners), 1, *patch), np.float32)
+    for b, corner in enumerate(corners):
+        window = stats.apply(image[tuple(slice(c, c + p) for c, p in zip(corner, patch))])
+        x[(b, 0, *(slice(0, s) for s in window.shape))] = window
+    return x
+
+
+def _forward(model: ModelPair, batch: np.ndarray, precision: Precision, fmt: torch.memory_format
+             ) -> list[torch.Tensor]:
+    """Both networks' probabilities (B, K, *patch; fp32) for a batch of windows."""
+    x = torch.from_numpy(batch).to(model.device).contiguous(memory_format=fmt)
+    with precision.autocast(model.device):
+        return [probabilities(net(x)) for net in model.nets]
+
+
+def _stream(model: ModelPair, image: np.ndarray, stats: IntensityStats, grid: _Grid, out: _Outputs,
+            precision: Precision, batch_size: int, progress: Callable[[int, int], None] | None) -> None:
+    """Compute the grid's windows batch by batch into ``out``. A row block with a non-finite result in
+    reduced precision is computed again in fp32, and so is the rest of the image."""
     fmt = memory_format(model.ndim)
-    precision = choose_precision(model.config.precision, model.device, model.ndim, out_channels(c),
-                                 (batch_size, 1, *patch), fmt)
-    windows = list(_windows(padded_shape, patch, stride))
+    buffer = _Buffer(grid, out_channels(model.num_classes), model.device)
+    done = 0
+    while done < len(grid.corners):
+        corners = grid.corners[done:done + batch_size]
+        buffer.add(corners, _forward(model, _batch(image, stats, corners, grid.patch), precision, fmt))
+        done += len(corners)
+        stop = grid.ready(done)
+        if stop > buffer.base:
+            if buffer.not_finite():
+                if precision.dtype == torch.float32:
+                    raise DataError(NOT_FINITE)
+                precision = Precision(torch.float32, (), "a reduced-precision result was not finite")
+                buffer.clear()
+                done = grid.first_touching(buffer.base)
+                continue
+            out.write(buffer.base, stop, buffer)
+            buffer.free(stop)
+        if progress:
+            progress(done, len(grid.corners))
+
+
+def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: tuple[int, ...],
+           rows: tuple[int, int] | None, measures: Sequence[str]) -> None:
+    """``DataError`` (``ValueError`` for an unknown measure) when the arguments do not fit the model and image."""
+    if image.ndim != model.ndim:
+        raise DataError(f"the model is {model.ndim}-D, the image has shape {image.shape}")
+    if len(patch) != image.ndim or len(stride) != image.ndim or min(stride) < 1:
+        raise DataError(f"patch {patch} and stride {stride} need {image.ndim} positive values")
+    if any(t > p for t, p in zip(stride, patch)):
+        raise DataError(f"stride {stride} larger than the patch {patch} would leave voxels unpredicted")
+    if rows is not None and (image.ndim != 3 or not 0 <= rows[0] < rows[1] <= image.shape[0]):
+        raise DataError(f"rows {rows} must be a non-empty range of the {image.shape[0]} slices of a volume")
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise ValueError(f"unknown measure {unknown[0]!r}: one of {', '.join(MEASURES)}")
+
+
+def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | None = None,
+            stride: tuple[int, ...] | None = None, batch_size: int = PREDICT_BATCH,
+            progress: Callable[[int, int], None] | None = None, rows: tuple[int, int] | None = None,
+            measures: Sequence[str] = ()) -> Prediction:
+    """Predict a raw image (any dtype and range) with network A; disagreement from both networks.
+
+    ``rows`` (start, stop) predicts only those slices along axis 0 of a volume, with the windows of the
+    whole volume's grid that touch them, so they equal the whole prediction's rows. ``measures`` adds
+    per-slice scores under those ``ranking.MEASURES`` to ``Prediction.scores``. ``progress(done, total)``
+    is called after each batch of ``batch_size`` windows (``done`` goes back by the windows computed again
+    after a fall-back to fp32). Memory: the output arrays (3 bytes per voxel),
+    one batch of windows and the open rows (about patch[0] + stride[0] rows, K channels, both networks)
+    on the model's device. The precision is the model's setting as checked on this machine for this
+    plan of windows (``plan.Plan.choose_precision``).
+    """
+    image = np.asarray(image)
+    patch = tuple(patch_size or model.config.patch_size or image.shape)
+    stride = tuple(stride or default_stride(patch))
+    _check(model, image, patch, stride, rows, measures)
+    rows = (int(rows[0]), int(rows[1])) if rows is not None else (0, image.shape[0])
+    grid = _Grid.of(image.shape, patch, stride, rows, batch_size)
+    stats = IntensityStats.of(image)  # before the outputs: its temporaries are gone when they are made
+    out = _Outputs(image.shape, rows, model.num_classes, tuple(dict.fromkeys((MEASURE, *measures))))
+    precision = Plan.of_config(model.config, model.device, patch, batch_size).choose_precision()
     modes = [net.training for net in model.nets]
     for net in model.nets:
         precision.apply(net)
         net.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(windows), batch_size):
-                chunk = windows[start:start + batch_size]
-                x = torch.from_numpy(np.stack([padded[w] for w in chunk])[:, None]).to(model.device)
-                x = x.contiguous(memory_format=fmt)
-                probs = _window_probabilities(model, x, precision)
-                if probs is None:
-                    precision = Precision(torch.float32, (), "a reduced-precision result was not finite")
-                    probs = _window_probabilities(model, x, precision)
-                if probs is None:
-                    raise DataError("the model's prediction is not finite (NaN) even in fp32: the model is broken")
-                for a, p in zip(acc, probs):
-                    for w, pw in zip(chunk, p):
-                        a[(slice(None), *w)] += pw
-                for w in chunk:
-                    count[w] += 1
-                if progress:
-                    progress(min(start + batch_size, len(windows)), len(windows))
+            _stream(model, image, stats, grid, out, precision, batch_size, progress)
     finally:
         for net, mode in zip(model.nets, modes):
             net.train(mode)
-    crop = (slice(None), *(slice(0, s) for s in shape))
-    return [(a / count)[crop] for a in acc]
-
-
-def _window_probabilities(model: ModelPair, x: torch.Tensor, precision: Precision) -> list[np.ndarray] | None:
-    """Class probabilities of both networks for a batch of windows; ``None`` if any is not finite."""
-    with precision.autocast(model.device):
-        probs = [class_probabilities(net(x)) for net in model.nets]
-    if not all(bool(torch.isfinite(p).all()) for p in probs):
-        return None
-    return [p.cpu().numpy() for p in probs]
-
-
-def default_stride(patch: tuple[int, ...]) -> tuple[int, ...]:
-    """Half-patch overlap."""
-    return tuple(max(1, p // 2) for p in patch)
-
-
-def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | None = None,
-            stride: tuple[int, ...] | None = None, batch_size: int = 4,
-            progress: Callable[[int, int], None] | None = None) -> Prediction:
-    """Predict a raw image (any dtype and range) with network A; disagreement from both networks."""
-    image = np.asarray(image)
-    if image.ndim != model.ndim:
-        raise DataError(f"the model is {model.ndim}-D, the image has shape {image.shape}")
-    patch = tuple(patch_size or model.config.patch_size or image.shape)
-    stride = tuple(stride or default_stride(patch))
-    if len(patch) != image.ndim or len(stride) != image.ndim or min(stride) < 1:
-        raise DataError(f"patch {patch} and stride {stride} need {image.ndim} positive values")
-    pa, pb = sliding_window_probabilities(model, normalize_intensity(image), patch, stride, batch_size, progress)
-    labels = pa.argmax(axis=0).astype(np.uint8 if model.num_classes < 256 else np.int32)
-    disagreement = 0.5 * np.abs(pa - pb).sum(axis=0)
-    slices = slice_scores(disagreement, pa, MEASURE)
-    return Prediction(labels, pa, disagreement.astype(np.float32), slices.astype(np.float32),
-                      float(disagreement.mean()))
+    return out.prediction()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import RANKING_SLAB
+
 if TYPE_CHECKING:
     from .review import Reviewed
 
@@ -49,7 +51,7 @@ MEASURES = ("mean", "structure", "peak", "entropy")
 MEASURE = "entropy"  # the one that ranks 'label this next'
 
 
-def slice_scores(disagreement: np.ndarray, probabilities: np.ndarray, measure: str = "mean",
+def slice_scores(disagreement: np.ndarray, probabilities: np.ndarray, measure: str = MEASURE,
                  axis: int = 0) -> np.ndarray:
     """One score per slice along ``axis`` (one value for a 2D image), each in [0, 1]:
 
@@ -96,7 +98,7 @@ def _unreviewed(rec: Reviewed | None, n: int) -> np.ndarray:
 
 
 def image_suggestions(name: str, scores: np.ndarray, reviewed: Reviewed | None = None,
-                      slab: int = 5, axis: int = 0) -> list[Suggestion]:
+                      slab: int = RANKING_SLAB, axis: int = 0) -> list[Suggestion]:
     """The image's unreviewed slabs, best first, at least ``slab`` slices apart (one entry per slab);
     ``scores`` holds one value per slice along ``axis`` (one value for a 2D image)."""
     per_slice = np.asarray(scores, dtype=np.float64).ravel()
@@ -116,7 +118,7 @@ def image_suggestions(name: str, scores: np.ndarray, reviewed: Reviewed | None =
 
 
 def suggest(scores: Mapping[str, np.ndarray], reviewed: Mapping[str, Reviewed | None],
-            count: int = 10, slab: int = 5, axis: int = 0) -> list[Suggestion]:
+            count: int = 10, slab: int = RANKING_SLAB, axis: int = 0) -> list[Suggestion]:
     """Up to ``count`` unreviewed slabs, spread across images, from each image's per-slice ``scores``.
 
     Every image's best slab comes first (highest score first), then every image's second

@@ -2,7 +2,8 @@
 
 A reviewed voxel supervises training whatever its label value, so a reviewed slice left at
 background teaches "nothing here". The record lives beside the label file as
-``<case>.reviewed.json``; a label file without one counts as completely reviewed.
+``<case>.reviewed.json``; a label file without one counts as completely reviewed. A run folder keeps
+what supervised it in ``reviewed.json`` (``write_run_record``), from the dock and the command line alike.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 from .errors import DataError
 
 SIDECAR_SUFFIX = ".reviewed.json"
+RUN_RECORD = "reviewed.json"  # in a run folder: the review records and ignored label value that supervised it
 
 
 @dataclass
@@ -139,3 +141,14 @@ def load_reviewed(path: str | Path, shape: Sequence[int]) -> Reviewed:
     if rec.shape != tuple(int(s) for s in shape):
         raise DataError(f"{path} records shape {rec.shape}, but its labels have shape {tuple(shape)}")
     return rec
+
+
+def write_run_record(run_dir: Path, partly_reviewed: dict[str, Reviewed], ignore_label: int | None = None) -> Path:
+    """Keep in ``run_dir/reviewed.json`` what supervised a run: the record of each partly reviewed image (the
+    others were reviewed whole) and the label value ignored, if any. Written atomically."""
+    from .io import write_text
+
+    record = {"ignore_label": ignore_label, "partly_reviewed": {n: r.to_dict() for n, r in partly_reviewed.items()}}
+    path = Path(run_dir) / RUN_RECORD
+    write_text(path, json.dumps(record, indent=1) + "\n")
+    return path

@@ -1,7 +1,7 @@
 """The bundled sample data: 12 hippocampus MRI volumes (MSD Task04), 3 of them labeled.
 
 The volumes live in the repository's top-level ``sample_data/`` folder, which installs as the package
-``napari_dmd._sample`` (pyproject.toml), so they are found the same way in an editable install and in a wheel.
+``napari_dmd._sample`` (setup.cfg), so they are found the same way in an editable install and in a wheel.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .io import list_images
 # A regular package unpacked on disk (wheel or editable install), so its Traversable is a real folder.
 SAMPLE_DIR = Path(str(files("napari_dmd._sample")))
 CLASS_NAMES = ("background", "anterior", "posterior")
+DEMO_ITERATIONS = 300  # the demo's training on the sample data, headless and in the dock
 
 
 def sample_cases() -> list[tuple[Path, Path | None]]:

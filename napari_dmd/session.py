@@ -4,11 +4,12 @@ A ``Session`` holds the images and labels offered for training (arrays by refere
 name), the user's choices (use this image, pair it with those labels), a cached ``LabelStats``
 per labels layer (updated by the owner on that layer's own edits, never by scanning every
 volume), the ``Reviewed`` record of each labels layer, and the model with the results of the
-current run. The dock is a view of it; the tests drive it directly.
+current run. It owns its transitions (``begin_run`` returns the job to run, ``finish_run`` takes its
+``Finished``, ``model_loaded``, ``model_saved``): the dock is a view of it; the tests drive it directly.
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .io import write_text
-from .plugin.pairing import LayerInfo, Row, TrainingSet, default_pairs, image_problem, training_set
+from .config import RANKING_SLAB, RunOptions, TrainConfig
+from .errors import DataError
+from .jobs import Finished, TrainJob
+from .pairing import LayerInfo, Row, TrainingSet, default_pairs, image_problem, training_set
 from .ranking import Suggestion, suggest
-from .review import Reviewed
+from .review import Reviewed, write_run_record
 
 RUNS_DIR = Path.home() / "napari-dmd" / "runs"
 
@@ -86,7 +89,7 @@ class Layer:
 
 
 @dataclass
-class Results:
+class ModelResults:
     """What the current model predicted, per image: its latest label map, disagreement map and per-slice
     'label this next' scores, and the proposal the prediction layer was last refreshed with (what the
     user's strokes are made on)."""
@@ -131,7 +134,7 @@ class Session:
         self.model = None  # napari_dmd.checkpoint.ModelPair
         self.model_path: Path | None = None
         self.run_dir: Path | None = None
-        self.results = Results()
+        self.results = ModelResults()
         self.class_names: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ layers
@@ -256,6 +259,17 @@ class Session:
                             None if lab is None else self.reviewed.get(labels)))
         return rows
 
+    def training_shapes(self) -> tuple[dict[str, tuple[int, ...]], int]:
+        """The shapes of the ticked usable images of the labeled images' dimension, and the number of
+        classes their labels show (at least 2): what a Start would train on, from the cached statistics."""
+        pairs = self.pairs()
+        shapes = {n: layer.shape for n, layer in self.images.items() if self.choices[n].include
+                  and image_problem(LayerInfo(n, layer.shape, layer.rgb)) is None}
+        tops = {n: self.stats[lab].top for n, lab in pairs.items()
+                if lab and n in shapes and self.stats[lab].shape == shapes[n]}
+        ndim = len(shapes[next(iter(tops))]) if tops else len(next(iter(shapes.values()), ()))
+        return {n: shape for n, shape in shapes.items() if len(shape) == ndim}, max([1, *tops.values()]) + 1
+
     def training_set(self, warm: bool = False) -> TrainingSet:
         """The checked training data (``DataError`` saying what is wrong)."""
         model = self.model if warm else None
@@ -264,8 +278,6 @@ class Session:
     # ------------------------------------------------------------ review
     def mark(self, image: str, index: int, reviewed: bool = True) -> Reviewed:
         """Mark (or unmark) slice ``index`` of the labels paired with ``image``."""
-        from .errors import DataError
-
         rec = self.reviewed_for(image)
         if rec is None:
             raise DataError(f"'{image}' has no labels layer: paint or merge labels first")
@@ -286,24 +298,78 @@ class Session:
             path = parent / f"{stem}-{n}"
         return path
 
-    def save_reviewed(self, run_dir: Path, data: TrainingSet) -> Path:
-        """Keep the review records of a run's labeled images in ``run_dir/reviewed.json``."""
-        records = {name: rec.to_dict() for name, rec in data.reviewed.items()}
-        path = Path(run_dir) / "reviewed.json"
-        write_text(path, json.dumps(records, indent=1) + "\n")
-        return path
+    def begin_run(self, config_of: Callable[[int, tuple[str, ...], int], TrainConfig], options: RunOptions,
+                  warm: bool = False, folder: str | None = None) -> TrainJob:
+        """The job of a Start: the checked training data (``DataError`` saying what is wrong), its config
+        (``config_of(num_classes, class_names, ndim)``), a new run folder holding the review records, and for
+        a warm start the current model's checkpoint. The results of the last model are cleared."""
+        warm = warm and self.model is not None
+        data = self.training_set(warm)
+        config = config_of(data.num_classes, data.class_names, data.ndim)
+        init = self.model_path if warm else None
+        if warm and (init is None or not Path(init).is_file()):
+            raise DataError("the current model has no checkpoint file to continue from: save it first, "
+                            "or untick 'continue from the current model'")
+        run_dir = self.new_run_dir(folder)
+        write_run_record(run_dir, data.reviewed)
+        self.run_dir, self.class_names = run_dir, data.class_names
+        self.results.clear()
+        return TrainJob(data.frozen(), config, options, run_dir, init)
 
-    def show_result(self, image: str, labels: np.ndarray, disagreement: np.ndarray, slice_scores: np.ndarray) -> None:
-        """Keep a new prediction of ``image`` (the layers show it when the image is in view) and its per-slice
-        'label this next' scores."""
-        self.results.latest[image] = labels
-        self.results.disagreement[image] = disagreement
-        self.results.slice_scores[image] = slice_scores
+    def begin_prediction(self) -> list[tuple[str, Any]]:
+        """The ticked images of the current model's dimension, to predict with it (``DataError`` without a model
+        or such an image). The results of the last run are cleared."""
+        if self.model is None:
+            raise DataError("no model yet: train one or load a saved model first")
+        images = [(n, self.images[n].data) for n, choice in self.choices.items()
+                  if choice.include and n in self.images and np.ndim(self.images[n].data) == self.model.ndim]
+        if not images:
+            raise DataError("no ticked image fits the model: tick the images to predict in the training table")
+        self.class_names = self.model.class_names
+        self.results.clear()
+        return images
 
-    def suggestions(self, count: int = 10, slab: int = 5) -> list[Suggestion]:
+    def finish_run(self, finished: Finished) -> None:
+        """A run ended: its model is the current one (with its checkpoint, when it wrote one)."""
+        self.model = finished.model
+        if finished.checkpoint is not None:
+            self.model_path = Path(finished.checkpoint)
+
+    def model_loaded(self, model: Any, path: Path) -> None:
+        """A saved model was loaded: it is the current one."""
+        self.model, self.model_path = model, Path(path)
+
+    def model_saved(self, path: Path) -> None:
+        """The current model was saved to ``path`` (a warm start continues from there)."""
+        self.model_path = Path(path)
+
+    def show_result(self, image: str, labels: np.ndarray, disagreement: np.ndarray, slice_scores: np.ndarray,
+                    rows: tuple[int, int] | None = None) -> None:
+        """Keep a new prediction of ``image`` (the layers show it when the image is in view). A whole prediction
+        also gives the image's per-slice 'label this next' scores; a prediction of the slices ``rows`` only is
+        written into the image's maps (blank where nothing was predicted yet) and leaves the ranking alone."""
+        r = self.results
+        if rows is None:
+            r.latest[image], r.disagreement[image], r.slice_scores[image] = labels, disagreement, slice_scores
+            return
+        shape = self.images[image].shape
+        for table, part in ((r.latest, labels), (r.disagreement, disagreement)):
+            if image not in table or table[image].shape != shape or table[image].dtype != part.dtype:
+                table[image] = np.zeros(shape, part.dtype)
+            table[image][rows[0]:rows[1]] = part
+
+    def ranking_coverage(self) -> str:
+        """Which images 'label this next' ranks: those predicted whole by the current model."""
+        ranked = sum(n in self.results.slice_scores for n in self.images)
+        if ranked == len(self.images):
+            return f"Ranks all {ranked} image(s)." if ranked else ""
+        return (f"Ranks the {ranked} of {len(self.images)} images predicted whole; during training on large images "
+                "only the slices in view are refreshed, every image is predicted whole at the end of the run.")
+
+    def suggestions(self, count: int = 10) -> list[Suggestion]:
         """'Label this next': unreviewed slabs of the images with results, spread across images."""
         scores = {n: v for n, v in self.results.slice_scores.items() if n in self.images}
-        return suggest(scores, {n: self.reviewed_for(n) for n in scores}, count=count, slab=slab)
+        return suggest(scores, {n: self.reviewed_for(n) for n in scores}, count=count, slab=RANKING_SLAB)
 
 
 def review_summary(rec: Reviewed, stats: LabelStats) -> str:

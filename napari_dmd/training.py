@@ -29,10 +29,10 @@ from .distributed import (
     synchronise_batch_norm,
 )
 from .errors import CheckpointError, DataError, DMDError
-from .heads import out_channels
 from .io import write_text
 from .losses import distillation_loss, supervised_loss
-from .precision import Precision, choose_precision, remember_fallback, reset_fp32_layers
+from .plan import Plan
+from .precision import Precision, remember_fallback, reset_fp32_layers
 from .runtime import memory_format, resolve_device
 
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
@@ -83,7 +83,7 @@ def check_volumes(labeled: list[Volume], unlabeled: list[Volume], num_classes: i
         if top >= num_classes:
             raise DataError(f"labels of {v.name or 'an image'} hold value {top}, but there are only "
                             f"{num_classes} classes (0..{num_classes - 1})")
-        structure = structure or bool(((v.label > 0) & (True if v.mask is None else v.mask)).any())
+        structure = structure or v.has_structure()
     if not structure:  # an empty label says "nothing here", but some image must show the structure
         raise DataError("every labeled image is all background: label some structure in at least one image")
     dims = {v.image.ndim for v in labeled + unlabeled}
@@ -130,9 +130,8 @@ class Trainer:
             self.model.config = config
         else:
             self.model = ModelPair.create(config, ndim, self.device)
-        batch = (self.labeled_batch + self.unlabeled_batch, 1, *self.patch)
-        self.precision = choose_precision(config.precision, self.device, ndim, out_channels(config.num_classes),
-                                          batch, self._memory)
+        self.plan = Plan.of_config(config, self.device, self.patch, self.labeled_batch + self.unlabeled_batch)
+        self.precision = self.plan.choose_precision()
         if world.distributed:
             self.precision = agreed_precision(self.precision)
             for net in self.model.nets:

@@ -172,3 +172,12 @@ def test_headless_demo_runs_the_loop_on_the_sample_data(tmp_path, capsys):
     preds = sorted((tmp_path / "predictions").glob("*.nii.gz"))
     assert len(preds) == 12
     assert set(np.unique(read_image(preds[0])[0])) <= {0, 1, 2}
+
+
+def test_a_time_limit_ends_training_with_its_model_written(dataset, capsys):
+    run = dataset / "run"
+    assert main(["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels"),
+                 "--out", str(run), "--iterations", "50", "--patch", "16", "16", "16", "--precision", "fp32",
+                 "--minutes", "1e-9"]) == 0
+    out = capsys.readouterr().out
+    assert "limit ended training at iteration 1" in out and load_model(run / "model.pt", "cpu").iteration == 1

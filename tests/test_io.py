@@ -11,7 +11,8 @@ from napari_dmd.errors import DataError
 from napari_dmd.io import Geometry, case_name, is_supported, list_images, read_image, write_image
 from napari_dmd.sample_data import CLASS_NAMES, sample_cases
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from synthetic import SHARED_DATA
+
 C, S = math.cos(math.radians(30)), math.sin(math.radians(30))
 GEOM = Geometry(spacing=(0.7, 0.9, 2.5), origin=(12.5, -30.25, 7.0), direction=(C, -S, 0, S, C, 0, 0, 0, 1))
 

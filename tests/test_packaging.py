@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the build reads; copied away so the build leaves nothing in the working tree.
-SOURCES = ("pyproject.toml", "README.md", "napari_dmd", "sample_data")
+SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "napari_dmd", "sample_data")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def metadata(wheel: Path, file: str) -> str:
 def test_wheel_holds_every_module_and_the_manifest(src, wheel):
     inside = names(wheel)
     expected = {p.relative_to(src).as_posix() for p in (src / "napari_dmd").rglob("*.py")}
-    assert expected - inside == set(), "modules missing from the wheel; list their package in pyproject.toml"
+    assert expected - inside == set(), "modules missing from the wheel; list their package in setup.cfg"
     assert "napari_dmd/napari.yaml" in inside
     assert "napari-dmd = napari_dmd:napari.yaml" in metadata(wheel, "entry_points.txt")
 
@@ -145,3 +145,18 @@ def test_every_import_is_declared_with_the_napari_extra(src, wheel):
     """The plugin's imports, and the engine's deferred ones (the napari demo), come with napari-dmd[napari]."""
     every = _imports(list((src / "napari_dmd").rglob("*.py")), module_level=False)
     assert _distributions(every) - _declared(wheel, "napari") == set()
+
+
+def test_metadata_is_declared_once_in_setup_cfg(src, wheel):
+    """setup.cfg holds the metadata and options, pyproject.toml the build system and tools: no field in both."""
+    import configparser
+
+    import tomllib
+
+    pyproject = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "project" not in pyproject and {"build-system", "tool"} <= pyproject.keys()
+    cfg = configparser.ConfigParser()
+    cfg.read(src / "setup.cfg", encoding="utf-8")
+    assert cfg["metadata"]["name"] == "napari-dmd" and "install_requires" in cfg["options"]
+    meta = metadata(wheel, "METADATA")
+    assert "License-Expression: BSD-3-Clause" in meta and "Name: napari-dmd" in meta

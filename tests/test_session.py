@@ -1,11 +1,12 @@
 """The plugin's state without Qt or napari: layers, pairing, review records, runs, suggestions."""
-import subprocess
-import sys
+import json
 
 import numpy as np
 import pytest
 
+from napari_dmd.config import RunOptions, TrainConfig
 from napari_dmd.errors import DataError
+from napari_dmd.jobs import Control, Finished, ImageResult, Started, train_and_predict
 from napari_dmd.review import Reviewed
 from napari_dmd.session import LabelStats, Session, slices_of
 
@@ -20,14 +21,6 @@ def session_with_cases():
     s.add_labels("case0 labels", lab0)
     s.add_image("case1", img1)
     return s, lab0
-
-
-def test_session_imports_no_gui():
-    code = ("import sys, napari_dmd.session, napari_dmd.ranking\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'magicgui', 'vispy')]\n"
-            "assert not bad, bad\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
 
 
 def test_pairing_and_the_users_choice():
@@ -100,8 +93,36 @@ def test_training_set_carries_only_partial_records_and_the_run_keeps_them(tmp_pa
     s.painted("case1 labels", {5})
     data = s.training_set()
     assert set(data.reviewed) == {"case1"} and data.reviewed["case1"].slices == {5}
-    path = s.save_reviewed(tmp_path, data)
-    assert '"slices": [\n   5\n  ]' in path.read_text() or '"slices": [5]' in path.read_text()
+    job = s.begin_run(config_of, RunOptions(), folder=str(tmp_path / "run"))
+    kept = json.loads((tmp_path / "run" / "reviewed.json").read_text())
+    assert kept["partly_reviewed"]["case1"]["slices"] == [5] and job.run_dir == s.run_dir == tmp_path / "run"
+
+
+def config_of(num_classes, class_names, ndim):
+    return TrainConfig(num_classes=num_classes, class_names=class_names, iterations=2, patch_size=(16, 16, 16),
+                       labeled_batch=1, unlabeled_batch=1, device="cpu", precision="fp32", checkpoint_every=1000)
+
+
+def test_start_to_finished_without_qt(tmp_path):
+    """The session's transitions drive a whole run: Start's job, the run, Finished, a warm start, a prediction."""
+    s, _ = session_with_cases()
+    with pytest.raises(DataError, match="no model yet"):
+        s.begin_prediction()
+    job = s.begin_run(config_of, RunOptions(refresh_every=1000), folder=str(tmp_path / "run"))
+    assert s.class_names == ("background", "class 1") and job.config.num_classes == 2
+    messages = list(train_and_predict(job, Control()))
+    started, finished = messages[0], messages[-1]
+    assert isinstance(started, Started) and started.plan.patch == (16, 16, 16)
+    assert isinstance(finished, Finished) and not finished.stopped
+    assert sum(isinstance(m, ImageResult) for m in messages) == 2  # the final refresh: both images
+    s.finish_run(finished)
+    assert s.model is finished.model and s.model_path == tmp_path / "run" / "model.pt" and s.model_path.is_file()
+    warm = s.begin_run(config_of, RunOptions(), warm=True, folder=str(tmp_path / "run"))
+    assert warm.init == tmp_path / "run" / "model.pt" and warm.run_dir != tmp_path / "run"  # never the same folder
+    assert [name for name, _ in s.begin_prediction()] == ["case0", "case1"]
+    s.model_saved(tmp_path / "elsewhere.pt")
+    with pytest.raises(DataError, match="no checkpoint file"):
+        s.begin_run(config_of, RunOptions(), warm=True)
 
 
 def test_suggestions_leave_out_reviewed_slices():

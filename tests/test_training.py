@@ -5,8 +5,9 @@ import torch
 
 from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.config import TrainConfig
-from napari_dmd.data import PatchSampler, Volume, VoxelPicker, annotated_slices_mask, choose_patch_size
+from napari_dmd.data import PatchSampler, Volume, VoxelPicker, choose_patch_size
 from napari_dmd.errors import CheckpointError, DataError
+from napari_dmd.review import Reviewed
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
 from synthetic import make_case
@@ -176,9 +177,11 @@ def test_resume_needs_a_checkpoint(tiny_cases):
 def test_volume_validation_and_normalisation():
     img, lab = make_case(0, dtype=np.uint8, scale=60)
     v = Volume.create(img, lab)
-    assert v.image.dtype == np.float32 and abs(v.image.mean()) < 1e-4 and abs(v.image.std() - 1) < 1e-3
+    assert v.image is img  # held as given; patches are normalised with its statistics
+    x = v.stats.apply(v.image)
+    assert x.dtype == np.float32 and abs(x.mean()) < 1e-4 and abs(x.std() - 1) < 1e-3
     big = Volume.create(make_case(0, scale=1e6)[0])
-    assert abs(big.image.std() - 1) < 1e-3
+    assert abs(big.stats.apply(big.image).std() - 1) < 1e-3
     with pytest.raises(DataError, match="shape"):
         Volume.create(img, lab[:-1])
     with pytest.raises(DataError, match="one channel"):
@@ -187,11 +190,11 @@ def test_volume_validation_and_normalisation():
         Volume.create(img, lab.astype(int) - 1)
 
 
-def test_annotated_slices_and_sampler_cover_annotation():
+def test_the_sampler_covers_a_single_reviewed_slice():
     img, lab = make_case(3)
     sparse = np.zeros_like(lab)
     sparse[8] = lab[8]
-    mask = annotated_slices_mask(sparse)
+    mask = Reviewed(lab.shape, slices={8}).mask()
     assert mask[8].all() and mask.sum() == mask[8].size
     v = Volume.create(img, sparse, mask=mask)
     s = PatchSampler([v], [], (8, 16, 16), np.random.default_rng(0))
@@ -217,7 +220,7 @@ def test_foreground_fraction_centres_labeled_crops_on_the_structure():
 def test_augmentation_keeps_the_slice_order_and_the_labels_aligned():
     z, y, x = np.meshgrid(np.arange(16), np.arange(32), np.arange(32), indexing="ij")
     v = Volume.create((1000 * z + 30 * y + x).astype(np.float32), (30 * y + x > 500).astype(np.uint8))
-    label_of = dict(zip(v.image.ravel().tolist(), v.label.ravel().tolist()))  # each intensity has one label
+    label_of = dict(zip(v.stats.apply(v.image).ravel().tolist(), v.label.ravel().tolist()))  # one label each
     s = PatchSampler([v], [v], (8, 16, 16), np.random.default_rng(0))
     flipped_in_plane = 0
     for _ in range(40):

@@ -2,7 +2,7 @@
 
 Closing asks the worker to abort (training stops after the current step and writes its
 checkpoint; a prediction stops within one batch of windows) and returns at once; the worker's
-own thread finishes the job (see ``runner.py``), also when the application quits.
+own thread finishes the job (see ``job_thread.py``), also when the application quits.
 """
 from __future__ import annotations
 

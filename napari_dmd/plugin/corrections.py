@@ -9,9 +9,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import DMDError
 from ..session import Session
-from . import merge as merging
+from . import label_merge as merging
 from ._layers import CLASS_NAMES, GEOMETRY, PREDICTION, class_features, role, source
-from .results import find_layer, set_edited
+from .result_layers import find_layer, set_edited
 
 
 class Corrections:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DMDError
+from ..sample_data import DEMO_ITERATIONS
 
 DOCK_NAME = "DMD training"
 
@@ -52,7 +53,7 @@ def screenshot(viewer, path: str | Path) -> Path:
     return path
 
 
-def train_and_screenshot(path: str | Path, iterations: int = 300, refresh_every: int | None = None,
+def train_and_screenshot(path: str | Path, iterations: int = DEMO_ITERATIONS, refresh_every: int | None = None,
                          run_dir: str | Path | None = None, size: tuple[int, int] = (1600, 1000)) -> Path:
     """The README pictures: open the demo, train ``iterations`` steps on the sample data in the dock
     (the dock's defaults for this device otherwise, one labeled + one unlabeled patch per batch to
@@ -64,7 +65,7 @@ def train_and_screenshot(path: str | Path, iterations: int = 300, refresh_every:
 
     from qtpy.QtWidgets import QApplication
 
-    from .worker import ImageResult
+    from ..jobs import ImageResult
 
     viewer = open_demo()
     viewer.window.resize(*size)

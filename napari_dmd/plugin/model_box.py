@@ -62,7 +62,7 @@ class ModelBox(QGroupBox):
         except DMDError as exc:
             show_error(str(exc))
             return None
-        s.model_path = Path(path)
+        s.model_saved(Path(path))
         self.describe()
         show_info(f"model saved to {path}")
         return s.model_path
@@ -84,7 +84,7 @@ class ModelBox(QGroupBox):
         except Exception as exc:  # an unexpected file content
             show_error(f"{Path(path).name} does not load as a napari-dmd model ({type(exc).__name__})")
             return False
-        self.session.model, self.session.model_path = model, Path(path)
+        self.session.model_loaded(model, Path(path))
         self.describe()
         self._loaded()
         show_info(f"loaded {Path(path).name}: {model.ndim}D, classes {', '.join(model.class_names)}")

@@ -97,8 +97,10 @@ class NextBox(QGroupBox):
         self.overwrite = QCheckBox("Also replace reviewed labels")
         self.overwrite.setToolTip("Off: merge your strokes on the prediction, and the prediction only where the "
                                   "labels are not reviewed yet. On: the prediction replaces reviewed labels too.")
+        self.coverage = QLabel(wordWrap=True)  # which images the ranking covers
         layout = QVBoxLayout(self)
         layout.addWidget(self.ranking)
+        layout.addWidget(self.coverage)
         layout.addLayout(_row(self.mark_button, self.unmark_button))
         for w in (self.review_label, self.legend, hint):
             layout.addWidget(w)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ..jobs import Finished, Predicting, Started
+from ..plan import duration
 from .curves import LossCurves
-from .preview import duration
-from .worker import Finished, Predicting, Started
 
 IDLE, PREPARING, PREDICTING, FAILED = "idle", "preparing…", "predicting %v/%m", "failed"
 
@@ -45,8 +45,9 @@ class RunPanel(QWidget):
         if (self.curves.iterations[-1] if self.curves.iterations else 0) != self.offset:
             self.curves.clear()
         self.curves.total = self.offset + msg.total
-        self.status.setText(f"Training on {msg.device} · patch {'×'.join(map(str, msg.patch))} · {msg.labeled} "
-                            f"labeled + {msg.unlabeled} unlabeled image(s) · precision {msg.precision}")
+        patch = "×".join(map(str, msg.plan.patch))
+        self.status.setText(f"Training on {msg.plan.device} · patch {patch} · {msg.labeled} labeled + "
+                            f"{msg.unlabeled} unlabeled image(s) · precision {msg.precision}")
 
     def predicting(self, msg: Predicting, counting: bool) -> None:
         """'Predicting…' in the status; ``counting``: the bar counts the images (a prediction-only job)."""

@@ -1,9 +1,9 @@
 """The dock's settings form, generated from the settings declared in ``config.py`` (magicgui widgets).
 
 Basic settings (and the dock's own run options) come first, advanced ones in a collapsible
-section, then a line saying what Start will do (written by the dock from ``preview.py``). Each
-widget's tooltip is the setting's help. ``config()`` builds the ``TrainConfig``, whose
-``__post_init__`` is the one place where values are checked.
+section, then a line saying what Start will do (written by the dock from ``plan.py``). Each
+widget's tooltip is the setting's help. ``config()`` builds the ``TrainConfig`` and ``options()`` the
+``RunOptions``, whose ``__post_init__`` is the one place where values are checked.
 """
 from __future__ import annotations
 
@@ -13,36 +13,35 @@ from collections.abc import Callable
 from dataclasses import Field
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox, Widget, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, Widget, create_widget
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..config import TrainConfig, declared_settings, label_of
-from .preview import parse_patch
+from ..config import RunOptions, TrainConfig, declared_settings, default_of, label_of
+from ..plan import parse_patch
 
 INT_MAX = 2**31 - 1
-GPU_REFRESH, CPU_REFRESH, CPU_FIRST_REFRESH, CPU_MINUTES = 500, 100, 50, 10
 
 
 def _float_step(default: float) -> float:
     return 10 ** (math.floor(math.log10(default)) - 1) if default > 0 else 0.01
 
 
-def setting_widget(f: Field, kind: Any) -> Widget:
-    """A magicgui widget for one declared setting of type ``kind``."""
-    meta = f.metadata
+def setting_widget(f: Field, kind: Any, cpu: bool) -> Widget:
+    """A magicgui widget for one declared setting of type ``kind``, at its default where training runs (``cpu``)."""
+    meta, default = f.metadata, default_of(f, cpu)
     options: dict[str, Any] = {"tooltip": meta["help"]}
     if meta["choices"]:
-        return ComboBox(value=f.default, choices=list(meta["choices"]), label=label_of(f), **options)
+        return ComboBox(value=default, choices=list(meta["choices"]), label=label_of(f), **options)
     if kind is int:
         options.update(min=int(meta["minimum"] or 0), max=int(meta["maximum"] or INT_MAX))
     elif kind is float:
         options.update(min=float(meta["minimum"] or 0.0), max=float(meta["maximum"] or 1e6),
-                       step=_float_step(f.default))
+                       step=_float_step(default))
     elif kind is not str:  # sizes: 'auto' or a list of whole numbers
-        return LineEdit(value="auto" if f.default is None else ",".join(map(str, f.default)),
+        return LineEdit(value="auto" if default is None else ",".join(map(str, default)),
                         label=label_of(f), tooltip=meta["help"] + " ('auto' or e.g. 32,48,32)")
-    return create_widget(value=f.default, annotation=kind, label=label_of(f), options=options)
+    return create_widget(value=default, annotation=kind, label=label_of(f), options=options)
 
 
 class SettingsForm(QWidget):
@@ -52,16 +51,9 @@ class SettingsForm(QWidget):
         super().__init__(parent)
         hints = typing.get_type_hints(TrainConfig)
         self.kinds = {f.name: hints[f.name] for f in declared_settings()}
-        self.fields = {f.name: setting_widget(f, hints[f.name]) for f in declared_settings()}
-        self.refresh_every = SpinBox(value=CPU_REFRESH if cpu else GPU_REFRESH, min=1, max=INT_MAX,
-                                     label="refresh results every",
-                                     tooltip="predict every image and refresh the result layers this often "
-                                             "(iterations)")
-        self.first_refresh = SpinBox(value=CPU_FIRST_REFRESH if cpu else 0, min=0, max=INT_MAX,
-                                     label="first refresh at",
-                                     tooltip="an earlier first look at the results (iteration; 0: none)")
-        self.minutes = SpinBox(value=CPU_MINUTES if cpu else 0, min=0, max=100_000, label="stop after (minutes)",
-                               tooltip="end training after this much time, whatever the iterations (0: no limit)")
+        self.fields = {f.name: setting_widget(f, hints[f.name], cpu) for f in declared_settings()}
+        run_hints = typing.get_type_hints(RunOptions)
+        self.run_options = {f.name: setting_widget(f, run_hints[f.name], cpu) for f in declared_settings(of=RunOptions)}
         self.warm_start = CheckBox(value=False, text="continue from the current model",
                                    tooltip="warm start both networks from the last trained or loaded model")
         self.run_folder = LineEdit(value="", label="run folder",
@@ -69,8 +61,7 @@ class SettingsForm(QWidget):
                                            "folder under ~/napari-dmd/runs (a run never overwrites another)")
         basic = [w for f, w in zip(declared_settings(), self.fields.values()) if f.metadata["level"] == "basic"]
         advanced = [w for f, w in zip(declared_settings(), self.fields.values()) if f.metadata["level"] != "basic"]
-        self.basic = Container(widgets=[*basic, self.refresh_every, self.first_refresh, self.minutes,
-                                        self.warm_start])
+        self.basic = Container(widgets=[*basic, *self.run_options.values(), self.warm_start])
         self.advanced_form = Container(widgets=[*advanced, self.run_folder])
         self.advanced = QCollapsible("Advanced")
         self.advanced.addWidget(self.advanced_form.native)
@@ -88,19 +79,23 @@ class SettingsForm(QWidget):
 
     def on_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever a setting or run option changes."""
-        for widget in (*self.fields.values(), self.refresh_every, self.first_refresh, self.minutes, self.warm_start):
+        for widget in (*self.fields.values(), *self.run_options.values(), self.warm_start):
             widget.changed.connect(lambda *_: callback())
 
     def summary(self) -> str:
         """The main settings in a few words (the title of the folded section)."""
-        first = f" (first {self.first_refresh.value})" if self.first_refresh.value else ""
-        limit = f" · ≤ {self.minutes.value} min" if self.minutes.value else ""
+        run = {name: w.value for name, w in self.run_options.items()}
+        first = f" (first {run['first_refresh']})" if run["first_refresh"] else ""
+        limit = f" · ≤ {run['minutes']:g} min" if run["minutes"] else ""
         warm = " · continue" if self.warm_start.value else ""
-        return f"{self.fields['iterations'].value} it. · refresh {self.refresh_every.value}{first}{limit}{warm}"
+        return f"{self.fields['iterations'].value} it. · refresh {run['refresh_every']}{first}{limit}{warm}"
 
     def __getitem__(self, name: str) -> Widget:
-        """The widget of a declared setting or of a run option."""
-        return self.fields[name] if name in self.fields else getattr(self, name)
+        """The widget of a declared setting or run option, or of the warm start or run folder."""
+        for table in (self.fields, self.run_options):
+            if name in table:
+                return table[name]
+        return getattr(self, name)
 
     def set(self, **values: Any) -> None:
         """Set widgets by name (tests, the demo): settings take their own type, a patch its text."""
@@ -119,3 +114,7 @@ class SettingsForm(QWidget):
                 value = value.strip() or str(TrainConfig.__dataclass_fields__[name].default)
             values[name] = value
         return TrainConfig(num_classes=num_classes, class_names=class_names, **values)
+
+    def options(self) -> RunOptions:
+        """The run options as ``RunOptions`` (``DataError`` naming what is invalid)."""
+        return RunOptions(**{name: w.value for name, w in self.run_options.items()})

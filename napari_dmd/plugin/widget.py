@@ -3,15 +3,15 @@
 Label a few slices (they count as reviewed) -> train in a worker thread -> see where the two
 networks disagree -> correct a prediction and merge the corrections into the labels -> train again.
 
-The state lives in ``napari_dmd.session.Session`` (kept in step with the viewer by
-``layer_sync.py``); the work in ``worker.py`` (driven by ``runner.py``), ``corrections.py`` and
-``result_queue.py``; the views in ``data_table.py``, ``settings_form.py``, ``ranking_view.py``,
-``model_box.py`` and ``curves.py``. Every problem is a napari notification, never a traceback.
+The state and its transitions live in ``napari_dmd.session.Session`` (kept in step with the viewer by
+``layer_sync.py``); the runs in ``napari_dmd/jobs.py`` (driven by ``job_thread.py``), the merges in
+``corrections.py``, the result layers in ``result_refresh.py``; the views in ``data_table.py``,
+``settings_form.py``, ``ranking_view.py``, ``model_box.py`` and ``curves.py``. Every problem is a napari
+notification, never a traceback.
 """
 from __future__ import annotations
 
 import weakref
-from pathlib import Path
 
 import napari.viewer
 import numpy as np
@@ -20,26 +20,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFrame, QGroupBox, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..config import TrainConfig
 from ..errors import DataError, DMDError
-from ..ranking import Suggestion
-from ..session import Session
-from ._layers import PREDICTION, source
-from .closing import ClosingHooks
-from .corrections import Corrections
-from .curves import LossCurves
-from .data_panel import DataPanel
-from .data_table import TrainingTable
-from .layer_sync import LayerSync
-from .model_box import ModelBox
-from .preview import Plan, describe_plan, make_plan, record_speed
-from .ranking_view import NextBox
-from .result_queue import ResultQueue
-from .results import find_layer, go_to, prediction_name
-from .run_panel import IDLE, RunPanel
-from .runner import Runner
-from .settings_form import SettingsForm
-from .worker import (
+from ..jobs import (
     Control,
     Failed,
     Finished,
@@ -47,11 +29,29 @@ from .worker import (
     Predicting,
     Refreshed,
     Started,
-    TrainJob,
+    View,
     predict_only,
     preload,
     train_and_predict,
 )
+from ..plan import Plan, describe_plan, make_plan
+from ..ranking import Suggestion
+from ..session import Session
+from ..speed_store import record_speed
+from ._layers import PREDICTION, source
+from .closing import ClosingHooks
+from .corrections import Corrections
+from .curves import LossCurves
+from .data_panel import DataPanel
+from .data_table import TrainingTable
+from .job_thread import Runner
+from .layer_sync import LayerSync
+from .model_box import ModelBox
+from .ranking_view import NextBox
+from .result_layers import find_layer, go_to, prediction_name
+from .result_refresh import ResultQueue
+from .run_panel import IDLE, RunPanel
+from .settings_form import SettingsForm
 
 
 class DMDWidget(QWidget):
@@ -69,7 +69,6 @@ class DMDWidget(QWidget):
         self.last_finished: Finished | None = None
         self._mode: str | None = None
         self._gone: set[str] = set()  # images said to be gone while their results came
-        self._config: TrainConfig | None = None  # of the last training started
         self._run_plan: Plan | None = None  # of the last training set up: its speed is recorded under it
         self.results = ResultQueue(napari_viewer, self.session)
         self._build(cpu=not torch.cuda.is_available())
@@ -77,6 +76,8 @@ class DMDWidget(QWidget):
         self._timer.timeout.connect(self.refresh_view)
         self.sync = LayerSync(napari_viewer, self.session, self._schedule, self.results.queue)
         napari_viewer.layers.selection.events.active.connect(self._schedule)
+        napari_viewer.layers.selection.events.active.connect(self._look)
+        napari_viewer.dims.events.current_step.connect(self._look)
         self.corrections = Corrections(napari_viewer, self.session, self.sync.store, self._after_merge)
         me = weakref.ref(self)
         self.closing = ClosingHooks(self, lambda: me() is not None and me().shutdown())
@@ -128,19 +129,19 @@ class DMDWidget(QWidget):
     def _plan(self) -> Plan | None:
         """What a Start with the current data and settings would set up (``DataError`` for bad settings)."""
         form = self.settings
-        return make_plan(self.session, form.device(), form["precision"].value, str(form["patch_size"].value),
+        shapes, classes = self.session.training_shapes()
+        return make_plan(shapes, classes, form.device(), form["precision"].value, str(form["patch_size"].value),
                          form["labeled_batch"].value + form["unlabeled_batch"].value)
 
     def _describe_plan(self) -> tuple[str, str]:
         """Before Start: the device and precision 'auto' resolve to and the measured time estimate, and
         the estimated total in a few words (' · ≈ 2:00', or '')."""
-        form = self.settings
         try:
-            plan = self._plan()
+            plan, options = self._plan(), self.settings.options()
         except DataError as exc:
             return f"Start cannot run yet: {exc}", ""
-        return describe_plan(plan, self.session, form["iterations"].value,
-                             form.first_refresh.value or form.refresh_every.value, form.minutes.value)
+        megavoxels = sum(np.prod(shape) for shape in self.session.training_shapes()[0].values()) / 1e6
+        return describe_plan(plan, megavoxels, self.settings["iterations"].value, options)
 
     def _schedule(self, *_changed) -> None:
         """Refresh the view shortly (many edits in a row refresh it once)."""
@@ -203,51 +204,37 @@ class DMDWidget(QWidget):
         """Check the training data and settings, then train in a worker thread."""
         if self.worker is not None:
             return
-        s, form = self.session, self.settings
-        warm = s.model is not None and form.warm_start.value
+        form = self.settings
         try:
-            data = s.training_set(warm)
-            config = form.config(data.num_classes, data.class_names, data.ndim)
-            init = s.model_path if warm else None
-            if warm and (init is None or not Path(init).is_file()):
-                raise DataError("the current model has no checkpoint file to continue from: save it first, "
-                                "or untick 'continue from the current model'")
-            s.run_dir = s.new_run_dir(form.run_folder.value.strip() or None)
-            s.save_reviewed(s.run_dir, data)
+            job = self.session.begin_run(form.config, form.options(), form.warm_start.value,
+                                         form.run_folder.value.strip() or None)
         except DMDError as exc:
             show_error(str(exc))
             return
-        for note in data.notes:
+        for note in job.data.notes:
             (show_info if note.startswith("no unlabeled") else show_warning)(note)
-        s.class_names = data.class_names
         self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
-        self.run.begin(config.iterations, "Preparing the data and the networks…")
-        job = TrainJob(data.frozen(), config, s.run_dir, init, form.refresh_every.value,
-                       form.first_refresh.value or None, form.minutes.value or None)
-        self._config, self._run_plan = config, None
+        self.run.begin(job.config.iterations, "Preparing the data and the networks…")
+        self._run_plan = None
         self._launch(train_and_predict, job)
 
     def predict(self) -> None:
         """Predict every ticked image of the model's dimension with the current model."""
-        s = self.session
-        if s.model is None:
-            show_warning("no model yet: train one or load a saved model first")
-        if self.worker is not None or s.model is None:
+        if self.worker is not None:
             return
-        images = [(n, s.images[n].data) for n, choice in s.choices.items()
-                  if choice.include and n in s.images and np.ndim(s.images[n].data) == s.model.ndim]
-        if not images:
-            show_warning("no ticked image fits the model: tick the images to predict in the training table")
+        try:
+            images = self.session.begin_prediction()
+        except DMDError as exc:
+            show_warning(str(exc))
             return
-        s.class_names = s.model.class_names
         self.run.offset = 0  # a prediction's messages count the model's own iterations
         self.run.begin(len(images), f"Predicting {len(images)} image(s)…")
-        self._launch(predict_only, s.model, images)
+        self._launch(predict_only, self.session.model, images)
 
     def _launch(self, func, *args) -> None:
-        self.session.results.clear()  # the ranking shows this model's results only
         self._gone.clear()
         self.control = Control()
+        self._look()
         self._mode = "train" if func is train_and_predict else "predict"
         self.worker = Runner(func(*args, self.control))
         self.worker.message.connect(self._on_message)
@@ -275,7 +262,7 @@ class DMDWidget(QWidget):
 
     def _on_message(self, msg) -> None:
         if isinstance(msg, Started):
-            self._run_plan = Plan.of_run(self._config, msg.device, msg.patch)
+            self._run_plan = msg.plan
             self.run.started(msg)
         elif isinstance(msg, Predicting):
             self.run.predicting(msg, counting=self._mode == "predict")
@@ -301,7 +288,7 @@ class DMDWidget(QWidget):
                 self._gone.add(r.name)
                 show_warning(f"image '{r.name}' is no longer in the viewer: its prediction is not shown")
             return
-        self.session.show_result(r.name, r.labels, r.disagreement, r.slice_scores)
+        self.session.show_result(r.name, r.labels, r.disagreement, r.slice_scores, r.rows)
         self.results.tops[r.name] = r.contrast
         if self.viewer.layers[r.name].visible:
             self.results.queue(r.name)
@@ -309,6 +296,15 @@ class DMDWidget(QWidget):
     def _fill_ranking(self) -> None:
         ndims = {n: layer.data.ndim for n, layer in self.session.images.items()}
         self.next.ranking.show_suggestions(self.session.suggestions(), ndims)
+        self.next.coverage.setText(self.session.ranking_coverage())
+
+    def _look(self, *_event) -> None:
+        """Tell a running training what the user looks at: its refreshes predict that slab first."""
+        if self.control is None:
+            return
+        image = self._current_image()
+        index = None if image is None else self._current_index(self.viewer.layers[image])
+        self.control.look_at(None if index is None else View(image, index))
 
     def _go(self, s: Suggestion) -> None:
         if s.image not in self.session.images:
@@ -323,16 +319,15 @@ class DMDWidget(QWidget):
 
     def _on_finished(self, f: Finished) -> None:
         s = self.session
-        self.last_finished, s.model = f, f.model
-        if f.checkpoint is not None:
-            s.model_path = Path(f.checkpoint)
+        self.last_finished = f
+        s.finish_run(f)
         if self._mode == "train":
             self.settings.warm_start.value = True
             text = self.run.finished(f, s.model.model_iterations)
             if not f.aborted:
                 show_info(text + (f" · model saved to {s.model_path}" if f.checkpoint else ""))
             if f.speed is not None and self._run_plan is not None:
-                record_speed(self._run_plan, f.speed)
+                record_speed(self._run_plan.speed_key(), f.speed)
             self.refresh_view()  # the precision verdict and the speed are known now
         else:
             self.run.begin(1, f"Predicted with the model of iteration {f.iteration}", IDLE)

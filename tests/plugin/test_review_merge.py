@@ -3,7 +3,7 @@ result layers, the settings form. Results are handed to the dock directly (no tr
 import numpy as np
 import pytest
 
-from napari_dmd.plugin.worker import ImageResult
+from napari_dmd.jobs import ImageResult
 from napari_dmd.ranking import SCORE_HELP, slice_means
 
 from plugin_helpers import SHAPE, cube_case

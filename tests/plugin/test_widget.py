@@ -81,16 +81,17 @@ def test_event_loop_keeps_running_during_training(dock, qtbot, capsys, monkeypat
 
     from qtpy.QtCore import QTimer
 
-    from napari_dmd.plugin import results, worker
+    from napari_dmd import jobs
+    from napari_dmd.plugin import result_layers
 
-    on_gui, percentile = [], results.contrast_top
+    on_gui, percentile = [], jobs.contrast_top
 
     def contrast_top(d):
         on_gui.append(threading.current_thread() is threading.main_thread())
         return percentile(d)
 
-    monkeypatch.setattr(worker, "contrast_top", contrast_top)
-    monkeypatch.setattr(results, "contrast_top", contrast_top)
+    monkeypatch.setattr(jobs, "contrast_top", contrast_top)
+    monkeypatch.setattr(result_layers, "contrast_top", contrast_top)
     viewer, widget = dock
     fast_settings(widget, widget.settings.run_folder.value, iterations=4, refresh_every=2)
     added = []
@@ -279,7 +280,7 @@ def test_2d_image_trains_with_the_2d_unet(make_napari_viewer, qtbot, tmp_path, n
 
 def test_parse_patch():
     from napari_dmd.errors import DataError
-    from napari_dmd.plugin.preview import parse_patch
+    from napari_dmd.plan import parse_patch
 
     assert parse_patch(" auto ", 3) is None and parse_patch("", 2) is None
     assert parse_patch("32, 48,32", 3) == (32, 48, 32) and parse_patch("64x64", 2) == (64, 64)
@@ -300,7 +301,7 @@ def test_the_precision_that_ran_is_said_after_the_run_and_before_the_next(dock, 
     import torch
 
     from napari_dmd import precision as P
-    from napari_dmd.plugin.preview import display_name
+    from napari_dmd.plan import display_name
 
     from faults import NaNFault
 
@@ -333,7 +334,7 @@ def test_the_precision_that_ran_is_said_after_the_run_and_before_the_next(dock, 
 def test_the_time_estimate_before_start_is_the_measured_speed_of_these_settings(dock, qtbot, own_cache):
     import json
 
-    from napari_dmd.plugin.preview import duration
+    from napari_dmd.plan import duration
 
     viewer, widget = dock
     widget.refresh_view()
@@ -375,3 +376,34 @@ def test_the_ranking_is_on_the_first_screen_of_the_dock_once_results_exist(make_
     assert table.rowCount() == 12 and table.viewport().height() >= 12 * table.rowHeight(0)  # every image in view
     assert table.mapTo(scroll.viewport(), QPoint(0, 0)).y() >= 0
     widget.shutdown()
+
+
+def test_a_refresh_during_training_predicts_the_slab_in_view_first(dock, qtbot, monkeypatch):
+    """Clinical-size data (here: the threshold lowered to nothing): a refresh during training predicts only the
+    slab around the slice in view of the image in view and shows it; every image is predicted whole at the end,
+    and 'label this next' says which images it ranks."""
+    from napari_dmd import jobs
+    from napari_dmd.config import RANKING_SLAB
+    from napari_dmd.plugin.result_layers import go_to
+
+    monkeypatch.setattr(jobs, "REFRESH_WHOLE_MVOXELS", 0)
+    viewer, widget = dock
+    fast_settings(widget, widget.settings.run_folder.value, iterations=4, refresh_every=2)
+    viewer.layers.selection.active = viewer.layers["case1"]
+    go_to(viewer, "case1", 10)
+    seen, on_message = [], widget._on_message
+    widget._on_message = lambda msg: (seen.append(msg), on_message(msg))
+    coverage = []
+    widget.start()
+    qtbot.waitUntil(lambda: any(isinstance(m, jobs.Refreshed) for m in seen), timeout=60_000)
+    coverage.append(widget.next.coverage.text())
+    wait_done(qtbot, widget)
+    results = [m for m in seen if isinstance(m, jobs.ImageResult)]
+    first, *final = results
+    half = RANKING_SLAB // 2
+    assert (first.name, first.iteration, first.rows) == ("case1", 2, (10 - half, 10 + half + 1))
+    assert first.labels.shape[0] == RANKING_SLAB and first.disagreement.dtype == np.float16
+    assert [(r.name, r.iteration, r.rows) for r in final] == [("case0", 4, None), ("case1", 4, None)]
+    assert coverage[0].startswith("Ranks the 0 of 2 images predicted whole")
+    assert widget.next.coverage.text() == "Ranks all 2 image(s)."
+    assert viewer.layers["case1 prediction"].data.shape == viewer.layers["case1"].data.shape

@@ -12,7 +12,7 @@ from qtpy.QtCore import QObject, QTimer
 
 from ..session import Session
 from ._layers import PREDICTION
-from .results import edited, find_layer, prediction_name, restore_selection, show_disagreement, show_prediction
+from .result_layers import edited, find_layer, prediction_name, restore_selection, show_disagreement, show_prediction
 
 INTERVAL_MS = 30  # between two layers: the canvas is drawn in between
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..config import default_class_names
-from ..data import Volume
-from ..errors import DataError
-from ..review import Reviewed
+from .config import default_class_names
+from .data import Volume
+from .errors import DataError
+from .review import Reviewed
 
 _SUFFIX = re.compile(r"([\s_.\-]*(labels?|seg(mentation)?s?|masks?|gt|annotations?|ground[\s_-]?truth))+$")
 _COPY = re.compile(r"\s*\[\d+\]$")  # napari's " [1]" suffix for a repeated name

@@ -1,8 +1,9 @@
-"""What runs in the worker thread: training and prediction as generators of plain messages.
+"""The dock's runs as plain Python: training and prediction as generators of plain messages.
 
-The generators never touch Qt, widgets or layers. They yield ``Started``, the engine's
-``Progress`` after every step, an ``ImageResult`` per image at every refresh, ``Refreshed`` when a
-refresh is complete, and ``Finished`` (or ``Failed`` with a message fit to show a user) last.
+A thread drives them (``plugin/job_thread.py``); they never touch Qt, widgets or layers. They yield
+``Started``, the engine's ``Progress`` after every step, an ``ImageResult`` per image at every refresh,
+``Refreshed`` when a refresh is complete, and ``Finished`` (or ``Failed`` with a message fit to show a
+user) last.
 Errors are yielded, not raised, so napari never shows a traceback for bad input.
 """
 from __future__ import annotations
@@ -16,22 +17,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..errors import DMDError
+from .config import PREDICT_BATCH, RANKING_SLAB, REFRESH_WHOLE_MVOXELS, RunOptions, TrainConfig
+from .errors import DMDError
 from .pairing import TrainingSet, build_volumes
-from .preview import Speed
-from .results import contrast_top
+from .plan import Plan
+from .speed_store import Speed
 
 log = logging.getLogger(__name__)
+CONTRAST_PERCENTILE = 99.5
+
+
+def contrast_top(disagreement: np.ndarray) -> float:
+    """The upper contrast limit of a disagreement map: its 99.5th percentile (at least 0.01)."""
+    d = np.asarray(disagreement).ravel()
+    sample = d[::max(1, d.size // 1_000_000)]  # a percentile of a million values is plenty
+    return max(0.01, float(np.percentile(sample, CONTRAST_PERCENTILE)))
 
 
 @dataclass(frozen=True)
 class Started:
-    """The run is set up (volumes normalised, networks built)."""
+    """The run is set up (volumes checked, networks built); ``plan`` is the run's own, the key of its measured
+    speed."""
 
-    device: str
+    plan: Plan
     precision: str  # what runs in which precision, and why
-    patch: tuple[int, ...]
     labeled: int
     unlabeled: int
     start: int
@@ -41,7 +50,8 @@ class Started:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """Prediction of one image: label map, disagreement map and its per-slice means."""
+    """Prediction of one image, whole or of the slices ``rows`` (start, stop) along axis 0 only: label map,
+    disagreement map and 'label this next' scores per slice of what was predicted."""
 
     name: str
     labels: np.ndarray
@@ -50,6 +60,15 @@ class ImageResult:
     volume_score: float
     iteration: int
     contrast: float | None = None  # the disagreement layer's upper contrast limit (computed here, not on the GUI)
+    rows: tuple[int, int] | None = None  # None: the whole image
+
+
+@dataclass(frozen=True)
+class View:
+    """What the user looks at: an image and its slice in view along axis 0."""
+
+    image: str
+    index: int
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,19 @@ class Control:
     def __init__(self) -> None:
         self._stop, self._abort, self.done = threading.Event(), threading.Event(), threading.Event()
         self._trainer = None
+        self._view: View | None = None
         self._lock = threading.Lock()
+
+    def look_at(self, view: View | None) -> None:
+        """The dock says what the user looks at (a refresh during training predicts it first)."""
+        with self._lock:
+            self._view = view
+
+    @property
+    def view(self) -> View | None:
+        """What the user looked at last, as the dock said."""
+        with self._lock:
+            return self._view
 
     def attach(self, trainer) -> None:
         """Remember the trainer so ``stop`` reaches it (even a stop asked before it existed)."""
@@ -148,16 +179,9 @@ class TrainJob:
 
     data: TrainingSet
     config: TrainConfig
+    options: RunOptions
     run_dir: Path | None = None
     init: Path | None = None
-    refresh_every: int = 500
-    first_refresh: int | None = None  # an earlier first refresh (a first look soon on a CPU)
-    minutes: float | None = None  # stop after this much training time
-    batch_size: int = 4
-
-    def refresh_due(self, iteration: int, total: int) -> bool:
-        """Whether predictions are refreshed after ``iteration``."""
-        return iteration == total or iteration == self.first_refresh or iteration % max(1, self.refresh_every) == 0
 
 
 def _failure(exc: BaseException, what: str) -> Failed:
@@ -178,20 +202,44 @@ def _failure(exc: BaseException, what: str) -> Failed:
     return Failed(f"unexpected error while {what}: {type(exc).__name__}: {exc}")
 
 
-def predict_images(model, images: list[tuple[str, np.ndarray]], patch: tuple[int, ...] | None,
-                   iteration: int, control: Control, batch_size: int = 4) -> Iterator[object]:
-    """``Predicting``, then one ``ImageResult`` per image; an abort ends it within a batch of windows."""
-    from ..inference import predict
+Item = tuple[str, np.ndarray, tuple[int, int] | None]  # an image to predict: name, array, rows (None: whole)
 
-    yield Predicting(iteration, len(images))
-    for name, image in images:
+
+def refresh_items(images: list[tuple[str, np.ndarray]], view: View | None, final: bool) -> list[Item]:
+    """What a refresh predicts, in order. At the end of a run: every image whole. During training: first the
+    slab of ``RANKING_SLAB`` slices around the slice in view of a 3D image in view, then every image whole
+    only while they total at most ``REFRESH_WHOLE_MVOXELS`` (small data); larger ones are predicted whole at
+    the end of the run and on request, so a refresh on clinical-size data costs a slab, not a volume."""
+    whole: list[Item] = [(name, image, None) for name, image in images]
+    if final:
+        return whole
+    small = sum(np.size(image) for _, image in images) <= REFRESH_WHOLE_MVOXELS * 1e6
+    shown = next((image for name, image in images if view is not None and name == view.image), None)
+    if shown is None or np.ndim(shown) != 3:
+        return whole if small else []
+    half = RANKING_SLAB // 2
+    start = int(np.clip(view.index - half, 0, shown.shape[0] - 1))
+    slab: Item = (view.image, shown, (start, min(shown.shape[0], view.index + half + 1)))
+    return [slab, *whole] if small else [slab]
+
+
+def predict_images(model, items: list[Item], patch: tuple[int, ...] | None, iteration: int,
+                   control: Control) -> Iterator[object]:
+    """``Predicting``, then one ``ImageResult`` per item; an abort ends it within a batch of windows. A slab
+    (``rows`` given) is a quick look: its windows do not overlap (stride = patch: in 3D an eighth of the windows
+    of the default half-patch overlap), so a CT's slab shows within seconds."""
+    from .inference import predict
+
+    yield Predicting(iteration, len(items))
+    for name, image, rows in items:
         try:
             control.check()
-            pred = predict(model, image, patch_size=patch, batch_size=batch_size, progress=control.check)
+            pred = predict(model, image, patch_size=patch, stride=None if rows is None else patch,
+                           batch_size=PREDICT_BATCH, progress=control.check, rows=rows)
         except Aborted:
             return
         yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration,
-                          contrast_top(pred.disagreement))
+                          contrast_top(pred.disagreement), rows)
 
 
 def preload() -> None:
@@ -201,7 +249,7 @@ def preload() -> None:
     800 modules, when the first one is made)."""
     import torch._dynamo  # noqa: F401
 
-    from .. import inference, training  # noqa: F401
+    from . import inference, training  # noqa: F401
 
 
 def _release() -> None:
@@ -223,7 +271,7 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
     trainer = None
     t0 = time.perf_counter()
     try:
-        from ..training import Trainer
+        from .training import Trainer
 
         labeled, unlabeled = build_volumes(job.data)
         what = "setting up the networks"
@@ -231,9 +279,8 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         del labeled, unlabeled
         control.attach(trainer)
         setup = time.perf_counter() - t0
-        yield Started(str(trainer.device), trainer.precision.describe(), tuple(trainer.patch),
-                      len(trainer.sampler.labeled), len(job.data.unlabeled), trainer.start, trainer.config.iterations,
-                      trainer.model.trained_before)
+        yield Started(trainer.plan, trainer.precision.describe(), len(trainer.sampler.labeled),
+                      len(job.data.unlabeled), trainer.start, trainer.config.iterations, trainer.model.trained_before)
         what = "training"
         refreshed, last, progress = -1, trainer.start, None
         predicting, in_training = [0.0, 0.0], 0.0  # seconds and megavoxels predicted; seconds before the last step
@@ -241,19 +288,20 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
             if progress.iteration != last:  # (the engine repeats its last step with the final checkpoint)
                 last, in_training = progress.iteration, predicting[0]
             yield progress
-            if job.minutes is not None and progress.elapsed >= 60 * job.minutes:
+            if job.options.seconds is not None and progress.elapsed >= job.options.seconds:
                 control.stop()
-            if job.refresh_due(last, progress.total) and not control.stopped and last != refreshed:
+            if job.options.refresh_due(last, progress.total) and not control.stopped and last != refreshed:
                 what = "predicting"
-                yield from _timed(predict_images(trainer.model, job.data.images, trainer.patch, last, control,
-                                                 job.batch_size), job.data.images, predicting)
+                items = refresh_items(job.data.images, control.view, last == progress.total)
+                yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control), items,
+                                  predicting)
                 refreshed = last
                 yield Refreshed(last, last == progress.total)
                 what = "training"
         if not control.aborted and refreshed != last:
             what = "predicting"
-            yield from _timed(predict_images(trainer.model, job.data.images, trainer.patch, last, control,
-                                             job.batch_size), job.data.images, predicting)
+            items = refresh_items(job.data.images, None, True)
+            yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control), items, predicting)
             yield Refreshed(last, True)
         speed = None if progress is None or last == trainer.start else Speed(
             setup, (progress.elapsed - in_training) / (last - trainer.start),
@@ -271,22 +319,23 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         control.done.set()
 
 
-def _timed(messages: Iterator[object], images: list[tuple[str, np.ndarray]], spent: list[float]) -> Iterator[object]:
+def _timed(messages: Iterator[object], items: list[Item], spent: list[float]) -> Iterator[object]:
     """Pass on a prediction's messages, adding its seconds and megavoxels to ``spent`` (once complete)."""
     t0, done = time.perf_counter(), 0
     for msg in messages:
         done += isinstance(msg, ImageResult)
         yield msg
-    if done == len(images):
+    if done == len(items):
         spent[0] += time.perf_counter() - t0
-        spent[1] += sum(np.size(image) for _, image in images) / 1e6
+        spent[1] += sum(np.size(image) if rows is None else (rows[1] - rows[0]) * np.prod(np.shape(image)[1:])
+                        for _, image, rows in items) / 1e6
 
 
-def predict_only(model, images: list[tuple[str, np.ndarray]], control: Control,
-                 batch_size: int = 4) -> Iterator[object]:
+def predict_only(model, images: list[tuple[str, np.ndarray]], control: Control) -> Iterator[object]:
     """The prediction thread for a loaded model: one ``ImageResult`` per image, then ``Refreshed``."""
     try:
-        yield from predict_images(model, images, None, model.model_iterations, control, batch_size)
+        yield from predict_images(model, [(name, image, None) for name, image in images], None,
+                                  model.model_iterations, control)
         yield Refreshed(model.model_iterations, True)
         yield Finished(model, None, model.model_iterations, control.stopped, control.aborted)
     except Exception as exc:

@@ -1,12 +1,11 @@
-"""The worker generators run synchronously here: no thread, no Qt (they never touch either)."""
+"""The run generators run synchronously here: no thread, no Qt (they never touch either)."""
 from dataclasses import replace
 
 import torch
 
-from napari_dmd.config import TrainConfig
+from napari_dmd.config import RunOptions, TrainConfig
 from napari_dmd.errors import DataError
-from napari_dmd.plugin.pairing import Row, training_set
-from napari_dmd.plugin.worker import (
+from napari_dmd.jobs import (
     Control,
     Failed,
     Finished,
@@ -18,8 +17,9 @@ from napari_dmd.plugin.worker import (
     predict_only,
     train_and_predict,
 )
+from napari_dmd.pairing import Row, training_set
 
-from plugin_helpers import cube_case
+from synthetic import cube_case
 
 CONFIG = TrainConfig(iterations=2, patch_size=None, labeled_batch=1, unlabeled_batch=1, device="cpu",
                      precision="fp32", checkpoint_every=1000)
@@ -29,7 +29,7 @@ def job(tmp_path, **kw):
     img0, lab0 = cube_case(0)
     img1, _ = cube_case(1)
     data = training_set([Row("a", img0, True, lab0, "a labels"), Row("b", img1, True)])
-    return TrainJob(data, replace(CONFIG, **kw), run_dir=tmp_path, refresh_every=1)
+    return TrainJob(data, replace(CONFIG, **kw), RunOptions(refresh_every=1), run_dir=tmp_path)
 
 
 def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
@@ -42,7 +42,7 @@ def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
     started, finished = msgs[0], msgs[-1]
     assert isinstance(started, Started) and started.labeled == 1 and started.unlabeled == 1
     assert isinstance(finished, Finished) and finished.iteration == 2 and finished.checkpoint.is_file()
-    assert finished.model.config.patch_size == started.patch  # saved models know their patch
+    assert finished.model.config.patch_size == started.plan.patch  # saved models know their patch
     result = next(m for m in msgs if isinstance(m, ImageResult))
     assert result.labels.shape == result.disagreement.shape == (16, 32, 32) and len(result.slice_scores) == 16
     assert [m.final for m in msgs if isinstance(m, Refreshed)] == [False, True]
@@ -75,7 +75,7 @@ def test_an_abort_during_a_prediction_ends_it_within_a_batch_of_windows(tmp_path
     finished = list(train_and_predict(job(tmp_path), Control()))[-1]
     control = Control()
     big = cube_case(2, shape=(48, 64, 64))[0]
-    gen = predict_only(finished.model, [("big", big), ("b", cube_case(1)[0])], control, batch_size=1)
+    gen = predict_only(finished.model, [("big", big), ("b", cube_case(1)[0])], control)
     assert type(next(gen)).__name__ == "Predicting"
     calls = []
     real = control.check
@@ -96,9 +96,9 @@ def test_time_limit_and_an_early_first_refresh(tmp_path):
     msgs = list(train_and_predict(job(tmp_path, iterations=6), Control()))
     assert [m.iteration for m in msgs if isinstance(m, Refreshed)] == [1, 2, 3, 4, 5, 6]
     j = job(tmp_path, iterations=6)
-    j.refresh_every, j.first_refresh = 4, 1
+    j.options = RunOptions(refresh_every=4, first_refresh=1)
     assert [m.iteration for m in train_and_predict(j, Control()) if isinstance(m, Refreshed)] == [1, 4, 6]
-    j.minutes = 1e-9  # stops after the first step, with a final refresh
+    j.options = RunOptions(refresh_every=4, first_refresh=1, minutes=1e-9)  # stops after the first step
     msgs = list(train_and_predict(j, Control()))
     assert msgs[-1].stopped and msgs[-1].iteration == 1
     assert [m.iteration for m in msgs if isinstance(m, Refreshed)] == [1]

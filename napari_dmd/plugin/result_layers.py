@@ -18,18 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..jobs import contrast_top
 from ._layers import DISAGREEMENT, GEOMETRY, KEY, PREDICTION, class_features, role, source
 
 DISAGREEMENT_STYLE = {"colormap": "inferno", "blending": "additive", "opacity": 0.7}
 PREDICTION_OPACITY = 0.5
-CONTRAST_PERCENTILE = 99.5
-
-
-def contrast_top(disagreement: np.ndarray) -> float:
-    """The upper contrast limit of a disagreement map: its 99.5th percentile (at least 0.01)."""
-    d = np.asarray(disagreement).ravel()
-    sample = d[::max(1, d.size // 1_000_000)]  # a percentile of a million values is plenty
-    return max(0.01, float(np.percentile(sample, CONTRAST_PERCENTILE)))
 
 
 def prediction_name(image: str) -> str:
@@ -56,11 +49,6 @@ def find_layer(viewer: Any, name: str, kind: str | None = None):
         if layer.name == name and role(layer) == kind:
             return layer
     return None
-
-
-def result_layers(viewer: Any, image: str) -> list:
-    """The plugin's result layers computed from the image layer named ``image``."""
-    return [layer for layer in viewer.layers if role(layer) in (PREDICTION, DISAGREEMENT) and source(layer) == image]
 
 
 def _placement(image_layer: Any) -> dict[str, Any]:
@@ -155,7 +143,7 @@ def focus(viewer: Any, image: str, others: list[str] | None = None) -> None:
     (default: every other image layer). Layers are matched by name: X, X labels, X prediction..."""
     from napari.layers import Image
 
-    from .pairing import base_name
+    from ..pairing import base_name
 
     key = base_name(image)
     names = others if others is not None else [layer.name for layer in viewer.layers

@@ -1,4 +1,4 @@
-"""Drives a worker generator (``worker.py``) in a thread of its own and hands its messages to the GUI.
+"""Drives a run generator (``napari_dmd/jobs.py``) in a thread of its own and hands its messages to the GUI.
 
 The thread always runs the generator to its end, even when the dock or the viewer is gone, so an
 aborted run still writes its checkpoint; and it is not a daemon, so the process waits for that

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from napari_dmd.errors import DataError
-from napari_dmd.plugin.pairing import (
+from napari_dmd.pairing import (
     LayerInfo,
     Row,
     base_name,
@@ -12,7 +12,7 @@ from napari_dmd.plugin.pairing import (
     training_set,
 )
 
-from plugin_helpers import cube_case
+from synthetic import cube_case
 
 
 def test_base_name_strips_label_words_and_copy_suffix():
