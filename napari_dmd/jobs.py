@@ -206,21 +206,20 @@ Item = tuple[str, np.ndarray, tuple[int, int] | None]  # an image to predict: na
 
 
 def refresh_items(images: list[tuple[str, np.ndarray]], view: View | None, final: bool) -> list[Item]:
-    """What a refresh predicts, in order. At the end of a run: every image whole. During training: first the
-    slab of ``RANKING_SLAB`` slices around the slice in view of a 3D image in view, then every image whole
-    only while they total at most ``REFRESH_WHOLE_MVOXELS`` (small data); larger ones are predicted whole at
-    the end of the run and on request, so a refresh on clinical-size data costs a slab, not a volume."""
+    """What a refresh predicts. At the end of a run, or during training while the images total at most
+    ``REFRESH_WHOLE_MVOXELS``: every image whole. During training on larger data: only the slab of
+    ``RANKING_SLAB`` slices around the slice in view of the 3D image in view (nothing when none is in view),
+    so a refresh on clinical-size data costs a slab, not volumes; those are predicted whole at the end of
+    the run and on request."""
     whole: list[Item] = [(name, image, None) for name, image in images]
-    if final:
+    if final or sum(np.size(image) for _, image in images) <= REFRESH_WHOLE_MVOXELS * 1e6:
         return whole
-    small = sum(np.size(image) for _, image in images) <= REFRESH_WHOLE_MVOXELS * 1e6
     shown = next((image for name, image in images if view is not None and name == view.image), None)
     if shown is None or np.ndim(shown) != 3:
-        return whole if small else []
+        return []
     half = RANKING_SLAB // 2
     start = int(np.clip(view.index - half, 0, shown.shape[0] - 1))
-    slab: Item = (view.image, shown, (start, min(shown.shape[0], view.index + half + 1)))
-    return [slab, *whole] if small else [slab]
+    return [(view.image, shown, (start, min(shown.shape[0], view.index + half + 1)))]
 
 
 def predict_images(model, items: list[Item], patch: tuple[int, ...] | None, iteration: int,

@@ -123,3 +123,22 @@ def test_the_measured_speed_leaves_the_predictions_out(tmp_path, monkeypatch):
     # the refresh after iteration 1 (2 images, ≥ 0.5 s each) is in the engine's elapsed time, not in the speed
     assert speed.iteration_s <= last.elapsed / 2 - 0.45
     assert speed.predict_mvoxel_s * 2 * cube_case(0)[0].size / 1e6 >= 1.0
+
+
+def test_a_refresh_on_large_data_predicts_the_slab_in_view(monkeypatch):
+    from napari_dmd import jobs
+    from napari_dmd.config import RANKING_SLAB
+    from napari_dmd.jobs import View, refresh_items
+
+    volume, flat = cube_case(0)[0], cube_case(1)[0][0]
+    images = [("a", volume), ("b", flat)]
+    whole = [(name, rows) for name, _, rows in refresh_items(images, View("a", 3), final=False)]
+    assert whole == [("a", None), ("b", None)]  # small data: every image whole, as at the end of a run
+    monkeypatch.setattr(jobs, "REFRESH_WHOLE_MVOXELS", 0)
+    half = RANKING_SLAB // 2
+    assert [(n, r) for n, _, r in refresh_items(images, View("a", 7), final=False)] == [("a", (7 - half, 8 + half))]
+    assert refresh_items(images, View("a", 0), final=False)[0][2] == (0, half + 1)  # cut at the first slice
+    last = volume.shape[0] - 1
+    assert refresh_items(images, View("a", last), final=False)[0][2] == (last - half, last + 1)
+    assert refresh_items(images, None, final=False) == [] and refresh_items(images, View("b", 0), final=False) == []
+    assert [r for _, _, r in refresh_items(images, View("a", 7), final=True)] == [None, None]

@@ -157,11 +157,12 @@ class DMDWidget(QWidget):
 
     def _current_image(self) -> str | None:
         active = self.viewer.layers.selection.active
+        shown = {layer.name for layer in self.viewer.layers if layer.visible}  # (a layer being removed is not)
         if active is None:
-            return next((n for n in self.session.images if self.viewer.layers[n].visible), None)
+            return next((n for n in self.session.images if n in shown), None)
         name = source(active) or active.name
         if name in self.session.images:
-            return name
+            return name if name in {layer.name for layer in self.viewer.layers} else None
         return next((img for img, lab in self.session.pairs().items() if lab == name), None)
 
     def _current_index(self, layer) -> int | None:
@@ -234,11 +235,11 @@ class DMDWidget(QWidget):
     def _launch(self, func, *args) -> None:
         self._gone.clear()
         self.control = Control()
-        self._look()
         self._mode = "train" if func is train_and_predict else "predict"
         self.worker = Runner(func(*args, self.control))
         self.worker.message.connect(self._on_message)
         self.worker.finished.connect(self._on_worker_finished)
+        self._look()
         self._update_buttons()
         self.worker.start()
 
@@ -300,10 +301,11 @@ class DMDWidget(QWidget):
 
     def _look(self, *_event) -> None:
         """Tell a running training what the user looks at: its refreshes predict that slab first."""
-        if self.control is None:
+        if self.control is None or self.worker is None:
             return
         image = self._current_image()
-        index = None if image is None else self._current_index(self.viewer.layers[image])
+        layer = next((layer for layer in self.viewer.layers if layer.name == image), None)
+        index = None if layer is None else self._current_index(layer)
         self.control.look_at(None if index is None else View(image, index))
 
     def _go(self, s: Suggestion) -> None:
