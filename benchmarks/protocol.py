@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from napari_dmd.checkpoint import load_model
-from napari_dmd.config import TrainConfig, model_settings
+from napari_dmd.config import WEIGHTING, TrainConfig, model_settings
 from napari_dmd.data import Volume
 from napari_dmd.inference import largest_components, predict
 from napari_dmd.io import read_image
@@ -53,7 +53,8 @@ def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[int, ...]) -> dict:
+def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[int, ...],
+             weighting: str = WEIGHTING) -> dict:
     """Network A of the run scored on the test cases (voxel metrics, medpy definitions), as predicted
     and, under ``largest_component``, with each class cut to its largest connected component."""
     model = load_model(run_dir / CHECKPOINT_NAME, "auto")
@@ -62,7 +63,7 @@ def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[
         image, _ = read_image(image_path)
         ref, _ = read_image(label_path)
         t0 = time.perf_counter()
-        pred = predict(model, image, patch, stride, batch_size=8)
+        pred = predict(model, image, patch, stride, batch_size=8, weighting=weighting)
         seconds += time.perf_counter() - t0
         for out, labels in ((rows, pred.labels), (lcc_rows, largest_components(pred.labels))):
             out += [{"case": image_path.name, **r, "disagreement": pred.volume_score}

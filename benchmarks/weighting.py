@@ -1,9 +1,10 @@
 """Gaussian against uniform weighting of the sliding windows: the same trained model scored both ways.
 
 For each data set, one DMD run of the standard protocol (``datasets.py``, ``protocol.train``: reused when its
-folder holds a finished run of the same settings) is scored on the test split (``protocol.evaluate``) with
-the Gaussian window weights ``predict`` uses and with uniform weights (every voxel of a window counts the
-same: the earlier stitching). Per class, the mean Dice, Jaccard, 95HD and ASD of both, as JSON.
+folder holds a finished run of the same settings) is scored on the test split (``protocol.evaluate``, the
+protocol's stride) with each of ``config.WEIGHTINGS``: nnU-Net's Gaussian map (sigma 1/8 of the patch) and
+uniform weights (every voxel of a window counts the same). Per class, the mean Dice, Jaccard, 95HD and ASD
+of each, as JSON. It chose ``config.WEIGHTING``.
 
     python benchmarks/weighting.py --iterations 300 --out benchmarks/results/cpu/weighting.json
 """
@@ -13,24 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from napari_dmd import inference
-from napari_dmd.config import TrainConfig
+from napari_dmd.config import WEIGHTINGS, TrainConfig
 
 from datasets import DATASETS
 from protocol import evaluate, train
-
-
-def scored(run_dir: Path, data, split, uniform: bool) -> list[dict]:
-    """The run's per-class means on the test split, with Gaussian or uniform window weights."""
-    gaussian = inference.gaussian_weights
-    if uniform:
-        inference.gaussian_weights = lambda patch: np.ones(patch, np.float32)
-    try:
-        return evaluate(run_dir, split, data.patch, data.stride)["per_class"]
-    finally:
-        inference.gaussian_weights = gaussian
 
 
 def main() -> None:
@@ -49,9 +36,8 @@ def main() -> None:
         run_dir = args.runs / f"{name}_dmd_l{len(split.labeled)}_it{cfg.iterations}_s0"
         seconds = train("dmd", split, cfg, run_dir)
         report[name] = {"iterations": args.iterations, "train_seconds": seconds, "test_cases": len(split.test),
-                        "gaussian": scored(run_dir, data, split, False),
-                        "uniform": scored(run_dir, data, split, True)}
-        for kind in ("gaussian", "uniform"):
+                        **{w: evaluate(run_dir, split, data.patch, data.stride, w)["per_class"] for w in WEIGHTINGS}}
+        for kind in WEIGHTINGS:
             for m in report[name][kind]:
                 print(f"{name} {kind} class {m['class']}: Dice {100 * m['dice']:.2f} Jaccard {100 * m['jaccard']:.2f} "
                       f"95HD {m['hd95']:.2f} ASD {m['asd']:.2f}", flush=True)

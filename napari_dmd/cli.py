@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from .config import CHECKPOINT_NAME, PREDICT_BATCH, RunOptions, TrainConfig, declared_settings, flag_of
+from .config import (
+    CHECKPOINT_NAME,
+    PREDICT_BATCH,
+    WEIGHTING,
+    WEIGHTINGS,
+    RunOptions,
+    TrainConfig,
+    declared_settings,
+    flag_of,
+)
 from .errors import DataError, DMDError
 from .folders import (
     KINDS,
@@ -245,7 +254,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         image, geometry = read_image(path)
         update, done = windows(target.name)
         pred = predict(model, image, tuple(args.patch) if args.patch else None,
-                       tuple(args.stride) if args.stride else None, args.batch_size, progress=update)
+                       tuple(args.stride) if args.stride else None, args.batch_size, progress=update,
+                       weighting=args.weighting)
         done()
         table[target.name] = {"case": target.name, "disagreement": f"{pred.volume_score:.6f}"}  # listed first
         _write_csv(args.out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
@@ -440,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, nargs="+", help="window size (z y x); default: the training patch")
     p.add_argument("--stride", type=int, nargs="+", help="window stride (z y x); default: half the window")
     p.add_argument("--batch-size", type=int, default=PREDICT_BATCH, help="windows per forward pass")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=WEIGHTING,
+                   help="how each window's voxels count where windows overlap (default: %(default)s)")
     p.add_argument("--largest-component", action="store_true",
                    help="keep only the largest connected component of each class")
     p.add_argument("--device", default="auto")

@@ -20,6 +20,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MIN_PATCH = 16  # the networks' smallest input (their padding multiple); smaller patches are refused
 PREDICT_BATCH = 4  # windows per forward pass when predicting
 RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around the suggested slice)
+WEIGHTINGS = ("uniform", "gaussian")  # how a prediction weighs the voxels of each sliding window
+WEIGHTING = "uniform"  # measured better than nnU-Net's Gaussian on la_half and hippocampus (benchmarks/weighting.py)
 REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts every image whole only up to this many megavoxels
 
 

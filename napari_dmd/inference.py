@@ -1,8 +1,9 @@
 """Sliding-window prediction with both networks, and where they disagree.
 
 Windows of the patch size are laid on a grid (``window_starts``, half-patch stride by default) and
-visited in order of their corner along axis 0. Each network's class probabilities are weighted by a
-Gaussian map (``gaussian_weights``) and summed on the model's device into a buffer that holds only
+visited in order of their corner along axis 0. Each network's class probabilities are weighted
+(``window_weights``: uniformly by default, or by nnU-Net's Gaussian map; uniform measured better on both
+benchmark sets, ``benchmarks/weighting.py``) and summed on the model's device into a buffer that holds only
 the rows along axis 0 that some window still to come touches (about patch[0] + stride[0] rows).
 As soon as no remaining window touches a block of rows, the block is finalised (weighted mean,
 network A's labels, the disagreement, the per-slice scores), copied to the host and its rows are
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelPair
-from .config import PREDICT_BATCH
+from .config import PREDICT_BATCH, WEIGHTING, WEIGHTINGS
 from .data import IntensityStats
 from .errors import DataError
 from .heads import out_channels, probabilities
@@ -91,6 +92,11 @@ def default_stride(patch: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(max(1, p // 2) for p in patch)
 
 
+def window_weights(patch: tuple[int, ...], weighting: str = WEIGHTING) -> np.ndarray:
+    """A window's weight per voxel (float32, shape ``patch``) under ``weighting`` (one of ``WEIGHTINGS``)."""
+    return gaussian_weights(patch) if weighting == "gaussian" else np.ones(patch, np.float32)
+
+
 def gaussian_weights(patch: tuple[int, ...]) -> np.ndarray:
     """A window's weight per voxel (float32, shape ``patch``), as nnU-Net and MONAI weight sliding windows:
     a Gaussian centred on the window with sigma 1/8 of the patch along each axis, scaled to a maximum of 1,
@@ -139,13 +145,13 @@ class _Grid:
 
 
 class _Buffer:
-    """Gaussian-weighted sums of both networks' probabilities (2, K, span, ...) and of the weights over the
+    """Weighted sums of both networks' probabilities (2, K, span, ...) and of the weights over the
     open rows ``base``..``base + span`` along axis 0, on the model's device; ``bad`` records, without a host
     sync, whether any added probability was not finite."""
 
-    def __init__(self, grid: _Grid, channels: int, device: torch.device):
+    def __init__(self, grid: _Grid, channels: int, device: torch.device, weighting: str):
         self.grid, self.base = grid, grid.corners[0][0]
-        self.weights = torch.from_numpy(gaussian_weights(grid.patch)).to(device)
+        self.weights = torch.from_numpy(window_weights(grid.patch, weighting)).to(device)
         self.sums = torch.zeros((2, channels, grid.span, *grid.extent[1:]), device=device)
         self.weight = torch.zeros((grid.span, *grid.extent[1:]), device=device)
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
@@ -247,11 +253,12 @@ def _forward(model: ModelPair, batch: np.ndarray, precision: Precision, fmt: tor
 
 
 def _stream(model: ModelPair, image: np.ndarray, stats: IntensityStats, grid: _Grid, out: _Outputs,
-            precision: Precision, batch_size: int, progress: Callable[[int, int], None] | None) -> None:
+            precision: Precision, batch_size: int, progress: Callable[[int, int], None] | None,
+            weighting: str) -> None:
     """Compute the grid's windows batch by batch into ``out``. A row block with a non-finite result in
     reduced precision is computed again in fp32, and so is the rest of the image."""
     fmt = memory_format(model.ndim)
-    buffer = _Buffer(grid, out_channels(model.num_classes), model.device)
+    buffer = _Buffer(grid, out_channels(model.num_classes), model.device, weighting)
     done = 0
     while done < len(grid.corners):
         corners = grid.corners[done:done + batch_size]
@@ -273,7 +280,7 @@ def _stream(model: ModelPair, image: np.ndarray, stats: IntensityStats, grid: _G
 
 
 def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: tuple[int, ...],
-           rows: tuple[int, int] | None, measures: Sequence[str]) -> None:
+           rows: tuple[int, int] | None, measures: Sequence[str], weighting: str) -> None:
     """``DataError`` (``ValueError`` for an unknown measure) when the arguments do not fit the model and image."""
     if image.ndim != model.ndim:
         raise DataError(f"the model is {model.ndim}-D, the image has shape {image.shape}")
@@ -283,6 +290,8 @@ def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: 
         raise DataError(f"stride {stride} larger than the patch {patch} would leave voxels unpredicted")
     if rows is not None and (image.ndim != 3 or not 0 <= rows[0] < rows[1] <= image.shape[0]):
         raise DataError(f"rows {rows} must be a non-empty range of the {image.shape[0]} slices of a volume")
+    if weighting not in WEIGHTINGS:
+        raise DataError(f"window weighting {weighting!r}: one of {', '.join(WEIGHTINGS)}")
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ValueError(f"unknown measure {unknown[0]!r}: one of {', '.join(MEASURES)}")
@@ -291,12 +300,13 @@ def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: 
 def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | None = None,
             stride: tuple[int, ...] | None = None, batch_size: int = PREDICT_BATCH,
             progress: Callable[[int, int], None] | None = None, rows: tuple[int, int] | None = None,
-            measures: Sequence[str] = ()) -> Prediction:
+            measures: Sequence[str] = (), weighting: str = WEIGHTING) -> Prediction:
     """Predict a raw image (any dtype and range) with network A; disagreement from both networks.
 
     ``rows`` (start, stop) predicts only those slices along axis 0 of a volume, with the windows of the
     whole volume's grid that touch them, so they equal the whole prediction's rows. ``measures`` adds
-    per-slice scores under those ``ranking.MEASURES`` to ``Prediction.scores``. ``progress(done, total)``
+    per-slice scores under those ``ranking.MEASURES`` to ``Prediction.scores``. ``weighting`` weighs each
+    window's voxels (``window_weights``). ``progress(done, total)``
     is called after each batch of ``batch_size`` windows (``done`` goes back by the windows computed again
     after a fall-back to fp32). Memory: the output arrays (3 bytes per voxel),
     one batch of windows and the open rows (about patch[0] + stride[0] rows, K channels, both networks)
@@ -306,7 +316,7 @@ def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | N
     image = np.asarray(image)
     patch = tuple(patch_size or model.config.patch_size or image.shape)
     stride = tuple(stride or default_stride(patch))
-    _check(model, image, patch, stride, rows, measures)
+    _check(model, image, patch, stride, rows, measures, weighting)
     rows = (int(rows[0]), int(rows[1])) if rows is not None else (0, image.shape[0])
     grid = _Grid.of(image.shape, patch, stride, rows, batch_size)
     stats = IntensityStats.of(image)  # before the outputs: its temporaries are gone when they are made
@@ -318,7 +328,7 @@ def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | N
         net.eval()
     try:
         with torch.inference_mode():
-            _stream(model, image, stats, grid, out, precision, batch_size, progress)
+            _stream(model, image, stats, grid, out, precision, batch_size, progress, weighting)
     finally:
         for net, mode in zip(model.nets, modes):
             net.train(mode)

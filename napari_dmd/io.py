@@ -181,9 +181,10 @@ def _check_nifti(path: Path) -> None:
     """Refuse a truncated or corrupt NIfTI file, and one holding NaN or infinite voxels.
 
     SimpleITK reads the missing end of a truncated file as zeros, NIfTI's NaN and infinities as 0,
-    and says only "Unable to determine ImageIO reader" of a damaged compressed file; so the file is
-    streamed once here: its data must be as long as the header says, its compression intact and,
-    for float voxels, every value finite. A file that is neither gzip nor NIfTI is left to SimpleITK.
+    and says only "Unable to determine ImageIO reader" of a damaged compressed file; so a compressed or
+    float file is streamed once here (an uncompressed integer one is measured): its data must be as long
+    as the header says, its compression intact and, for float voxels, every value finite. A file that
+    is neither gzip nor NIfTI is left to SimpleITK.
     """
     compressed = path.name.lower().endswith(".gz")
     with open(path, "rb") as raw:
@@ -195,9 +196,11 @@ def _check_nifti(path: Path) -> None:
             if header is None:
                 return
             offset, expected, float_dtype = header
-            f.seek(offset)
             found, bad, rest = 0, 0, b""
-            while chunk := f.read(CHUNK):
+            if not compressed and not float_dtype:  # its size says it all: nothing to stream
+                found = max(0, path.stat().st_size - offset)
+            f.seek(offset)
+            while (compressed or float_dtype) and (chunk := f.read(CHUNK)):
                 found += len(chunk)
                 if float_dtype:
                     chunk = rest + chunk

@@ -120,10 +120,10 @@ def test_row4_a_signal_during_start_up_is_one_line(data, capsys, monkeypatch, si
 
 
 # ---------------------------------------------------------------- silently wrong results
-@pytest.mark.parametrize("name", ["t.nii.gz", "t.nii"])
-def test_row6_truncated_nifti_is_refused(tmp_path, name):
+@pytest.mark.parametrize("name, dtype", [("t.nii.gz", np.float32), ("t.nii", np.float32), ("t.nii", np.int16)])
+def test_row6_truncated_nifti_is_refused(tmp_path, name, dtype):
     path = tmp_path / name
-    write_image(path, make_case(0)[0])
+    write_image(path, make_case(0, dtype=dtype, scale=100.0)[0])
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) * 2 // 3])
     with pytest.raises(DataError, match=f"{name} is truncated or corrupt"):

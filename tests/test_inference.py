@@ -1,4 +1,4 @@
-"""Sliding window and disagreement: Gaussian weights, streaming along axis 0, slabs, memory."""
+"""Sliding window and disagreement: window weights, streaming along axis 0, slabs, memory."""
 import itertools
 import tracemalloc
 
@@ -13,7 +13,15 @@ from napari_dmd.config import TrainConfig
 from napari_dmd.data import IntensityStats, normalize_intensity
 from napari_dmd.errors import DataError
 from napari_dmd.heads import class_probabilities
-from napari_dmd.inference import default_stride, gaussian_weights, largest_components, predict, window_starts
+from napari_dmd.inference import (
+    WEIGHTING,
+    default_stride,
+    gaussian_weights,
+    largest_components,
+    predict,
+    window_starts,
+    window_weights,
+)
 from napari_dmd.precision import Precision
 from napari_dmd.ranking import MEASURE, MEASURES, slice_scores
 from napari_dmd.runtime import resolve_device
@@ -34,14 +42,14 @@ def tiny_pair(num_classes=2) -> ModelPair:
     return ModelPair(nets, TrainConfig(num_classes=num_classes, precision="fp32"), 3, torch.device("cpu"))
 
 
-def reference(model, image, patch, stride=None):
+def reference(model, image, patch, stride=None, weighting=WEIGHTING):
     """Both networks' class probabilities by the definition: every window of the grid on the whole padded,
-    normalised image, weighted by ``gaussian_weights`` and summed into full-size arrays, then divided."""
+    normalised image, weighted by ``window_weights`` and summed into full-size arrays, then divided."""
     stride = stride or default_stride(patch)
     extent = tuple(max(s, p) for s, p in zip(image.shape, patch))
     padded = np.zeros(extent, np.float32)
     padded[tuple(slice(0, s) for s in image.shape)] = normalize_intensity(image)
-    weights = gaussian_weights(patch)
+    weights = window_weights(patch, weighting)
     sums = np.zeros((2, model.num_classes, *extent))
     total = np.zeros(extent)
     for net in model.nets:
@@ -106,16 +114,16 @@ def test_one_window_equals_a_direct_forward_pass(num_classes):
     assert_matches(pred, probs)
 
 
-@pytest.mark.parametrize("num_classes", [2, 3])
-def test_streaming_equals_the_full_volume_reference(num_classes):
+@pytest.mark.parametrize("num_classes, weighting", [(2, "uniform"), (3, "uniform"), (2, "gaussian")])
+def test_streaming_equals_the_full_volume_reference(num_classes, weighting):
     """Nine row blocks along axis 0, batches that span two of them, every ranking measure per block."""
     model = tiny_pair(num_classes)
     image = make_case(4, shape=(40, 20, 18), classes=num_classes)[0]
-    pred = predict(model, image, (8, 16, 16), (4, 7, 5), batch_size=5, measures=MEASURES)
+    pred = predict(model, image, (8, 16, 16), (4, 7, 5), batch_size=5, measures=MEASURES, weighting=weighting)
     assert pred.rows == (0, 40) and set(pred.scores) == set(MEASURES)
     assert pred.labels.dtype == np.uint8 and pred.disagreement.dtype == np.float16
     assert all(s.dtype == np.float32 and s.shape == (40,) for s in pred.scores.values())
-    assert_matches(pred, reference(model, image, (8, 16, 16), (4, 7, 5)), measures=MEASURES)
+    assert_matches(pred, reference(model, image, (8, 16, 16), (4, 7, 5), weighting), measures=MEASURES)
 
 
 def test_overlapping_windows_average_and_restore_training_mode():
