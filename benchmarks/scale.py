@@ -7,7 +7,8 @@ measurement runs in a fresh process:
   train    for N = ``--counts`` volumes: peak resident and anonymous memory above the process's level after
            its imports, time to the first iteration, seconds per iteration; from the files, and from the
            memory-mapped cache (``--cache``, built by a first run, measured on the second)
-  predict  ``benchmarks/predict_scale.py`` on one volume of ``--shape`` and one of ``--long`` slices
+  predict  ``benchmarks/predict_scale.py`` on one volume of ``--shape`` (with the forward passes alone, for
+           the stitching overhead) and one of ``--long`` slices (predict only)
   dock     a viewer under Xvfb with one CT-size image and its labels in view: seconds from the iteration that
            asks for a refresh to the prediction layer on screen
 The page cache is warm for every measurement (the files were just written): reading is from memory.
@@ -183,7 +184,7 @@ def measure_dock(shape: tuple[int, ...], patch: tuple[int, ...], precision: str,
         app.processEvents()
         widget.results.show_next()
         time.sleep(0.01)
-    widget.stop()
+    widget.shutdown()  # abort: no final whole predictions, which are not measured here
     while widget.worker is not None and time.perf_counter() - t0 < timeout_s + 600:
         app.processEvents()
         time.sleep(0.05)
@@ -269,9 +270,10 @@ def main() -> None:
             save(report, args.out)
     if "predict" in args.stages:
         report["predict"] = []
-        for depth in (shape[0], args.long):
+        for depth in (shape[0], args.long):  # the long volume without the forward passes alone: half the time
             cmd = [sys.executable, str(HERE / "predict_scale.py"), "--shape", str(depth), *map(str, shape[1:]),
-                   "--patch", *map(str, patch), "--precision", args.precision]
+                   "--patch", *map(str, patch), "--precision", args.precision,
+                   *(["--predict-only"] if depth != shape[0] else [])]
             result = subprocess.run(cmd, capture_output=True, text=True, check=True)
             report["predict"].append(json.loads(result.stdout[result.stdout.index("{"):]))
             print(json.dumps(report["predict"][-1]), flush=True)
