@@ -73,7 +73,7 @@ class View:
 
 @dataclass(frozen=True)
 class Predicting:
-    """Predictions of ``count`` images with the model of ``iteration`` begin."""
+    """Predictions of ``count`` images (whole, or the slab in view) with the model of ``iteration`` begin."""
 
     iteration: int
     count: int
@@ -81,7 +81,7 @@ class Predicting:
 
 @dataclass(frozen=True)
 class Refreshed:
-    """All images were predicted with the model of ``iteration``."""
+    """A refresh with the model of ``iteration`` is complete (``final``: every image whole, at the end)."""
 
     iteration: int
     final: bool
