@@ -126,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     join_world(args.device)  # under torchrun: this process joins the others; rank 0 alone prints and writes
     _check_run_folder(args)
+    options = RunOptions(minutes=args.minutes)  # checked before minutes of reading
     if args.resume:
         cfg, reached = _resume_config(args)
         if reached >= cfg.iterations:
@@ -142,10 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
         raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
                         f"the ignored value must not be a class")
-    return _train(args, data, cfg)
+    return _train(args, data, cfg, options)
 
 
-def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> int:
+def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, options: RunOptions) -> int:
     """Train with signals stopping after the current step; the run folder also gets ``reviewed.json``
     when review records or ``--ignore-label`` limited the supervision."""
     from .training import Trainer
@@ -162,7 +163,7 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig) -> in
     every = 0 if sys.stderr.isatty() else max(1, min(cfg.checkpoint_every, LOG_EVERY))  # no bar: a line instead
     received: list[int] = []
 
-    limit = RunOptions(minutes=args.minutes).seconds
+    limit = options.seconds
 
     def stop(signum: int, _frame: Any) -> None:  # stop after this step; the checkpoint is written
         received.append(signum)

@@ -149,7 +149,6 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
 
     def labeled_case(case: str) -> Built | None:  # None: nothing of it is reviewed
         img, gi = read_image(image_paths[case])
-        check_dims(img.ndim, image_paths[case])
         lab, gl = read_image(label_paths[case])
         check_geometry(image_paths[case], label_paths[case], img.shape, lab.shape, gi, gl)
         rec = review_record(label_paths[case], lab.shape)
@@ -168,7 +167,6 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
 
     def unlabeled_case(path: Path) -> Built:
         img, g = read_image(path)
-        check_dims(img.ndim, path)
         return Volume.create(img, name=path.name, spacing=g.scale, compact=True), {}
 
     unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]

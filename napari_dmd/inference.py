@@ -300,13 +300,15 @@ def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: 
 def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | None = None,
             stride: tuple[int, ...] | None = None, batch_size: int = PREDICT_BATCH,
             progress: Callable[[int, int], None] | None = None, rows: tuple[int, int] | None = None,
-            measures: Sequence[str] = (), weighting: str = WEIGHTING) -> Prediction:
+            measures: Sequence[str] = (), weighting: str = WEIGHTING,
+            stats: IntensityStats | None = None) -> Prediction:
     """Predict a raw image (any dtype and range) with network A; disagreement from both networks.
 
     ``rows`` (start, stop) predicts only those slices along axis 0 of a volume, with the windows of the
     whole volume's grid that touch them, so they equal the whole prediction's rows. ``measures`` adds
     per-slice scores under those ``ranking.MEASURES`` to ``Prediction.scores``. ``weighting`` weighs each
-    window's voxels (``window_weights``). ``progress(done, total)``
+    window's voxels (``window_weights``). ``stats`` are the image's normalisation statistics when already
+    known (a training volume's, ``Volume.stats``); else they are computed here. ``progress(done, total)``
     is called after each batch of ``batch_size`` windows (``done`` goes back by the windows computed again
     after a fall-back to fp32). Memory: the output arrays (3 bytes per voxel),
     one batch of windows and the open rows (about patch[0] + stride[0] rows, K channels, both networks)
@@ -319,7 +321,7 @@ def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | N
     _check(model, image, patch, stride, rows, measures, weighting)
     rows = (int(rows[0]), int(rows[1])) if rows is not None else (0, image.shape[0])
     grid = _Grid.of(image.shape, patch, stride, rows, batch_size)
-    stats = IntensityStats.of(image)  # before the outputs: its temporaries are gone when they are made
+    stats = stats or IntensityStats.of(image)  # before the outputs: its temporaries are gone when they are made
     out = _Outputs(image.shape, rows, model.num_classes, tuple(dict.fromkeys((MEASURE, *measures))))
     precision = Plan.of_config(model.config, model.device, patch, batch_size).choose_precision()
     modes = [net.training for net in model.nets]

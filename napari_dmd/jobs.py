@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import PREDICT_BATCH, RANKING_SLAB, REFRESH_WHOLE_MVOXELS, RunOptions, TrainConfig
+from .data import Volume
 from .errors import DMDError
 from .pairing import TrainingSet, build_volumes
 from .plan import Plan
@@ -223,8 +224,9 @@ def refresh_items(images: list[tuple[str, np.ndarray]], view: View | None, final
 
 
 def predict_images(model, items: list[Item], patch: tuple[int, ...] | None, iteration: int,
-                   control: Control) -> Iterator[object]:
-    """``Predicting``, then one ``ImageResult`` per item; an abort ends it within a batch of windows. A slab
+                   control: Control, volumes: Mapping[str, Volume] | None = None) -> Iterator[object]:
+    """``Predicting``, then one ``ImageResult`` per item; an abort ends it within a batch of windows. An image
+    that is one of the training ``volumes`` is normalised with that volume's statistics (computed once). A slab
     (``rows`` given) is a quick look: its windows do not overlap (stride = patch: in 3D an eighth of the windows
     of the default half-patch overlap), so a CT's slab shows within seconds."""
     from .inference import predict
@@ -233,8 +235,9 @@ def predict_images(model, items: list[Item], patch: tuple[int, ...] | None, iter
     for name, image, rows in items:
         try:
             control.check()
+            stats = volumes[name].stats if volumes and name in volumes else None
             pred = predict(model, image, patch_size=patch, stride=None if rows is None else patch,
-                           batch_size=PREDICT_BATCH, progress=control.check, rows=rows)
+                           batch_size=PREDICT_BATCH, progress=control.check, rows=rows, stats=stats)
         except Aborted:
             return
         yield ImageResult(name, pred.labels, pred.disagreement, pred.slice_scores, pred.volume_score, iteration,
@@ -275,6 +278,7 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         labeled, unlabeled = build_volumes(job.data)
         what = "setting up the networks"
         trainer = Trainer(labeled, unlabeled, job.config, run_dir=job.run_dir, init=job.init)
+        volumes = {v.name: v for v in labeled + unlabeled}  # their statistics normalise the predictions too
         del labeled, unlabeled
         control.attach(trainer)
         setup = time.perf_counter() - t0
@@ -292,21 +296,22 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
             if job.options.refresh_due(last, progress.total) and not control.stopped and last != refreshed:
                 what = "predicting"
                 items = refresh_items(job.data.images, control.view, last == progress.total)
-                yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control), items,
-                                  predicting)
+                yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control, volumes),
+                                  items, predicting)
                 refreshed = last
                 yield Refreshed(last, last == progress.total)
                 what = "training"
         if not control.aborted and refreshed != last:
             what = "predicting"
             items = refresh_items(job.data.images, None, True)
-            yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control), items, predicting)
+            yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control, volumes), items,
+                              predicting)
             yield Refreshed(last, True)
         speed = None if progress is None or last == trainer.start else Speed(
             setup, (progress.elapsed - in_training) / (last - trainer.start),
             predicting[0] / predicting[1] if predicting[1] else None, trainer.precision.name)
         model, checkpoint, precision = trainer.model, trainer.checkpoint_path, trainer.precision.describe()
-        trainer = None
+        trainer = volumes = None
         control.detach()
         yield Finished(model, checkpoint, last, control.stopped, control.aborted, precision, speed)
     except Exception as exc:

@@ -142,3 +142,13 @@ def test_a_refresh_on_large_data_predicts_the_slab_in_view(monkeypatch):
     assert refresh_items(images, View("a", last), final=False)[0][2] == (last - half, last + 1)
     assert refresh_items(images, None, final=False) == [] and refresh_items(images, View("b", 0), final=False) == []
     assert [r for _, _, r in refresh_items(images, View("a", 7), final=True)] == [None, None]
+
+
+def test_predictions_during_a_run_reuse_the_training_volumes_statistics(tmp_path, monkeypatch):
+    from napari_dmd.data import IntensityStats
+
+    computed = []
+    of = IntensityStats.of.__func__
+    monkeypatch.setattr(IntensityStats, "of", classmethod(lambda cls, image: computed.append(1) or of(cls, image)))
+    msgs = list(train_and_predict(job(tmp_path), Control()))  # 2 iterations, both images predicted after each
+    assert sum(isinstance(m, ImageResult) for m in msgs) == 4 and len(computed) == 2  # once per image

@@ -126,22 +126,19 @@ class DMDWidget(QWidget):
         self.settings.plan.setText(plan)
         self.settings_box.setText(f"Settings: {self.settings.summary()}{estimate}")
 
-    def _plan(self) -> Plan | None:
-        """What a Start with the current data and settings would set up (``DataError`` for bad settings)."""
-        form = self.settings
-        shapes, classes = self.session.training_shapes()
-        return make_plan(shapes, classes, form.device(), form["precision"].value, str(form["patch_size"].value),
-                         form["labeled_batch"].value + form["unlabeled_batch"].value)
-
     def _describe_plan(self) -> tuple[str, str]:
         """Before Start: the device and precision 'auto' resolve to and the measured time estimate, and
         the estimated total in a few words (' · ≈ 2:00', or '')."""
+        form = self.settings
+        shapes, classes = self.session.training_shapes()
         try:
-            plan, options = self._plan(), self.settings.options()
+            plan = make_plan(shapes, classes, form.device(), form["precision"].value, str(form["patch_size"].value),
+                             form["labeled_batch"].value + form["unlabeled_batch"].value)
+            options = form.options()
         except DataError as exc:
             return f"Start cannot run yet: {exc}", ""
-        megavoxels = sum(np.prod(shape) for shape in self.session.training_shapes()[0].values()) / 1e6
-        return describe_plan(plan, megavoxels, self.settings["iterations"].value, options)
+        megavoxels = sum(np.prod(shape) for shape in shapes.values()) / 1e6
+        return describe_plan(plan, megavoxels, form["iterations"].value, options)
 
     def _schedule(self, *_changed) -> None:
         """Refresh the view shortly (many edits in a row refresh it once)."""
