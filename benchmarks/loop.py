@@ -16,6 +16,9 @@ each round:
    - ``even``: K evenly spaced slices of a random pool volume not reviewed yet (how people label by hand);
    - ``even-entropy``: K evenly spaced slices of the pool volume not reviewed yet whose unreviewed slices have
      the highest mean score (``ranking.MEASURE``): the ranking's choice of volume, ``even``'s spread in it;
+   - ``none``: the control arm: no review at all, the rounds train the same iterations from the same start
+     on the same data (the start volume labeled, the pool unlabeled), so a strategy's Dice minus this one's
+     at the same round is what its reviews add, not the extra iterations;
 2. train: training resumes warm from the last model (``Trainer(init=...)``, as the dock's retraining) for
    ``--iterations`` (R); each reviewed volume is a labeled volume whose mask is its reviewed slices
    (``Reviewed.mask()``), the unreviewed pool volumes are the unlabeled data;
@@ -38,7 +41,7 @@ curves at about the same round); each round is merged into ``benchmarks/results/
 ends (atomically), and a re-run continues every loop from its last recorded round when its settings are
 unchanged (``--runs`` keeps the last checkpoint of each loop).
 
-Defaults (``DEFAULTS``): 2 seeds, strategies ranking-entropy (the dock's), random and even (the other
+Defaults (``DEFAULTS``): 2 seeds, strategies ranking-entropy (the dock's), random, even and none (the other
 rankings with ``--strategies``), dmd-rampup with random reviews only, pool 8, K 5, 8 rounds, stride half the patch (the
 dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabeled; hippocampus patch
 16x32x32, 150 start iterations + 40 per round, the first 10 of the 39 test cases; la_half patch 32x64x64,
@@ -83,7 +86,8 @@ from datasets import DATASETS
 
 RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "mean"}}  # strategy: its measure
 SCORED = {**RANKINGS, f"even-{MEASURE}": MEASURE}  # the strategies that read per-slice scores, and their measure
-STRATEGIES = (*SCORED, "random", "even")
+CONTROL = "none"  # the control arm: the same rounds of training, without reviews
+STRATEGIES = (*SCORED, "random", "even", CONTROL)
 METHODS = ("dmd", "dmd-rampup", "supervised")
 AXIS = 0
 DEFAULTS = {
@@ -155,6 +159,8 @@ def choose(strategy: str, count: int, shapes: Mapping[str, Sequence[int]], revie
            rng: np.random.Generator, scores: Mapping[str, np.ndarray] | None = None) -> list[tuple[str, int]]:
     """The next ``count`` unreviewed (volume, slice) pairs of the pool under ``strategy`` (a scored strategy takes
     the per-slice ``scores`` of its measure along ``AXIS``)."""
+    if strategy == CONTROL:
+        return []
     if strategy in RANKINGS:
         return [(s.image, s.index) for s in suggest(scores or {}, reviewed, count=count, slab=RANKING_SLAB, axis=AXIS)]
     free = {n: [i for i in range(shapes[n][AXIS]) if not reviewed[n].is_reviewed(i)] for n in sorted(shapes)}
@@ -294,7 +300,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
                      loop.scores)
     else:
         new = [tuple(p) for p in driver.rounds[r]["new"]]
-    if not new:
+    if not new and loop.strategy != CONTROL:
         raise SystemExit(f"{loop.key}: every slice of the pool is reviewed; lower --rounds or raise --pool")
     for name, index in new:
         if loop.reviewed[name].is_reviewed(index):
@@ -422,7 +428,7 @@ def report(results: dict) -> str:
                  "s/round = review + training + refresh.\n")
     for (strategy, method), c in cs.items():
         ref = cs.get(("random", method))
-        if strategy == "random" or ref is None:
+        if strategy in ("random", CONTROL) or ref is None:
             continue
         m = min(len(ref["mean"]), len(c["mean"]))
         target, budget = ref["mean"][m - 1], ref["slices"][m - 1]
@@ -430,7 +436,24 @@ def report(results: dict) -> str:
         lines.append(f"- {method}: {strategy} reaches random's Dice {target:.1f} at {budget:.0f} slices "
                      + (f"with {reached[0]:.0f} slices ({100 * reached[0] / max(budget, 1):.0f}%)" if reached
                         else "not within its rounds"))
+    lines += control_lines(cs)
     return "\n".join(lines)
+
+
+def control_lines(cs: dict[tuple[str, str], dict]) -> list[str]:
+    """What the reviews themselves add: each strategy's Dice minus the control arm's (same method, same rounds of
+    training, no reviews) at their last common round, mean over the seeds."""
+    out = []
+    for (strategy, method), c in cs.items():
+        ref = cs.get((CONTROL, method))
+        if strategy == CONTROL or ref is None:
+            continue
+        m = min(len(ref["mean"]), len(c["mean"]))
+        gain = c["mean"][m - 1] - ref["mean"][m - 1]
+        out.append(f"- {method}: after round {m - 1}, {strategy}'s {c['slices'][m - 1]:.0f} reviewed slices add "
+                   f"{gain:+.1f} Dice points over the same training without reviews "
+                   f"({c['mean'][m - 1]:.1f} vs {ref['mean'][m - 1]:.1f})")
+    return out
 
 
 def gather(folder: Path) -> dict[str, dict]:
@@ -456,21 +479,29 @@ def plot(sets: dict[str, dict], path: Path) -> None:
 
     colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green", "ranking-structure": "tab:orange",
               "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown", f"even-{MEASURE}": "tab:olive",
-              "dmd": "tab:red", "dmd-rampup": "tab:orange", "supervised": "tab:gray"}
+              "dmd": "tab:red", "dmd-rampup": "tab:orange", "supervised": "tab:gray", CONTROL: "black"}
     styles = {"random": "-", "ranking-entropy": "--", "ranking": ":", "even": "-."}
     fig, axes = plt.subplots(2, len(sets), figsize=(6.5 * len(sets), 9), squeeze=False)
     for col, results in enumerate(sets.values()):
         settings = next(iter(results.values()))["settings"]
         seeds = sorted({e["seed"] for e in results.values()})
+        cs = curves(results)
         for row, ax in enumerate(axes[:, col]):
-            for (strategy, method), c in curves(results).items():
+            for (strategy, method), c in cs.items():
                 if (row == 0 and method != "dmd") or (row == 1 and strategy not in styles):
                     continue
                 key, style = (strategy, "-") if row == 0 else (method, styles[strategy])
-                ax.plot(c["slices"], c["mean"], style, color=colors.get(key), marker=".",
-                        label=f"{strategy} · {method}")
+                x, c = c["slices"], dict(c)
+                if strategy == CONTROL:  # drawn at the rounds' slices of another strategy: same iterations
+                    other = next((o["slices"] for (st, me), o in cs.items() if me == method and st != CONTROL), None)
+                    if other is None:
+                        continue
+                    n = min(len(other), len(x))
+                    x, c = other[:n], {k: c[k][:n] for k in ("mean", "min", "max", "seeds")}
+                note = " (no reviews, same training)" if strategy == CONTROL else ""
+                ax.plot(x, c["mean"], style, color=colors.get(key), marker=".", label=f"{strategy} · {method}{note}")
                 if c["seeds"].max() > 1:
-                    ax.fill_between(c["slices"], c["min"], c["max"], color=colors.get(key), alpha=0.08)
+                    ax.fill_between(x, c["min"], c["max"], color=colors.get(key), alpha=0.08)
             what = "review strategies, DMD" if row == 0 else "methods on the same reviews"
             ax.set_title(f"{settings['data']}: {what} (K={settings['slices_per_round']}, "
                          f"R={settings['iterations_per_round']} it/round, {len(seeds)} seed(s))", fontsize=10)
@@ -491,7 +522,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", choices=sorted(DEFAULTS), default="hippocampus")
     ap.add_argument("--root", type=Path, help="data folder (default ../shared/data/<data>)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=[f"ranking-{MEASURE}", "random", "even"])
+    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES,
+                    default=[f"ranking-{MEASURE}", "random", "even", CONTROL])
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="the first one chooses the reviews, the others train on the same ones")
     ap.add_argument("--rounds", type=int, default=8)

@@ -31,11 +31,11 @@ import torch
 
 from napari_dmd.checkpoint import ModelPair
 from napari_dmd.config import PRECISIONS, PREDICT_BATCH, TrainConfig
-from napari_dmd.data import choose_patch_size
 from napari_dmd.heads import out_channels
 from napari_dmd.inference import default_stride, predict, window_starts
 from napari_dmd.precision import Precision, choose_precision
 from napari_dmd.runtime import memory_format, resolve_device
+from napari_dmd.spacing import choose_patch
 
 
 def ct_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -132,7 +132,7 @@ def main() -> None:
     args = ap.parse_args()
 
     shape = tuple(args.shape)
-    patch = tuple(args.patch) if args.patch else choose_patch_size([shape])
+    patch = tuple(args.patch) if args.patch else choose_patch([shape])
     device = resolve_device(args.device)
     image = ct_volume(shape, args.seed)
     model = ModelPair.create(TrainConfig(num_classes=2, patch_size=patch, precision=args.precision, seed=args.seed),

@@ -23,6 +23,17 @@ from napari_dmd.training import CHECKPOINT_NAME, Trainer
 from datasets import Dataset, Split
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
+SUPERVISED = {"lambda_distill": 0.0, "unlabeled_batch": 0, "mix_probability": 0.0}  # the supervised pair's settings
+OPTIONS = ("labeled_sampling", "augment_spatial", "augment_intensity", "mix_probability", "mix_ratio", "mix_start")
+
+
+def options_tag(cfg: TrainConfig) -> str:
+    """The low-label options (issue 25) ``cfg`` sets away from their defaults, as a suffix of its mode's name
+    ('' when none; the mixing's ratio and start only with mixing on): runs of other options get their own run
+    folder and result."""
+    default = TrainConfig()
+    return "".join(f"+{name}={getattr(cfg, name)}" for name in OPTIONS if getattr(cfg, name) != getattr(default, name)
+                   and not (name in ("mix_ratio", "mix_start") and cfg.mix_probability == 0))
 
 
 def load(pairs: list[tuple[Path, Path | None]]) -> list[Volume]:
@@ -74,16 +85,18 @@ def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[
 
 def run(data: Dataset, split: Split, base: dict, modes: list[str], seeds: list[int], runs: Path, out: Path) -> dict:
     """Train and score every (mode, seed) on ``data``; ``base`` holds the declared settings (``settings_of``,
-    the patch among them) but the seed. The supervised mode trains with λ = 0 and no unlabeled batch. Each
+    the patch among them) but the seed. The supervised mode trains with λ = 0 and no unlabeled batch (so no
+    copy-paste, which mixes labeled with unlabeled patches; the other options apply to it as to DMD). Each
     result is merged into the JSON file ``out`` as it comes (re-read before writing, so runs of other seeds
     in parallel processes keep theirs)."""
     for seed in seeds:
         for mode in modes:
             dmd = mode == "dmd"
             cfg = TrainConfig(**{**base, "num_classes": len(data.class_names), "class_names": data.class_names,
-                                 "seed": seed, **({} if dmd else {"lambda_distill": 0.0, "unlabeled_batch": 0})})
+                                 "seed": seed, **({} if dmd else SUPERVISED)})
             if dmd and cfg.lambda_rampup:
                 mode = f"dmd-rampup{cfg.lambda_rampup}"
+            mode += options_tag(cfg)
             run_dir = runs / f"{data.name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"
             seconds = train(mode, split, cfg, run_dir)
             res = evaluate(run_dir, split, cfg.patch_size, data.stride)

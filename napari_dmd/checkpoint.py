@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,15 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import NORMALIZATION
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
 from .heads import out_channels
 from .io import write_failure
 from .networks import build_network
 from .runtime import resolve_device
 
 FORMAT = "napari-dmd/1"
+REQUIRED = ("ndim", "config", "normalization", "iteration", "nets")  # keys every checkpoint holds
+REFUSED_PATCH = "refused_patch"  # in ModelPair.extra: the saved patch this version no longer accepts
 
 
 @dataclass
@@ -39,7 +42,7 @@ class ModelPair:
         """Two networks from consecutive draws of one generator seeded with ``config.seed``, so they
         start from different weights (as in the authors' code) and a seed reproduces both."""
         torch.manual_seed(config.seed)
-        nets = tuple(build_network(ndim, out_channels(config.num_classes)).to(device) for _ in range(2))
+        nets = tuple(build_network(ndim, out_channels(config.num_classes), config.spacing).to(device) for _ in range(2))
         return cls(nets, config, ndim, device)  # type: ignore[arg-type]
 
     @property
@@ -69,10 +72,14 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:  # a Python file: torch writes it without holding the GIL for long
             torch.save(obj, f)  # a full disk is a RuntimeError from torch
+        with zipfile.ZipFile(tmp) as written:  # read back whole: every record's checksum
+            if written.testzip() is not None:
+                raise OSError(5, "what was written does not read back")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        raise CheckpointError(write_failure(path, exc)) from exc
+    except (OSError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(write_failure(path, exc if not isinstance(exc, zipfile.BadZipFile)
+                                            else OSError(5, "what was written does not read back"))) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
@@ -89,7 +96,7 @@ def save_model(model: ModelPair, path: Path, training_state: dict[str, Any] | No
     A model with non-finite weights or buffers is refused, so a good file is never replaced by it."""
     bad = non_finite_tensors([net.state_dict() for net in model.nets])
     if bad:
-        raise CheckpointError(f"not writing {Path(path).name}: the model holds NaN or Inf ({', '.join(bad[:3])})")
+        raise CheckpointError(f"not writing {Path(path).absolute()}: the model holds NaN or Inf ({', '.join(bad[:3])})")
     payload = {
         "format": FORMAT,
         "ndim": model.ndim,
@@ -107,29 +114,70 @@ def save_model(model: ModelPair, path: Path, training_state: dict[str, Any] | No
 def load_checkpoint(path: Path, device: str | torch.device = "auto") -> tuple[ModelPair, dict[str, Any] | None]:
     """The model pair and the saved training state (``None`` for a model saved without one)."""
     path = Path(path)
+    shown = path.absolute()
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
+        raise CheckpointError(f"no checkpoint file at {shown}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from a shared file
     except Exception as exc:  # any unreadable file: torch raises many kinds
-        raise CheckpointError(f"{path.name} is not a napari-dmd checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name} is not a napari-dmd checkpoint")
+        raise CheckpointError(f"{shown} is not a napari-dmd checkpoint, or it is damaged "
+                              f"({type(exc).__name__})") from exc
+    written = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(written, str) and written.startswith("napari-dmd/") and written != FORMAT:
+        raise CheckpointError(f"{shown} was written by another version of napari-dmd (format {written}; this one "
+                              f"reads {FORMAT}): use the napari-dmd that wrote it")
+    if written != FORMAT:
+        raise CheckpointError(f"{shown} is not a napari-dmd checkpoint")
+    missing = [k for k in REQUIRED if k not in payload]
+    if missing:
+        raise CheckpointError(f"{shown} is damaged: it lacks {', '.join(map(repr, missing))}")
     bad = non_finite_tensors(payload["nets"])
     if bad:
-        raise CheckpointError(f"{path.name} holds NaN or Inf weights ({', '.join(bad[:3])}): it cannot predict; "
+        raise CheckpointError(f"{shown} holds NaN or Inf weights ({', '.join(bad[:3])}): it cannot predict; "
                               "use an earlier checkpoint")
+    state = payload.get("training_state")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    config = TrainConfig.from_dict(payload["config"])
+    config = _config(payload["config"], shown)
     model = ModelPair.create(config, payload["ndim"], dev)
+    if config.patch_size is None and payload["config"].get("patch_size"):
+        model.extra[REFUSED_PATCH] = tuple(payload["config"]["patch_size"])
     try:
-        for net, state in zip(model.nets, payload["nets"]):
-            net.load_state_dict(state)
+        for net, state_dict in zip(model.nets, payload["nets"]):
+            net.load_state_dict(state_dict)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path.name}: the saved weights do not fit the network") from exc
+        raise CheckpointError(f"{shown}: the saved weights do not fit the network") from exc
     model.normalization, model.iteration = payload["normalization"], payload["iteration"]
     model.trained_before = max(0, int(payload.get("model_iterations", model.iteration)) - model.iteration)
-    return model, payload.get("training_state")
+    return model, state
+
+
+def check_resumable(path: Path, state: dict[str, Any] | None) -> None:
+    """``CheckpointError`` naming ``path`` unless its training ``state`` can continue the run: present,
+    and no NaN or Inf in the optimizer's momentum (its weights may still predict and warm-start)."""
+    if state is None:
+        raise CheckpointError(f"{Path(path).absolute()} holds no training state to resume from: start a new run "
+                              "from it (--init without --resume)")
+    optimizer = state.get("optimizer")
+    entries = optimizer.get("state", {}) if isinstance(optimizer, dict) else {}
+    if any(v.is_floating_point() and not bool(torch.isfinite(v).all())
+           for entry in entries.values() for v in entry.values() if isinstance(v, torch.Tensor)):
+        raise CheckpointError(f"{Path(path).absolute()}: its optimizer state holds NaN or Inf, so the run cannot be "
+                              "resumed from it; start a new run from its weights (--init without --resume) or use "
+                              "an earlier checkpoint")
+
+
+def _config(saved: dict, shown: Path) -> TrainConfig:
+    """The saved settings; a patch an earlier version accepted and this one does not (under 16 voxels) is
+    dropped (and kept in ``ModelPair.extra[REFUSED_PATCH]``), so the model still predicts with ``--patch``."""
+    try:
+        return TrainConfig.from_dict(saved)
+    except DataError as exc:
+        if not saved.get("patch_size"):
+            raise CheckpointError(f"{shown} holds settings this napari-dmd refuses: {exc}") from exc
+        try:
+            return TrainConfig.from_dict({**saved, "patch_size": None})
+        except DataError:
+            raise CheckpointError(f"{shown} holds settings this napari-dmd refuses: {exc}") from exc
 
 
 def load_model(path: Path, device: str | torch.device = "auto") -> ModelPair:

@@ -11,7 +11,7 @@ import signal
 import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import Field, replace
 from io import StringIO
 from pathlib import Path
@@ -21,6 +21,9 @@ import numpy as np
 
 from .config import (
     CHECKPOINT_NAME,
+    CONFIG_NAME,
+    LOG_NAME,
+    MIN_PATCH,
     PREDICT_BATCH,
     WEIGHTING,
     WEIGHTINGS,
@@ -30,6 +33,7 @@ from .config import (
     flag_of,
 )
 from .errors import DataError, DMDError
+from .export import add_parser as add_export_parser
 from .folders import (
     KINDS,
     TrainingData,
@@ -41,9 +45,12 @@ from .folders import (
     load_training_data,
     reviewed_of,
 )
+from .outputs import Outputs, locked
 from .progress import bar, windows
 from .review import Reviewed, write_run_record
 from .sample_data import CLASS_NAMES, DEMO_ITERATIONS, SAMPLE_DIR
+from .spacing import describe
+from .structures import VOLUMES_CSV
 
 LOG_EVERY = 50  # without a terminal (a scheduler, nohup, a pipe): a progress line every this many iterations
 
@@ -84,9 +91,13 @@ def _resume_config(args: argparse.Namespace) -> tuple[TrainConfig, int]:
     """The settings of the run ``--init`` to continue (``--iterations`` may raise its length; device,
     precision and checkpointing may change) and the iteration it reached; flags that contradict
     what the run learned with are refused."""
-    from .checkpoint import load_model
+    from .checkpoint import REFUSED_PATCH, check_resumable, load_checkpoint
 
-    saved = load_model(args.init, "cpu")
+    saved, state = load_checkpoint(args.init, "cpu")
+    check_resumable(args.init, state)
+    if REFUSED_PATCH in saved.extra:
+        raise DataError(f"{args.init.absolute()} was trained with patch {saved.extra[REFUSED_PATCH]}, which this "
+                        f"napari-dmd no longer accepts: start a new run from it (--init without --resume) with --patch")
     cfg, changes, conflicts = saved.config, {}, []
     for f in declared_settings():
         if f.name not in args.given:
@@ -108,42 +119,75 @@ def _resume_config(args: argparse.Namespace) -> tuple[TrainConfig, int]:
     return replace(cfg, **changes), saved.iteration
 
 
+RUN_FILES = (CONFIG_NAME, LOG_NAME, "reviewed.json")  # what a run writes beside model.pt
+
+
 def _check_run_folder(args: argparse.Namespace) -> None:
     """Refuse an ``--out`` that is a file, or that holds another run's model (resuming it is fine)."""
     if args.out.exists() and not args.out.is_dir():
-        raise DataError(f"--out {args.out} is a file: give a folder for the run")
+        raise DataError(f"--out {args.out.absolute()} is a file: give a folder for the run")
     if args.resume and args.init is None:
         raise DataError("--resume continues a run: give its checkpoint with --init")
     target = args.out / CHECKPOINT_NAME
     if target.exists() and not (args.resume and args.init.resolve() == target.resolve()):
-        raise DataError(f"{args.out} already holds a run ({CHECKPOINT_NAME}): choose another --out, or continue "
-                        f"that run with --init {target} --resume")
+        raise DataError(f"{args.out.absolute()} already holds a run ({CHECKPOINT_NAME}): choose another --out, or "
+                        f"continue that run with --init {target} --resume")
+
+
+def _claim_run_folder(args: argparse.Namespace, outputs: Outputs) -> None:
+    """Refuse a run folder holding files of a run that this command did not write (or that were edited
+    since); a run folder of an earlier napari-dmd, without a manifest, is continued by ``--resume``."""
+    resumed_here = args.resume and args.init.resolve() == (args.out / CHECKPOINT_NAME).resolve()
+    if not (resumed_here and not outputs.entries()):
+        outputs.claim(args.out / name for name in RUN_FILES)
+
+
+def _prune_log(path: Path, reached: int) -> None:
+    """Drop the rows of ``log.csv`` after iteration ``reached`` (written after the checkpoint a resume
+    continues from, before a kill), so the log lists each iteration once."""
+    from .io import write_text
+
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if not line.split(",", 1)[0].isdigit()
+                        or int(line.split(",", 1)[0]) <= reached]
+    if len(kept) < len(lines):
+        write_text(path, "".join(kept))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model pair with DMD into a run folder; the exit status (130/143 when stopped by a signal)."""
-    from .distributed import join_world
+    from .distributed import current_world, join_world
 
     join_world(args.device)  # under torchrun: this process joins the others; rank 0 alone prints and writes
     _check_run_folder(args)
     options = RunOptions(minutes=args.minutes)  # checked before minutes of reading
-    if args.resume:
-        cfg, reached = _resume_config(args)
-        if reached >= cfg.iterations:
-            print(f"the run in {args.init.parent} is finished: it is at iteration {reached} (of {cfg.iterations}); "
-                  f"raise --iterations above {reached} to train it further")
-            return 0
-    data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label, args.cache)
-    for note in data.notes:
-        print(note)
-    if not args.resume:
-        num_classes = args.classes or (len(args.class_names) if args.class_names else infer_classes(data.values))
-        settings = {f.name: _setting_value(getattr(args, f.name)) for f in declared_settings()}
-        cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()), **settings)
-    if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
-        raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
-                        f"the ignored value must not be a class")
-    return _train(args, data, cfg, options)
+    with ExitStack() as stack:
+        if current_world().writes:  # one command at a time writes a run folder
+            _claim_run_folder(args, stack.enter_context(locked(args.out, "train")))
+        if args.resume:
+            cfg, reached = _resume_config(args)
+            if reached >= cfg.iterations:
+                print(f"the run in {args.init.parent} is finished: it is at iteration {reached} (of "
+                      f"{cfg.iterations}); raise --iterations above {reached} to train it further")
+                return 0
+        data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label, args.cache)
+        for note in data.notes:
+            print(note)
+        if args.ignore_label is not None and all(set(v.tolist()) <= {0} for v in data.values.values()):
+            raise DataError(f"without the voxels of --ignore-label {args.ignore_label}, every label file holds only "
+                            f"0 (background): if {args.ignore_label} marks the structure, remap it to 1 instead")
+        if not args.resume:
+            num_classes = args.classes or (len(args.class_names) if args.class_names else infer_classes(data.values))
+            settings = {f.name: _setting_value(getattr(args, f.name)) for f in declared_settings()}
+            cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()), **settings)
+        if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
+            raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
+                            f"the ignored value must not be a class")
+        if args.resume and current_world().writes:
+            _prune_log(args.out / LOG_NAME, reached)
+        return _train(args, data, cfg, options)
 
 
 def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, options: RunOptions) -> int:
@@ -153,11 +197,13 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, optio
 
     trainer = Trainer(data.labeled, data.unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
     if trainer.world.writes and (data.reviewed or args.ignore_label is not None):  # what supervised, kept
-        write_run_record(args.out, {n: Reviewed.from_dict(r) for n, r in data.reviewed.items()}, args.ignore_label)
+        Outputs(args.out, "train").wrote(write_run_record(
+            args.out, {n: Reviewed.from_dict(r) for n, r in data.reviewed.items()}, args.ignore_label))
     found = sorted(set().union(*(v.tolist() for v in data.values.values())))
     note = "" if data.unlabeled else " (no unlabeled image: distillation on the labeled images only)"
     print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes, {cfg.num_classes} "
-          f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch}, {trainer.device}, "
+          f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch} "
+          f"({describe(trainer.config.spacing, trainer.model.nets[0].pools)}), {trainer.device}, "
           f"precision {trainer.precision.describe()}{note}", flush=True)
     progress = bar(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
     every = 0 if sys.stderr.isatty() else max(1, min(cfg.checkpoint_every, LOG_EVERY))  # no bar: a line instead
@@ -207,49 +253,78 @@ def output_path(out: Path, source: Path) -> Path:
     return out / f"{case_name(source)}{ext if ext in WRITABLE_EXTENSIONS else '.nii.gz'}"
 
 
-def _prediction_table(out: Path) -> dict[str, dict]:
-    """The rows of ``out/disagreement.csv`` by file name: what earlier ``predict`` runs wrote into ``out``."""
+def _written_by(target: Path) -> list[Path]:
+    """The files that writing the image ``target`` makes (a ``.mhd`` header has its ``.raw`` data file)."""
+    from .io import case_name, extension
+
+    return [target, target.with_name(case_name(target) + ".raw")] if extension(target) == ".mhd" else [target]
+
+
+def _prediction_table(out: Path, outputs: Outputs) -> dict[str, dict]:
+    """The rows of ``out/disagreement.csv`` by file name, when predict wrote it: its earlier predictions."""
     table = out / "disagreement.csv"
     try:
-        return {row["case"]: row for row in csv.DictReader(table.open(newline=""))} if table.is_file() else {}
+        return {row["case"]: row for row in csv.DictReader(table.open(newline=""))} if outputs.owns(table) else {}
     except (OSError, KeyError, csv.Error):
         return {}
 
 
-def _check_outputs(paths: list[Path], targets: list[Path], out: Path, ours: dict[str, dict]) -> None:
-    """Refuse predictions that would overwrite an input, each other, or a file not written by predict."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file: give a folder for the predictions")
+def _check_outputs(paths: list[Path], targets: list[Path], out: Path, outputs: Outputs) -> None:
+    """Refuse predictions that would overwrite an input, each other, or a file predict did not write."""
     inputs = {path.resolve() for path in paths}
     for path, target in zip(paths, targets):
-        if target.resolve() in inputs:
-            raise DataError(f"the prediction of {path.name} would overwrite an input image: choose another --out")
+        if any(f.resolve() in inputs for f in _written_by(target)):
+            raise DataError(f"the prediction of {path.absolute()} would overwrite an input image: choose another --out")
     if len(set(targets)) < len(targets):
         raise DataError("two input images have the same name, so their predictions would overwrite each other: "
                         "predict them into different --out folders")
-    for path, target in zip(paths, targets):
-        for written in (target, output_path(out / "disagreement", path)):
-            if written.exists() and target.name not in ours:
-                raise DataError(f"{written} exists and was not written by napari-dmd predict: choose an empty or "
-                                f"new --out (nothing was overwritten)")
+    outputs.claim([out / "disagreement.csv", out / "label_next.csv", out / VOLUMES_CSV,
+                   *(f for t in targets for f in _written_by(t))])
+    folder = Outputs(out / "disagreement", "predict")
+    folder.claim(f for path in paths for f in _written_by(output_path(out / "disagreement", path)))
+
+
+def _reviews(paths: list[Path], labels: Path | None) -> dict[Path, Path]:
+    """The label file of each image that has one in ``labels``, its review record checked before any
+    image is predicted (a malformed one is refused before anything is written)."""
+    from .io import case_name, image_shape
+
+    found = by_case(folder_images(labels)) if labels else {}
+    pairs = {path: found[case_name(path)] for path in paths if case_name(path) in found}
+    for path, label in pairs.items():
+        reviewed_of(label, image_shape(path))
+    return pairs
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Predict images with a saved model; write label maps, disagreement maps, each image's mean
-    disagreement (``disagreement.csv``, updated after each image, so it always lists what predict
-    wrote into ``--out``) and the slices to label next (``label_next.csv``)."""
-    from .checkpoint import load_model
-    from .inference import largest_components, predict
-    from .io import case_name, read_image, write_image
-
+    disagreement (``disagreement.csv``) and structure volumes (``volumes.csv``), both updated after each
+    image, so they always list what predict wrote into ``--out``, and the slices to label next
+    (``label_next.csv``)."""
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
     paths = _expand(args.images)
+    with locked(args.out, "predict") as outputs:
+        _predict(args, paths, outputs)
+
+
+def _predict(args: argparse.Namespace, paths: list[Path], outputs: Outputs) -> None:
+    """``cmd_predict`` with ``--out`` held: each image's files are written and recorded before the next."""
+    from .checkpoint import REFUSED_PATCH, load_model
+    from .inference import largest_components, predict
+    from .io import read_image, write_image
+    from .structures import update_volumes_csv, volumes_table
+
     targets = [output_path(args.out, path) for path in paths]
-    table = _prediction_table(args.out)
-    _check_outputs(paths, targets, args.out, table)
+    table = _prediction_table(args.out, outputs)
+    _check_outputs(paths, targets, args.out, outputs)
     model = load_model(args.model, args.device)
-    labels = by_case(folder_images(args.labels)) if args.labels else {}
+    if REFUSED_PATCH in model.extra and not args.patch:
+        raise DataError(f"{args.model.absolute()} was trained with patch {model.extra[REFUSED_PATCH]}, under the "
+                        f"{MIN_PATCH} voxels per axis this napari-dmd accepts: give a window with --patch, e.g. "
+                        f"--patch {' '.join(str(max(MIN_PATCH, p)) for p in model.extra[REFUSED_PATCH])}")
+    labels = _reviews(paths, args.labels)
+    maps = Outputs(args.out / "disagreement", "predict")
     slice_scores, reviewed = {}, {}
     for path, target in bar(list(zip(paths, targets)), desc="predicting", unit="vol"):
         image, geometry = read_image(path)
@@ -258,14 +333,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
                        tuple(args.stride) if args.stride else None, args.batch_size, progress=update,
                        weighting=args.weighting)
         done()
-        table[target.name] = {"case": target.name, "disagreement": f"{pred.volume_score:.6f}"}  # listed first
+        written = largest_components(pred.labels) if args.largest_component else pred.labels
+        write_image(target, written, geometry)
+        outputs.wrote(*_written_by(target))
+        update_volumes_csv(args.out / VOLUMES_CSV, target.name, volumes_table(written, geometry, model.class_names))
+        outputs.wrote(args.out / VOLUMES_CSV)
+        disagreement = output_path(args.out / "disagreement", path)
+        write_image(disagreement, pred.disagreement, geometry)
+        maps.wrote(*_written_by(disagreement))
+        table[target.name] = {"case": target.name, "disagreement": f"{pred.volume_score:.6f}"}
         _write_csv(args.out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
-        write_image(target, largest_components(pred.labels) if args.largest_component else pred.labels, geometry)
-        write_image(output_path(args.out / "disagreement", path), pred.disagreement, geometry)
+        outputs.wrote(args.out / "disagreement.csv")
         slice_scores[target.name] = pred.slice_scores
-        if case_name(path) in labels:
-            reviewed[target.name] = reviewed_of(labels[case_name(path)], image.shape)
+        if path in labels:
+            reviewed[target.name] = reviewed_of(labels[path], image.shape)
     _write_label_next(args.out / "label_next.csv", slice_scores, reviewed)
+    outputs.wrote(args.out / "label_next.csv")
     print(f"{len(slice_scores)} predictions in {args.out}; the slices to label next are in "
           f"{args.out / 'label_next.csv'}")
 
@@ -290,10 +373,10 @@ def _expand(sources: list[Path]) -> list[Path]:
     paths: list[Path] = []
     for src in sources:
         if not src.exists():
-            raise DataError(f"{src} does not exist")
+            raise DataError(f"{src.absolute()} does not exist")
         inside = list_images(src) if src.is_dir() else []
         if src.is_dir() and not inside and not is_supported(src):
-            raise DataError(f"{src} holds no image ({KINDS})")
+            raise DataError(f"{src.absolute()} holds no image ({KINDS})")
         paths += inside or [src]
     return paths
 
@@ -310,12 +393,29 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) ->
 
 
 # ------------------------------------------------------------------ evaluate
+ABSENT = "-"  # a class absent from both prediction and label: no score, left out of the mean
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Score predictions against ground truth of the same names: per case, per class, and means.
 
     Every label file needs its prediction, on its grid; the class count (given or found over all
-    files) is the same for every case, so a class absent from a case scores as absent in both.
+    files) is the same for every case. A class absent from both a prediction and its label has no
+    score there (``-``, an empty CSV cell) and is left out of that class's mean, as MONAI's
+    ``ignore_empty`` and nnU-Net do: it would count as a perfect Dice otherwise.
     """
+    if not args.out:
+        _evaluate(args, None)
+        return
+    if args.out.is_dir():
+        raise DataError(f"--out {args.out.absolute()} is a folder: give a file name for the CSV table")
+    with locked(args.out.parent, "evaluate") as outputs:
+        outputs.claim([args.out])
+        _evaluate(args, outputs)
+
+
+def _evaluate(args: argparse.Namespace, outputs: Outputs | None) -> None:
+    """``cmd_evaluate`` with the CSV's folder held (``outputs``), if one is written."""
     from .io import read_image
     from .metrics import METRICS, evaluate_case, summarize
 
@@ -339,21 +439,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     classes = args.classes or infer_classes(values)
     beyond = [(p, int(v.max())) for p, v in values.items() if v.size and v.max() >= classes]
     if beyond:
-        raise DataError(f"{beyond[0][0]} holds value {beyond[0][1]}, outside the {classes} classes (--classes)")
+        raise DataError(f"{beyond[0][0].absolute()} holds value {beyond[0][1]}, outside the {classes} classes "
+                        f"(--classes)")
     rows = []
     for case in bar(cases, desc="evaluating", unit="vol", leave=False):
         pred, _ = read_image(preds[case])
         ref, g = read_image(refs[case])
-        rows += [{"case": case, **r} for r in evaluate_case(pred, ref, classes, g.scale)]
+        present = set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())
+        rows += [{"case": case, **(r if r["class"] in present else {**r, **dict.fromkeys(METRICS, float("nan"))})}
+                 for r in evaluate_case(pred, ref, classes, g.scale)]
     keys = list(METRICS)
     table = rows + [{"case": "mean", **m} for m in summarize(rows)]
-    print(f"{len(cases)} cases, {classes} classes")
+    print(f"{len(cases)} cases, {classes} classes; '{ABSENT}': class absent from both prediction and label, "
+          f"left out of the mean")
     print(f"{'case':<24}{'class':>6}" + "".join(f"{k:>10}" for k in keys))
     for r in table:
-        print(f"{r['case']:<24}{r['class']:>6}" + "".join(f"{r[k]:>10.4f}" for k in keys))
-    if args.out:
-        _write_csv(args.out, [{k: r[k] for k in ["case", "class", *keys]} for r in table])
-        print(f"written to {args.out}")
+        print(f"{r['case']:<24}{r['class']:>6}" + "".join(f"{ABSENT:>10}" if np.isnan(r[k]) else f"{r[k]:>10.4f}"
+                                                          for k in keys))
+    if outputs is not None:
+        _write_csv(args.out, [{"case": r["case"], "class": r["class"], **{k: "" if np.isnan(r[k]) else r[k]
+                                                                          for k in keys}} for r in table])
+        outputs.wrote(args.out)
+        print(f"written to {args.out} (an empty cell: class absent from both prediction and label, left out of "
+              f"the mean)")
 
 
 # ------------------------------------------------------------------ demo
@@ -461,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, required=True)
     p.add_argument("--labels", type=Path, required=True, help="ground truth; each needs a prediction of its name")
     p.add_argument("--classes", type=int, help="number of classes with background (default: from all files)")
-    p.add_argument("--out", type=Path, help="CSV file for the table")
+    p.add_argument("--out", type=Path, help="CSV file for the table (new, or one evaluate wrote)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="napari with the plugin and sample data (--headless: the loop without a screen)")
     p.add_argument("--headless", action="store_true")
@@ -470,7 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training iterations of --headless and --screenshot")
     p.add_argument("--screenshot", type=Path, help="train in the dock, save a picture of the window there, and quit")
     p.set_defaults(func=cmd_demo)
+    add_export_parser(sub)
     return parser
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is running out of memory (CPU or GPU), which torch reports as a RuntimeError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -481,6 +596,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = args.func(args)
     except DMDError as exc:
         print(f"napari-dmd: error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(f"napari-dmd: error: out of memory ({str(exc).strip().splitlines()[0][:200]}): lower --patch or the "
+              f"batch size, or free memory; every file written is complete", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written, where no clearer message was made
+        from .io import write_failure
+
+        where = Path(exc.filename).absolute() if exc.filename else "a file"
+        print(f"napari-dmd: error: {write_failure(where, exc).replace('cannot write', 'cannot use', 1)}",
+              file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)

@@ -12,17 +12,20 @@ import math
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
+from .augment import ROTATION_DEGREES, SCALE
+
 CHECKPOINT_NAME = "model.pt"  # what a run folder holds: the checkpoint, the settings and the per-step log
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 LEVELS = ("basic", "advanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MIN_PATCH = 16  # the networks' smallest input (their padding multiple); smaller patches are refused
+MIN_PATCH = 16  # the networks' smallest input for isotropic data (fewer along the axes of thick slices)
 PREDICT_BATCH = 4  # windows per forward pass when predicting
 RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around the suggested slice)
 WEIGHTINGS = ("uniform", "gaussian")  # how a prediction weighs the voxels of each sliding window
 WEIGHTING = "uniform"  # measured better than nnU-Net's Gaussian on la_half and hippocampus (benchmarks/weighting.py)
-REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts every image whole only up to this many megavoxels
+SAMPLINGS = ("uniform", "reviewed")  # how labeled crops are drawn (TrainConfig.labeled_sampling)
+REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts the image in view whole up to this many megavoxels
 
 
 def setting(default: Any, help: str, *, level: str = "advanced", label: str | None = None,
@@ -108,6 +111,7 @@ class TrainConfig:
 
     num_classes: int = 2
     class_names: tuple[str, ...] = ()
+    spacing: tuple[float, ...] | None = None  # the data's voxel spacing (z y x), which sets the pooling per axis
     iterations: int = setting(6000, "training iterations (steps); a resumed run may raise it", level="basic",
                               minimum=1)
     lr: float = setting(0.01, "SGD learning rate", label="learning rate")
@@ -125,7 +129,8 @@ class TrainConfig:
     temperature: float = setting(2.0, "temperature T that softens the outputs compared by distillation",
                                  label="T (temperature)")
     patch_size: tuple[int, ...] | None = setting(
-        None, f"patch size in array order (z y x), at least {MIN_PATCH} per axis; default: from the data",
+        None, f"patch size in array order (z y x), at least {MIN_PATCH} per axis (fewer along thick slices); "
+              "default: from the data",
         label="patch size", flag="--patch")
     labeled_batch: int = setting(2, "labeled patches per batch", label="labeled patches per batch", minimum=1)
     unlabeled_batch: int = setting(2, "unlabeled patches per batch", label="unlabeled patches per batch",
@@ -134,6 +139,25 @@ class TrainConfig:
         0.0, "share of labeled crops centred on a labeled voxel (0: uniform crops, as in the paper); "
              "raise it, e.g. to 0.33, for structures small next to the patch",
         label="foreground-centred share", minimum=0.0, maximum=1.0)
+    labeled_sampling: str = setting(
+        "uniform", "how labeled crops are drawn: 'uniform': every labeled image as often; 'reviewed': images in "
+                   "proportion to their reviewed voxels, every crop (foreground-centred ones too) centred on a "
+                   "reviewed voxel", label="labeled crops", choices=SAMPLINGS)
+    augment_spatial: float = setting(
+        0.0, f"probability of an in-plane rotation (up to ±{ROTATION_DEGREES:g}°) and, apart, of a scaling "
+             f"({SCALE[0]:g}-{SCALE[1]:g}) of a patch, its labels alike (0: off; nnU-Net: 0.2)",
+        label="rotation/scaling probability", minimum=0.0, maximum=1.0)
+    augment_intensity: float = setting(
+        0.0, "probability of each intensity augmentation of a patch: brightness, contrast, gamma, noise, blur "
+             "(0: off; nnU-Net: 0.1-0.3)", label="intensity augmentation probability", minimum=0.0, maximum=1.0)
+    mix_probability: float = setting(
+        0.0, "share of steps whose batch is mixed by bidirectional copy-paste (BCP): a box of each labeled patch "
+             "pasted into an unlabeled one and the reverse, the pasted labeled voxels supervised by their labels "
+             "(0: off; needs unlabeled patches)", label="copy-paste share", minimum=0.0, maximum=1.0)
+    mix_ratio: float = setting(0.67, "side of the pasted box as a fraction of the patch's side along every axis "
+                                     "(BCP: 2/3)", label="copy-paste box side", minimum=0.0, maximum=1.0)
+    mix_start: int = setting(0, "copy-paste only from this iteration of the model on (counted as the λ ramp-up)",
+                             label="copy-paste from iteration", minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", affects_model=False)
     precision: str = setting("auto", "numeric precision of training and prediction", choices=PRECISIONS,
                              affects_model=False)
@@ -155,15 +179,35 @@ class TrainConfig:
                      for name in ("lr", "temperature", "lr_gamma") if getattr(self, name) <= 0]
         if self.momentum >= 1:
             problems.append(f"momentum must be below 1, got {self.momentum}")
-        if self.patch_size is not None and (not self.patch_size or min(self.patch_size) < MIN_PATCH):
-            problems.append(f"patch size {self.patch_size} must be at least {MIN_PATCH} voxels along every axis")
+        spacing_ok = True
+        if self.spacing is not None:
+            self.spacing = tuple(float(s) for s in self.spacing)
+            spacing_ok = all(math.isfinite(s) and s > 0 for s in self.spacing)
+            if not spacing_ok:
+                problems.append(f"spacing {self.spacing} must be positive numbers")
+        if self.patch_size is not None and spacing_ok:
+            problems += self._patch_problems()
         raise_problems(problems)
+
+    def _patch_problems(self) -> list[str]:
+        from .spacing import divisors, pooling
+
+        patch = self.patch_size
+        if not patch or self.spacing is not None and len(self.spacing) != len(patch):
+            return [f"patch size {patch} does not match the spacing {self.spacing}"]
+        least = divisors(pooling(self.spacing, len(patch)))
+        if any(p < m for p, m in zip(patch, least)):
+            at_least = f"{least[0]} voxels along every axis" if len(set(least)) == 1 else \
+                f"{' × '.join(map(str, least))} voxels (the networks' multiples for spacing {self.spacing})"
+            return [f"patch size {patch} must be at least {at_least}"]
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for checkpoints and run folders."""
         d = asdict(self)
         d["class_names"] = list(self.class_names)
         d["patch_size"] = list(self.patch_size) if self.patch_size else None
+        d["spacing"] = list(self.spacing) if self.spacing else None
         return d
 
     @classmethod

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .augment import Augmentation, Warp
 from .errors import DataError
-from .networks import DIVISOR
 
 NORMALIZATION = "percentile-0.5-99.5-zscore"
 
@@ -230,36 +230,33 @@ class Volume:
         return any(np.logical_and(self.label[s], self.mask[s]).any() for s in slabs(self.label.shape))
 
 
-def choose_patch_size(shapes: list[tuple[int, ...]], max_voxels: int = 64 * 128 * 128) -> tuple[int, ...]:
-    """A patch from the data: the median shape rounded down to the network's multiple (at least one
-    multiple), then the largest axis halved until the patch fits ``max_voxels``."""
-    med = np.median(np.array(shapes), axis=0)
-    patch = [max(DIVISOR, int(m) // DIVISOR * DIVISOR) for m in med]
-    while int(np.prod(patch)) > max_voxels:
-        i = int(np.argmax(patch))
-        patch[i] = max(DIVISOR, patch[i] // 2 // DIVISOR * DIVISOR)
-    return tuple(patch)
-
-
 class VoxelPicker:
-    """Uniformly random nonzero voxels of an array (a boolean mask; labels: their foreground), held as
-    per-slice counts rather than a list of coordinates (which would cost 24 bytes per voxel of a large,
-    fully annotated volume); the array is used as it is, not copied."""
+    """Uniformly random voxels nonzero in every one of the given arrays (boolean masks; labels: their
+    foreground), held as per-slice counts rather than a list of coordinates (which would cost 24 bytes per
+    voxel of a large, fully annotated volume); the arrays are used as they are, not copied."""
 
-    def __init__(self, mask: np.ndarray):
-        self.mask = mask
-        self.cumulative = np.cumsum([np.count_nonzero(s) for s in mask], dtype=np.int64)
+    def __init__(self, *arrays: np.ndarray):
+        self.arrays = arrays
+        self.cumulative = np.cumsum([np.count_nonzero(self._slice(s)) for s in range(len(arrays[0]))],
+                                    dtype=np.int64)
+
+    def _slice(self, s: int) -> np.ndarray:
+        """Slice ``s`` of the first array, or where slice ``s`` of every array is nonzero."""
+        out = self.arrays[0][s]
+        for a in self.arrays[1:]:
+            out = np.logical_and(out, a[s])
+        return out
 
     def __len__(self) -> int:
         return int(self.cumulative[-1]) if len(self.cumulative) else 0
 
     def pick(self, rng: np.random.Generator) -> np.ndarray:
-        """Coordinates of one nonzero voxel (C order, as ``np.argwhere(mask)[k]``)."""
+        """Coordinates of one such voxel (C order, as ``np.argwhere(mask)[k]``)."""
         k = int(rng.integers(len(self)))
         s = int(np.searchsorted(self.cumulative, k, side="right"))
         within = k - (int(self.cumulative[s - 1]) if s else 0)
-        flat = np.flatnonzero(self.mask[s])[within]
-        return np.array((s, *np.unravel_index(flat, self.mask.shape[1:])))
+        flat = np.flatnonzero(self._slice(s))[within]
+        return np.array((s, *np.unravel_index(flat, self.arrays[0].shape[1:])))
 
 
 class PatchSampler:
@@ -276,14 +273,27 @@ class PatchSampler:
     annotated voxel. Unlabeled crops are uniform; when there is no unlabeled volume the unlabeled
     half is filled from the labeled volumes (their images only), so distillation still sees every
     voxel of every volume.
+
+    ``sampling`` 'uniform' draws every labeled volume as often; 'reviewed' draws them in proportion to their
+    reviewed voxels (a volume with one reviewed slice contributes that slice's share) and centres
+    foreground-centred crops on reviewed foreground, so every labeled crop of a partly reviewed volume holds a
+    reviewed voxel. ``augmentation`` adds nnU-Net-like rotations, scalings and intensity changes
+    (``augment.Augmentation``; none by default).
     """
 
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], patch: tuple[int, ...],
-                 rng: np.random.Generator, foreground_fraction: float = 0.0):
+                 rng: np.random.Generator, foreground_fraction: float = 0.0, sampling: str = "uniform",
+                 augmentation: Augmentation | None = None):
         self.labeled, self.unlabeled = labeled, unlabeled or labeled
         self.patch, self.rng, self.fg = tuple(patch), rng, foreground_fraction
-        self._fg_voxels = [VoxelPicker(v.label) for v in labeled]  # labels are >= 0: nonzero is foreground
+        self.augmentation = augmentation or Augmentation()
         self._ann_voxels = [VoxelPicker(v.mask) if v.mask is not None else None for v in labeled]
+        reviewed = sampling == "reviewed"
+        self._fg_voxels = [VoxelPicker(v.label, v.mask) if reviewed and v.mask is not None else VoxelPicker(v.label)
+                           for v in labeled]  # labels are >= 0: nonzero is foreground
+        weights = np.array([len(a) if a is not None else v.image.size for v, a in zip(labeled, self._ann_voxels)],
+                           float)
+        self._volume_p = weights / weights.sum() if reviewed else None
         self._jitter = np.array(self.patch) // 4
 
     def _corner(self, shape: tuple[int, ...], centre: np.ndarray | None) -> list[int]:
@@ -294,16 +304,22 @@ class PatchSampler:
             corner.append(int(c))
         return corner
 
-    def _crop(self, arr: np.ndarray, corner: list[int], fill: float, stats: IntensityStats | None = None
-              ) -> np.ndarray:
-        """The patch at ``corner`` (normalised with ``stats``, if given), padded with ``fill`` past the edges."""
-        out = arr[tuple(slice(c, c + p) for c, p in zip(corner, self.patch))]
+    def _crop(self, arr: np.ndarray, corner: list[int], fill: float, stats: IntensityStats | None = None,
+              warp: Warp | None = None, order: int = 0) -> np.ndarray:
+        """The patch at ``corner`` (normalised with ``stats``, if given), padded with ``fill`` past the edges;
+        with a ``warp``, cut from the crop grown by its margin and resampled (``order`` 1: linear, 0: nearest)."""
+        margin = warp.margin(self.patch) if warp is not None else (0,) * len(self.patch)
+        size = [p + 2 * m for p, m in zip(self.patch, margin)]
+        lo = [c - m for c, m in zip(corner, margin)]
+        out = arr[tuple(slice(max(a, 0), a + n) for a, n in zip(lo, size))]
         if stats is not None:
             out = stats.apply(out)
-        pad = [(0, p - s) for s, p in zip(out.shape, self.patch)]
-        return np.pad(out, pad, constant_values=fill) if any(b for _, b in pad) else out
+        pad = [(max(-a, 0), n - s - max(-a, 0)) for a, n, s in zip(lo, size, out.shape)]
+        if any(a or b for a, b in pad):
+            out = np.pad(out, pad, constant_values=fill)
+        return out if warp is None else warp.apply(out, self.patch, order)
 
-    def _augment(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _flip_rotate(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         square = self.patch[-1] == self.patch[-2]
         k = int(self.rng.integers(0, 4)) if square else 2 * int(self.rng.integers(0, 2))
         flips = [ax for ax in (-2, -1) if self.rng.random() < 0.5]
@@ -317,7 +333,8 @@ class PatchSampler:
 
     def labeled_patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image, label, annotated mask) of one random labeled crop."""
-        i = int(self.rng.integers(len(self.labeled)))
+        n = len(self.labeled)
+        i = int(self.rng.integers(n)) if self._volume_p is None else int(self.rng.choice(n, p=self._volume_p))
         v, fg, ann = self.labeled[i], self._fg_voxels[i], self._ann_voxels[i]
         centre = None
         if len(fg) and self.rng.random() < self.fg:
@@ -325,15 +342,19 @@ class PatchSampler:
         elif ann is not None:
             centre = ann.pick(self.rng) + self.rng.integers(-self._jitter, self._jitter + 1)
         corner = self._corner(v.image.shape, centre)
+        warp = self.augmentation.warp(self.rng)
         mask = v.mask if v.mask is not None else np.broadcast_to(np.True_, v.image.shape)  # no full-size copy
-        img = self._crop(v.image, corner, 0.0, v.stats)
-        lab, msk = self._crop(v.label, corner, 0), self._crop(mask, corner, False)
-        return tuple(self._augment([img, lab, msk]))  # type: ignore[return-value]
+        img = self._crop(v.image, corner, 0.0, v.stats, warp, order=1)
+        lab, msk = self._crop(v.label, corner, 0, None, warp), self._crop(mask, corner, False, None, warp)
+        img, lab, msk = self._flip_rotate([img, lab, msk])
+        return self.augmentation.intensities(img, self.rng), lab, msk
 
     def unlabeled_patch(self) -> np.ndarray:
         """The image of one random uniform crop of an unlabeled volume."""
         v = self.unlabeled[int(self.rng.integers(len(self.unlabeled)))]
-        return self._augment([self._crop(v.image, self._corner(v.image.shape, None), 0.0, v.stats)])[0]
+        corner = self._corner(v.image.shape, None)
+        img = self._crop(v.image, corner, 0.0, v.stats, self.augmentation.warp(self.rng), order=1)
+        return self.augmentation.intensities(self._flip_rotate([img])[0], self.rng)
 
     def batch(self, n_labeled: int, n_unlabeled: int) -> dict[str, np.ndarray]:
         """Arrays ``image`` (B, 1, *P), ``label`` and ``mask`` (n_labeled, 1, *P), labeled first."""

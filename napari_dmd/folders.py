@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DataError
 from .progress import bar
-from .review import Reviewed, load_reviewed, sidecar_path
+from .review import SIDECAR_SUFFIX, Reviewed, load_reviewed, sidecar_path
 
 if TYPE_CHECKING:
     from .data import Volume
@@ -29,10 +29,10 @@ def folder_images(folder: Path) -> list[Path]:
     from .io import list_images
 
     if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder")
+        raise DataError(f"{folder.absolute()} is not a folder")
     paths = list_images(folder)
     if not paths:
-        raise DataError(f"{folder} holds no image ({KINDS})")
+        raise DataError(f"{folder.absolute()} holds no image ({KINDS})")
     return paths
 
 
@@ -44,7 +44,7 @@ def by_case(paths: list[Path]) -> dict[str, Path]:
     for p in paths:
         other = cases.setdefault(case_name(p), p)
         if other != p:
-            raise DataError(f"{other.name} and {p.name} in {p.parent} are the same case {case_name(p)!r}: "
+            raise DataError(f"{other.name} and {p.name} in {p.parent.absolute()} are the same case {case_name(p)!r}: "
                             f"keep one of them")
     return cases
 
@@ -58,12 +58,14 @@ def check_geometry(image_path: Path, other_path: Path, image_shape: tuple[int, .
                    other_shape: tuple[int, ...], gi: Geometry, go: Geometry, what: str = "label") -> None:
     """``DataError`` naming both files unless ``other_path`` (a label or prediction) lies on the image's grid."""
     if image_shape != other_shape:
-        raise DataError(f"{what} {other_path} has shape {other_shape}, its image {image_path} {image_shape}")
+        raise DataError(f"{what} {other_path.absolute()} has shape {other_shape}, its image {image_path.absolute()} "
+                        f"{image_shape}")
     for name, tol in (("spacing", 1e-3), ("origin", 1e-2), ("direction", 1e-3)):
         a, b = getattr(gi, name), getattr(go, name)
         close = np.allclose(a, b, rtol=tol) if name == "spacing" else np.allclose(a, b, atol=tol)
         if not close:
-            raise DataError(f"{what} {other_path} does not lie on its image {image_path}: {name} {_values(b)} "
+            raise DataError(f"{what} {other_path.absolute()} does not lie on its image {image_path.absolute()}: "
+                            f"{name} {_values(b)} "
                             f"vs {_values(a)}")
 
 
@@ -71,26 +73,35 @@ def check_label_map(label: np.ndarray, path: Path) -> np.ndarray:
     """The distinct values of a label map; ``DataError`` naming the file for what is not one."""
     if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool) \
             and not np.array_equal(label, np.round(label)):
-        raise DataError(f"{path} holds values that are not whole numbers: an image, not a label map?")
+        raise DataError(f"{path.absolute()} holds values that are not whole numbers: an image, not a label map?")
     values = np.unique(label)
     if values.size and values[0] < 0:
-        raise DataError(f"{path} holds negative values ({values[0]:g}): not a label map")
+        raise DataError(f"{path.absolute()} holds negative values ({values[0]:g}): not a label map")
     if values.size > MAX_CLASSES_FOUND:
-        raise DataError(f"{path} holds {values.size} distinct values ({values[0]:g} to {values[-1]:g}): "
+        raise DataError(f"{path.absolute()} holds {values.size} distinct values ({values[0]:g} to {values[-1]:g}): "
                         f"an image, not a label map of a few classes?")
     return values.astype(np.int64)
 
 
 def infer_classes(values: dict[Path, np.ndarray]) -> int:
-    """The class count of label maps (largest value + 1), refusing what does not look like classes."""
+    """The class count of label maps (largest value + 1), refusing what does not look like classes: too
+    many values, a 0/255 mask, or values with a gap (one stray 7 among 0/1 labels is not 8 classes)."""
     path, found = max(values.items(), key=lambda kv: int(kv[1].max(initial=0)))
     top = int(found.max(initial=0))
     if top + 1 > MAX_CLASSES_FOUND:
         if set(found.tolist()) == {0, 255}:
-            raise DataError(f"values 0 and 255 found in {path}: a 0/255 mask? Remap 255 to 1, or give --classes "
+            raise DataError(f"values 0 and 255 found in {path.absolute()}: a 0/255 mask? Remap 255 to 1, or give "
+                            f"--classes "
                             f"(and --ignore-label 255 if 255 marks voxels to ignore)")
-        raise DataError(f"{path} holds label value {top} ({', '.join(map(str, found.tolist()))}): that would be "
+        raise DataError(f"{path.absolute()} holds label value {top} ({', '.join(map(str, found.tolist()))}): "
+                        f"that would be "
                         f"{top + 1} classes; remap the labels to 0..N-1, or give --classes")
+    every = set().union(*(v.tolist() for v in values.values()))
+    absent = sorted(set(range(1, top + 1)) - every)
+    if absent:
+        raise DataError(f"label values {', '.join(map(str, sorted(every)))} are not consecutive: {path.absolute()} "
+                        f"holds {top}, no file holds {', '.join(map(str, absent))}; remap the labels to 0..N-1, "
+                        f"or give --classes {top + 1} if those classes are meant to be empty")
     return max(top + 1, 2)
 
 
@@ -131,6 +142,8 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
     if orphans:
         raise DataError(f"label {label_paths[orphans[0]].name} has no image of the same name in {images}")
     data = TrainingData([], [], {}, [], {})
+    lone = sorted(p for p in labels.glob(f"*{SIDECAR_SUFFIX}") if p.name[: -len(SIDECAR_SUFFIX)] not in label_paths)
+    data.notes += [f"{p.absolute()} has no label file of its case beside it: it is not used" for p in lone]
     dims: dict[int, Path] = {}
     store = VolumeCache(cache) if cache is not None else None
     options = {"compact": True, "ignore_label": ignore_label}
@@ -139,7 +152,8 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         dims.setdefault(ndim, path)
         if len(dims) > 1:
             n, other = next((n, p) for n, p in dims.items() if n != ndim)
-            raise DataError(f"{path} is {ndim}D but {other} is {n}D: all images must be 2D, or all 3D")
+            raise DataError(f"{path.absolute()} is {ndim}D but {other.absolute()} is {n}D: all images must be 2D, "
+                            f"or all 3D")
 
     def cached(name: str, sources: list[Path], build: Callable[[], Built | None]) -> Built | None:
         got = build() if store is None else store.get(name, sources, options, build)

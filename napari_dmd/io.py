@@ -9,9 +9,11 @@ import gzip
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,10 @@ STORED_AS = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(
 NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of real floating-point voxels
 CHUNK = 1 << 22
 DISK_FULL_BELOW = 1 << 20  # free bytes under which a failed write is put down to a full disk
+READ_BACK_BELOW = 1 << 28  # a written image smaller than this is read back whole, a larger one its header
+METAIMAGE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+                   "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+                   "MET_DOUBLE": 8}
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,44 @@ def dicom_series(folder: str | Path) -> list[str]:
     return list(max(series, key=len, default=()))
 
 
+def _slice_position(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ImagePositionPatient, slice normal) of one DICOM file; None without those tags."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    try:
+        position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+    except (RuntimeError, ValueError):
+        return None
+    return position, np.cross(cosines[:3], cosines[3:])
+
+
+def _check_series(folder: Path, files: list[str]) -> None:
+    """Refuse a DICOM series with a slice GDCM left out (damaged, cut short, not DICOM) or with slices not
+    evenly spaced (a slice missing): ITK reads both as a volume with a wrong spacing, and only warns."""
+    listed = {Path(f).name for i in _series_ids(folder)
+              for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), i)}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR" \
+                and extension(p) in (".dcm", "") and p.name not in listed:
+            raise DataError(f"{p.absolute()} in the DICOM series {folder.absolute()} is not a readable DICOM slice "
+                            f"(damaged, cut short or not DICOM): restore it, or remove it and the series' other gaps")
+    if len(files) < 3:
+        return
+    found = [_slice_position(f) for f in files]
+    if any(f is None for f in found):
+        return
+    depth = np.array([float(position @ found[0][1]) for position, _ in found])
+    gaps = np.diff(depth)
+    typical = float(np.median(np.abs(gaps)))
+    worst = int(np.argmax(np.abs(np.abs(gaps) - typical)))
+    if typical > 0 and abs(abs(gaps[worst]) - typical) > max(1e-3, 0.01 * typical):
+        raise DataError(f"the DICOM series {folder.absolute()} is not evenly spaced: {Path(files[worst]).name} and "
+                        f"{Path(files[worst + 1]).name} are {abs(gaps[worst]):.4g} mm apart, the other slices "
+                        f"{typical:.4g} mm (a slice missing?)")
+
+
 def is_supported(path: str | Path) -> bool:
     """True for an image file of a supported format, or a folder holding a DICOM series."""
     path = Path(path)
@@ -140,12 +184,14 @@ def list_images(folder: str | Path) -> list[Path]:
     """Sorted image files and DICOM series subfolders in ``folder``.
 
     Loose ``.dcm`` files are not listed one by one: a DICOM series is listed as its folder.
-    Hidden names (starting with ``.``) are skipped.
+    Hidden names (starting with ``.``) are skipped; a link to nothing is refused (``DataError``).
     """
     found = []
     for p in sorted(Path(folder).iterdir()):
         if p.name.startswith("."):
             continue
+        if p.is_symlink() and not p.exists():
+            raise DataError(f"{p.absolute()} is a link to {os.readlink(p)}, which does not exist: restore or remove it")
         if p.is_dir() and is_supported(p) or p.is_file() and extension(p) in LISTED_EXTENSIONS:
             found.append(p)
     return found
@@ -177,14 +223,14 @@ def _nifti_header(head: bytes) -> tuple[int, int, str | None] | None:
     return max(offset, size), voxels * bitpix // 8, float_dtype and order + float_dtype
 
 
-def _check_nifti(path: Path) -> None:
+def _check_nifti(path: Path, finite: bool = True) -> None:
     """Refuse a truncated or corrupt NIfTI file, and one holding NaN or infinite voxels.
 
     SimpleITK reads the missing end of a truncated file as zeros, NIfTI's NaN and infinities as 0,
     and says only "Unable to determine ImageIO reader" of a damaged compressed file; so a compressed or
     float file is streamed once here (an uncompressed integer one is measured): its data must be as long
     as the header says, its compression intact and, for float voxels, every value finite. A file that
-    is neither gzip nor NIfTI is left to SimpleITK.
+    is neither gzip nor NIfTI is left to SimpleITK. ``finite=False`` checks the length alone.
     """
     compressed = path.name.lower().endswith(".gz")
     with open(path, "rb") as raw:
@@ -196,6 +242,7 @@ def _check_nifti(path: Path) -> None:
             if header is None:
                 return
             offset, expected, float_dtype = header
+            float_dtype = float_dtype if finite else None
             found, bad, rest = 0, 0, b""
             if not compressed and not float_dtype:  # its size says it all: nothing to stream
                 found = max(0, path.stat().st_size - offset)
@@ -208,12 +255,76 @@ def _check_nifti(path: Path) -> None:
                     values, rest = np.frombuffer(chunk[:usable], float_dtype), chunk[usable:]
                     bad += values.size - int(np.count_nonzero(np.isfinite(values)))
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc})") from exc
+        raise DataError(f"{path.absolute()} is truncated or corrupt ({exc})") from exc
     if found < expected:
-        raise DataError(f"{path} is truncated or corrupt: its header announces {expected} bytes of voxel data, "
+        raise DataError(f"{path.absolute()} is truncated or corrupt: its header announces {expected} bytes of voxel "
+                        f"data, "
                         f"the file holds {found}")
     if bad:
-        raise DataError(f"{path} holds {bad} NaN or infinite voxel values: replace them before use")
+        raise DataError(f"{path.absolute()} holds {bad} NaN or infinite voxel values: replace them before use")
+
+
+def _check_metaimage(path: Path) -> None:
+    """Refuse a MetaImage (``.mha``, or ``.mhd`` with its data file) whose voxel data (or compressed data) is
+    shorter than its header announces (SimpleITK says only "No such file or directory")."""
+    header, fields = 0, {}
+    with open(path, "rb") as f:
+        for raw in f:
+            header += len(raw)
+            key, _, value = raw.decode("latin-1").partition("=")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile" or header > 1 << 16:
+                break
+    size = METAIMAGE_BYTES.get(fields.get("ElementType", ""))
+    data = fields.get("ElementDataFile", "")
+    compressed = fields.get("CompressedData", "False").lower() == "true"
+    if size is None or compressed and "CompressedDataSize" not in fields or "HeaderSize" in fields \
+            or not data or " " in data or data.upper() == "LIST":
+        return  # a layout not measured here: SimpleITK checks it
+    try:
+        dims = [int(v) for v in fields.get("DimSize", "").split()]
+        expected = int(fields["CompressedDataSize"]) if compressed else \
+            int(np.prod(dims, dtype=np.int64)) * size * int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError:
+        return
+    if data.upper() == "LOCAL":
+        found, where = path.stat().st_size - header, path
+    else:
+        where = path.parent / data
+        if not where.is_file():
+            raise DataError(f"{path.absolute()} is incomplete: its voxel data file {where} is missing")
+        found = where.stat().st_size
+    if found < expected:
+        raise DataError(f"{where} is truncated or corrupt: the header {path.name} announces {expected} bytes of voxel "
+                        f"data, the file holds {max(found, 0)}")
+
+
+@contextmanager
+def _native_messages(path: Path) -> Iterator[None]:
+    """Hold what ITK's readers print on stderr themselves (MetaIO, GDCM: several lines for one damaged
+    file) while the block reads ``path``: dropped when it raises (the ``DataError`` says what is wrong in
+    one line); when it returns, a failure printed there ("Uncompress failed": SimpleITK returns the image
+    anyway) raises ``DataError``, anything else is shown."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 (some GUI launchers)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        text = held.read().decode("utf-8", "replace")
+    failed = [line.strip() for line in text.splitlines() if "fail" in line.lower() or "not read completely" in line]
+    if failed:
+        raise DataError(f"cannot read {path.absolute()}: damaged or truncated ({failed[-1]})")
+    if text:
+        sys.stderr.write(text)
 
 
 def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
@@ -224,43 +335,77 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path} does not exist")
+        raise DataError(f"{path.absolute()} does not exist")
     try:
         if path.is_dir():
             files = dicom_series(path)
             if not files:
-                raise DataError(f"{path} is a folder without a DICOM series")
+                raise DataError(f"{path.absolute()} is a folder without a DICOM series")
+            _check_series(path, files)
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(files)
-            image = reader.Execute()
+            with _native_messages(path):
+                image = reader.Execute()
         elif extension(path) not in SUPPORTED_EXTENSIONS:
-            raise DataError(f"{path.name}: unsupported file type; use one of {', '.join(SUPPORTED_EXTENSIONS)} "
+            raise DataError(f"{path.absolute()}: unsupported file type; use one of {', '.join(SUPPORTED_EXTENSIONS)} "
                             f"or a DICOM folder")
         else:
             if extension(path) in (".nii", ".nii.gz"):
                 _check_nifti(path)
-            image = sitk.ReadImage(str(path))
+            elif extension(path) in (".mha", ".mhd"):
+                _check_metaimage(path)
+            with _native_messages(path):
+                image = sitk.ReadImage(str(path))
             if extension(path) == ".dcm" and image.GetDimension() == 3 and image.GetDepth() == 1:
                 image = image[:, :, 0]  # a single-frame DICOM file is a 2D image
     except RuntimeError as exc:
-        raise DataError(f"cannot read {path}: damaged or not a valid image ({_reason(exc)})") from exc
+        reason = _reason(exc)
+        if "No such file" in reason:  # the file is there: ITK says so of a damaged or truncated one
+            reason = "truncated, or its data unreadable"
+        raise DataError(f"cannot read {path.absolute()}: damaged or not a valid image ({reason})") from exc
     if image.GetNumberOfComponentsPerPixel() > 1:
-        raise DataError(f"{path} has {image.GetNumberOfComponentsPerPixel()} values per voxel (color or vector "
+        raise DataError(f"{path.absolute()} has {image.GetNumberOfComponentsPerPixel()} values per voxel (color or "
+                        f"vector "
                         f"image); a grayscale image is needed")
     if image.GetDimension() not in (2, 3):
-        raise DataError(f"{path} is a {image.GetDimension()}D image; only 2D and 3D images are supported")
+        raise DataError(f"{path.absolute()} is a {image.GetDimension()}D image; only 2D and 3D images are supported")
     array = sitk.GetArrayFromImage(image)
     if np.issubdtype(array.dtype, np.floating):
         bad = array.size - int(np.count_nonzero(np.isfinite(array)))
         if bad:
-            raise DataError(f"{path} holds {bad} NaN or infinite voxel values: replace them before use")
+            raise DataError(f"{path.absolute()} holds {bad} NaN or infinite voxel values: replace them before use")
     return array, Geometry.of(image)
 
 
+def _size_limit() -> int | None:
+    """The file-size limit of this process (``ulimit -f``) in bytes; None without one (or on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def image_shape(path: str | Path) -> tuple[int, ...]:
+    """The array shape (z, y, x) of an image file from its header; a DICOM folder is read whole."""
+    path = Path(path)
+    if path.is_dir() or extension(path) == ".dcm":
+        return read_image(path)[0].shape
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise DataError(f"cannot read {path.absolute()}: damaged or not a valid image ({_reason(exc)})") from exc
+    return tuple(reader.GetSize()[::-1])
+
+
 def write_failure(path: str | Path, exc: BaseException) -> str:
-    """Why writing ``path`` failed, in words; "the disk is full" when it is (some writers, such as
-    SimpleITK's and torch's, do not say so themselves)."""
-    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    """Why writing ``path`` failed, in words: "the disk is full" or the file-size limit when so (some
+    writers, such as SimpleITK's and torch's, do not say so themselves), else the writer's reason."""
+    code = getattr(exc, "errno", None)
+    full = code in (errno.ENOSPC, errno.EDQUOT)
     folder = Path(path).parent
     while not full and not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -270,17 +415,24 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
         pass
     if full:
         return f"cannot write {path}: the disk is full; free some space and run again"
+    limit = _size_limit()
+    if code == errno.EFBIG or limit is not None and (code == errno.EIO or isinstance(exc, RuntimeError)):
+        shown = f"ulimit -f: {limit} bytes" if limit is not None else "EFBIG"
+        return f"cannot write {path}: the file is larger than the file-size limit ({shown}); raise it and run again"
     reason = _reason(exc) if isinstance(exc, RuntimeError) else getattr(exc, "strerror", None) or str(exc)
     return f"cannot write {path}: {reason}"
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (a temporary file beside it, then a rename); parents are created."""
+    """Write a text file atomically (a temporary file beside it, read back, then a rename); parents are created."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
+        data = text.encode("utf-8")
+        tmp.write_bytes(data)
+        if tmp.read_bytes() != data:
+            raise OSError(errno.EIO, "what was written does not read back")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -316,9 +468,32 @@ def write_image(path: str | Path, array: np.ndarray, geometry: Geometry | None =
         raise DataError(write_failure(path, exc)) from exc
     try:
         sitk.WriteImage(image, str(tmp / path.name), useCompression=ext in COMPRESSED_EXTENSIONS)
+        _verify(tmp / path.name, array.shape)
         for f in sorted(tmp.iterdir(), key=lambda f: f.name == path.name):  # the header last
             os.replace(f, path.parent / f.name)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, DataError) as exc:
         raise DataError(write_failure(path, exc)) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verify(path: Path, shape: tuple[int, ...]) -> None:
+    """``OSError`` unless the image just written at ``path`` reads back with ``shape``: whole when it is
+    small (``READ_BACK_BELOW``), else its header and data size (SimpleITK does not report short writes)."""
+    try:
+        if extension(path) in (".nii", ".nii.gz"):
+            _check_nifti(path, finite=False)
+        elif extension(path) in (".mha", ".mhd"):
+            _check_metaimage(path)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        if sum(f.stat().st_size for f in path.parent.iterdir()) < READ_BACK_BELOW:
+            size = reader.Execute().GetSize()
+        else:
+            reader.ReadImageInformation()
+            size = reader.GetSize()
+    except (RuntimeError, DataError) as exc:
+        reason = _reason(exc) if isinstance(exc, RuntimeError) else str(exc).split(": ", 1)[-1]
+        raise OSError(errno.EIO, f"what was written does not read back ({reason})") from exc
+    if tuple(size[::-1]) != tuple(shape):
+        raise OSError(errno.EIO, f"what was written reads back as {tuple(size[::-1])}, not {tuple(shape)}")

@@ -1,9 +1,9 @@
 """The dock's runs as plain Python: training and prediction as generators of plain messages.
 
 A thread drives them (``plugin/job_thread.py``); they never touch Qt, widgets or layers. They yield
-``Started``, the engine's ``Progress`` after every step, an ``ImageResult`` per image at every refresh,
-``Refreshed`` when a refresh is complete, and ``Finished`` (or ``Failed`` with a message fit to show a
-user) last.
+``Preparing`` (what the set-up does and how long), ``Started``, the engine's ``Progress`` after every
+step, an ``ImageResult`` per image at every refresh, ``Refreshed`` when a refresh is complete, and
+``Finished`` (or ``Failed`` with a message fit to show a user) last.
 Errors are yielded, not raised, so napari never shows a traceback for bad input.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from .config import PREDICT_BATCH, RANKING_SLAB, REFRESH_WHOLE_MVOXELS, RunOptio
 from .data import Volume
 from .errors import DMDError
 from .pairing import TrainingSet, build_volumes
-from .plan import Plan
+from .plan import Plan, preparing_text
+from .spacing import data_spacing
 from .speed_store import Speed
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ class Started:
     start: int
     total: int
     trained_before: int = 0  # iterations the model had before this run (a warm start)
+    limit: float | None = None  # the run's time limit in seconds (RunOptions.minutes), if any
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """What the run does before its first iteration, and how long that takes, in words."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -207,17 +216,18 @@ Item = tuple[str, np.ndarray, tuple[int, int] | None]  # an image to predict: na
 
 
 def refresh_items(images: list[tuple[str, np.ndarray]], view: View | None, final: bool) -> list[Item]:
-    """What a refresh predicts. At the end of a run, or during training while the images total at most
-    ``REFRESH_WHOLE_MVOXELS``: every image whole. During training on larger data: only the slab of
-    ``RANKING_SLAB`` slices around the slice in view of the 3D image in view (nothing when none is in view),
-    so a refresh on clinical-size data costs a slab, not volumes; those are predicted whole at the end of
-    the run and on request."""
-    whole: list[Item] = [(name, image, None) for name, image in images]
-    if final or sum(np.size(image) for _, image in images) <= REFRESH_WHOLE_MVOXELS * 1e6:
-        return whole
+    """What a refresh predicts. At the end of a run: every image whole (the ranking covers them all). During
+    training: only the image in view (nothing when none is), whole while it holds at most
+    ``REFRESH_WHOLE_MVOXELS``, else the slab of ``RANKING_SLAB`` slices around the slice in view of a 3D image,
+    so a refresh costs one case (on clinical-size data a slab), not every volume; the others are predicted when
+    the user looks at them, at the end of the run and on request."""
+    if final:
+        return [(name, image, None) for name, image in images]
     shown = next((image for name, image in images if view is not None and name == view.image), None)
-    if shown is None or np.ndim(shown) != 3:
+    if shown is None:
         return []
+    if np.size(shown) <= REFRESH_WHOLE_MVOXELS * 1e6 or np.ndim(shown) != 3:
+        return [(view.image, shown, None)]
     half = RANKING_SLAB // 2
     start = int(np.clip(view.index - half, 0, shown.shape[0] - 1))
     return [(view.image, shown, (start, min(shown.shape[0], view.index + half + 1)))]
@@ -277,13 +287,16 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
 
         labeled, unlabeled = build_volumes(job.data)
         what = "setting up the networks"
+        yield Preparing(preparing_text(job.config, [v.image.shape for v in labeled + unlabeled],
+                                       data_spacing([v.spacing for v in labeled + unlabeled])))
         trainer = Trainer(labeled, unlabeled, job.config, run_dir=job.run_dir, init=job.init)
         volumes = {v.name: v for v in labeled + unlabeled}  # their statistics normalise the predictions too
         del labeled, unlabeled
         control.attach(trainer)
         setup = time.perf_counter() - t0
         yield Started(trainer.plan, trainer.precision.describe(), len(trainer.sampler.labeled),
-                      len(job.data.unlabeled), trainer.start, trainer.config.iterations, trainer.model.trained_before)
+                      len(job.data.unlabeled), trainer.start, trainer.config.iterations, trainer.model.trained_before,
+                      job.options.seconds)
         what = "training"
         refreshed, last, progress = -1, trainer.start, None
         predicting, in_training = [0.0, 0.0], 0.0  # seconds and megavoxels predicted; seconds before the last step

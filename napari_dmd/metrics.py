@@ -4,8 +4,10 @@ Surfaces are the voxels of a mask that a connectivity-1 erosion removes; distanc
 between voxel centres, in voxels or, with ``spacing`` (array order), in its units (mm).
 
 Empty masks get defined values instead of medpy's error: both empty is a perfect match (Dice and
-Jaccard 1, HD95 and ASD 0); exactly one empty is the worst match (Dice and Jaccard 0, HD95 and
-ASD the length of the image diagonal, shape × spacing, which no distance between voxels exceeds).
+Jaccard 1, HD95 and ASD 0; ``napari-dmd evaluate`` leaves such a class out of its mean instead, as
+MONAI's ``ignore_empty`` does, and ``summarize`` skips NaN); exactly one empty is the worst match
+(Dice and Jaccard 0, HD95 and ASD the length of the image diagonal, shape × spacing, which no
+distance between voxels exceeds).
 """
 from __future__ import annotations
 
@@ -103,10 +105,17 @@ def evaluate_case(pred: np.ndarray, ref: np.ndarray, num_classes: int,
     return rows
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the values that are not NaN; NaN when none is."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean of each metric per class over the rows (other keys, such as a case name, are ignored)."""
+    """Mean of each metric per class over the rows, leaving NaN out (``evaluate`` gives NaN to a class absent
+    from both prediction and label); other keys, such as a case name, are ignored."""
     by_class: dict[int, list[dict]] = defaultdict(list)
     for row in rows:
         by_class[row["class"]].append(row)
-    return [{"class": c, **{k: float(np.mean([r[k] for r in group])) for k in METRICS}}
+    return [{"class": c, **{k: _mean([r[k] for r in group]) for k in METRICS}}
             for c, group in sorted(by_class.items())]

@@ -1,7 +1,9 @@
 """Segmentation backbones: the paper's 3D V-Net and a 2D U-Net.
 
-Both accept any spatial size: the input is zero-padded up to the network's multiple
-(16, four levels of down-sampling) and the output is cropped back.
+Both accept any spatial size: the input is zero-padded up to the network's multiple along each axis
+(the product of its pooling factors: 16 for four levels of 2) and the output is cropped back. The
+pooling per level and axis comes from the voxel spacing (``spacing.pooling``); isotropic data gets the
+paper's networks exactly.
 """
 from __future__ import annotations
 
@@ -9,17 +11,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DIVISOR = 16
+from .spacing import divisors, pooling
+
+Pools = tuple[tuple[int, ...], ...]
 
 
 class PaddedNet(nn.Module):
-    """Pads the input to a multiple of ``DIVISOR`` and crops the logits back."""
+    """Pads the input to a multiple of its pooling along each axis and crops the logits back."""
+
+    def __init__(self, pools: Pools):
+        super().__init__()
+        self.pools = pools
+        self.divisors = divisors(pools)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spatial = x.shape[2:]
         pad: list[int] = []
-        for size in reversed(spatial):
-            pad += [0, (-size) % DIVISOR]
+        for size, multiple in zip(reversed(spatial), reversed(self.divisors)):
+            pad += [0, (-size) % multiple]
         if any(pad):
             x = F.pad(x, pad)
         out = self.body(x)
@@ -39,19 +48,22 @@ def _conv_stage(conv: type, norm: type, c_in: int, c_out: int, n: int) -> nn.Seq
 class VNet(PaddedNet):
     """V-Net as used by UA-MT/MC-Net/DMD: 16 base filters, 4 levels, batch norm, dropout 0.5."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, n_filters: int = 16, dropout: float = 0.5):
-        super().__init__()
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, n_filters: int = 16, dropout: float = 0.5,
+                 pools: Pools | None = None):
+        super().__init__(pools or pooling(None, 3))
         f = [n_filters * 2**i for i in range(5)]
         stages = [1, 2, 3, 3, 3]
         self.enc = nn.ModuleList(
             _conv_stage(nn.Conv3d, nn.BatchNorm3d, in_channels if i == 0 else f[i], f[i], stages[i]) for i in range(5)
         )
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv3d(f[i], f[i + 1], 2, stride=2), nn.BatchNorm3d(f[i + 1]), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv3d(f[i], f[i + 1], self.pools[i], stride=self.pools[i]), nn.BatchNorm3d(f[i + 1]),
+                          nn.ReLU(inplace=True))
             for i in range(4)
         )
         self.up = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose3d(f[i + 1], f[i], 2, stride=2), nn.BatchNorm3d(f[i]), nn.ReLU(inplace=True))
+            nn.Sequential(nn.ConvTranspose3d(f[i + 1], f[i], self.pools[i], stride=self.pools[i]),
+                          nn.BatchNorm3d(f[i]), nn.ReLU(inplace=True))
             for i in reversed(range(4))
         )
         self.dec = nn.ModuleList(
@@ -85,18 +97,19 @@ class UNet2D(PaddedNet):
     """2D U-Net of the semi-supervised code bases: filters 16..256, dropout 0.05..0.5 by depth."""
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, n_filters: int = 16,
-                 dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)):
-        super().__init__()
+                 dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5), pools: Pools | None = None):
+        super().__init__(pools or pooling(None, 2))
         f = [n_filters * 2**i for i in range(5)]
         self.enc = nn.ModuleList(_UNetBlock(in_channels if i == 0 else f[i - 1], f[i], dropout[i]) for i in range(5))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], 2, stride=2) for i in reversed(range(4)))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], self.pools[i], stride=self.pools[i])
+                                for i in reversed(range(4)))
         self.dec = nn.ModuleList(_UNetBlock(2 * f[i], f[i], 0.0) for i in reversed(range(4)))
         self.head = nn.Conv2d(f[0], out_channels, 1)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.enc):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            x = block(x if i == 0 else F.max_pool2d(x, self.pools[i - 1]))
             skips.append(x)
         x = skips.pop()
         for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
@@ -104,10 +117,11 @@ class UNet2D(PaddedNet):
         return self.head(x)
 
 
-def build_network(ndim: int, out_channels: int) -> PaddedNet:
-    """A V-Net for 3D data, a 2D U-Net for 2D data, with PyTorch's default layer initialisation."""
+def build_network(ndim: int, out_channels: int, spacing: tuple[float, ...] | None = None) -> PaddedNet:
+    """A V-Net for 3D data, a 2D U-Net for 2D data, pooled for ``spacing`` (None: isotropic), with
+    PyTorch's default layer initialisation."""
     if ndim == 3:
-        return VNet(out_channels=out_channels)
+        return VNet(out_channels=out_channels, pools=pooling(spacing, 3))
     if ndim == 2:
-        return UNet2D(out_channels=out_channels)
+        return UNet2D(out_channels=out_channels, pools=pooling(spacing, 2))
     raise ValueError(f"no network for {ndim}-D data")

@@ -84,6 +84,7 @@ class Row:
     rgb: bool = False
     class_names: tuple[str, ...] | None = None  # from the labels layer's metadata
     reviewed: Reviewed | None = None  # what of the labels supervises (None: all of it)
+    spacing: tuple[float, ...] | None = None  # the image's voxel spacing (its layer's scale)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class TrainingSet:
     ndim: int
     notes: list[str] = field(default_factory=list)  # things to tell the user, training goes on
     reviewed: dict[str, Reviewed] = field(default_factory=dict)  # per labeled image; absent: all reviewed
+    spacing: dict[str, tuple[float, ...] | None] = field(default_factory=dict)  # per image
 
     def frozen(self) -> TrainingSet:
         """The same set with copies of the labels and review records, which the user may change while
@@ -145,13 +147,11 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
                 raise DataError(f"labels '{row.labels_name}' hold {lab.dtype} values, not whole numbers")
             if lab.size and lab.min() < 0:
                 raise DataError(f"labels '{row.labels_name}' hold negative values")
-            if not lab.any():
-                raise DataError(f"labels '{row.labels_name}' are empty (all 0): paint the structure on a few "
-                                f"slices first, or set the labels of '{row.name}' to none")
             rec = row.reviewed
             if rec is not None and not rec.whole and not rec.slices:
-                raise DataError(f"no slice of labels '{row.labels_name}' is marked reviewed: mark the slices "
-                                "you checked (or paint on them), or set the labels of "
+                empty = " (they are empty, all 0)" if not lab.any() else ""
+                raise DataError(f"no slice of labels '{row.labels_name}' is marked reviewed{empty}: mark the "
+                                "slices you checked (or paint on them), or set the labels of "
                                 f"'{row.name}' to none")
             if rec is not None and not rec.whole:
                 reviewed[row.name] = rec
@@ -161,6 +161,11 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
     if not labeled:
         raise DataError("no image has labels: paint labels on a few slices of an image and pair that "
                         "labels layer with it in the training table")
+    if not any(shows_structure(lab, reviewed.get(name)) for name, _, lab, _ in labeled):
+        named = ", ".join(f"'{row.labels_name}'" for row in rows if row.include and row.labels is not None)
+        raise DataError(f"labels {named}: all background (empty) on every reviewed slice. A reviewed background "
+                        "slice teaches 'nothing here', but some labeled image must show the structure: paint it "
+                        "on a few slices of one of them")
     ndims = {img.ndim for _, img, _, _ in labeled}
     if len(ndims) > 1:
         raise DataError("the labeled images are a mix of 2D images and 3D volumes: train on one kind at a time")
@@ -179,8 +184,21 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
     num_classes = max(2, top + 1, len(model_class_names or ()))
     layer_names = next((n for *_, n in labeled if n and len(n) >= num_classes), None)
     names = choose_class_names(num_classes, layer_names, model_class_names)
+    spacing = {row.name: row.spacing for row in rows if row.include}
     return TrainingSet([(n, i, lab) for n, i, lab, _ in labeled], unlabeled, num_classes, names, ndim, notes,
-                       reviewed)
+                       reviewed, spacing)
+
+
+def shows_structure(labels: np.ndarray, rec: Reviewed | None) -> bool:
+    """Whether a reviewed voxel of ``labels`` (all of them without a record) is foreground, as the engine asks
+    of the training set as a whole (``training.check_volumes``): reviewed background beside it is supervision."""
+    if rec is None or rec.whole:
+        return bool(np.asarray(labels).any())
+    if len(rec.shape) < 3:
+        return False
+    index: list = [slice(None)] * labels.ndim
+    index[rec.axis] = sorted(rec.slices)
+    return bool(np.asarray(labels[tuple(index)]).any())
 
 
 def build_volumes(data: TrainingSet) -> tuple[list[Volume], list[Volume]]:
@@ -188,6 +206,7 @@ def build_volumes(data: TrainingSet) -> tuple[list[Volume], list[Volume]]:
     labeled = []
     for name, img, lab in data.labeled:
         rec = data.reviewed.get(name)
-        labeled.append(Volume.create(img, lab, None if rec is None else rec.mask(), name=name))
-    unlabeled = [Volume.create(img, name=name) for name, img in data.unlabeled]
+        labeled.append(Volume.create(img, lab, None if rec is None else rec.mask(), name=name,
+                                     spacing=data.spacing.get(name)))
+    unlabeled = [Volume.create(img, name=name, spacing=data.spacing.get(name)) for name, img in data.unlabeled]
     return labeled, unlabeled

@@ -8,15 +8,16 @@ plan when it is set up and carries it in its ``Started`` message. No Qt here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .config import RunOptions, TrainConfig
-from .data import choose_patch_size
 from .errors import DataError
 from .heads import out_channels
 from .precision import Precision, choose_precision, known_precision, machine_name, run_key
 from .runtime import memory_format, resolve_device
+from .spacing import choose_patch, describe, is_isotropic, pooling
 from .speed_store import Speed, measured_speed
 
 
@@ -30,6 +31,7 @@ class Plan:
     patch: tuple[int, ...]
     batch: int
     precision: str  # as asked for: auto, fp32, bf16, fp16
+    spacing: tuple[float, ...] | None = None  # the data's, which sets the pooling per axis (not part of the keys)
 
     @classmethod
     def of_config(cls, config: TrainConfig, device: torch.device, patch: tuple[int, ...],
@@ -37,7 +39,8 @@ class Plan:
         """The plan of a run of ``config`` on ``device`` with ``patch`` (a step of ``batch`` inputs, default the
         config's labeled + unlabeled patches)."""
         batch = batch if batch is not None else config.labeled_batch + config.unlabeled_batch
-        return cls(torch.device(device), len(patch), config.num_classes, tuple(patch), batch, config.precision)
+        return cls(torch.device(device), len(patch), config.num_classes, tuple(patch), batch, config.precision,
+                   config.spacing)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -67,6 +70,38 @@ def duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+def file_size(path: Path) -> str:
+    """'151 MB', '820 kB' (decimal units, as file managers say), or 'size unknown'."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "size unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
+
+
+SELF_CHECK_S = {"cpu": (20, 60), "cuda": (5, 20)}  # how long the precision self-check takes, about (seconds)
+
+
+def preparing_text(config: TrainConfig, shapes: list[tuple[int, ...]], spacing: tuple[float, ...] | None) -> str:
+    """What a run does before its first iteration (on images of ``shapes`` and ``spacing``): set up, and once per
+    machine and network the precision self-check, with how long it takes."""
+    try:
+        patch = config.patch_size or choose_patch(shapes, config.spacing or spacing)
+        plan = Plan.of_config(config, resolve_device(config.device), tuple(patch))
+        known = plan.known_precision()
+    except (DataError, RuntimeError, ValueError):
+        known = True
+    if known is not None:
+        return "Setting up the networks…"
+    lo, hi = SELF_CHECK_S.get(plan.device.type, SELF_CHECK_S["cpu"])
+    asked = "bf16 or fp16" if plan.precision == "auto" else plan.precision
+    return (f"Checking once whether this machine computes {asked} correctly: about {lo}-{hi} s, then the verdict "
+            "is kept for later runs of these settings…")
+
+
 def parse_patch(text: str, ndim: int) -> tuple[int, ...] | None:
     """'auto' (or empty) -> None; '32, 48, 32' or '32x48x32' -> a tuple of ``ndim`` sizes."""
     text = text.strip().lower()
@@ -83,14 +118,14 @@ def parse_patch(text: str, ndim: int) -> tuple[int, ...] | None:
 
 
 def make_plan(shapes: dict[str, tuple[int, ...]], num_classes: int, device: str, precision: str, patch: str,
-              batch: int) -> Plan | None:
-    """The plan of a Start on images of ``shapes`` with these settings; ``None`` without an image,
+              batch: int, spacing: tuple[float, ...] | None = None) -> Plan | None:
+    """The plan of a Start on images of ``shapes`` and ``spacing`` with these settings; ``None`` without an image,
     ``DataError`` for an unknown device or a bad patch size."""
     if not shapes:
         return None
     ndim = len(next(iter(shapes.values())))
-    size = parse_patch(patch, ndim) or choose_patch_size(list(shapes.values()))
-    return Plan(resolve_device(device), ndim, num_classes, tuple(size), batch, precision)
+    size = parse_patch(patch, ndim) or choose_patch(list(shapes.values()), spacing)
+    return Plan(resolve_device(device), ndim, num_classes, tuple(size), batch, precision, spacing)
 
 
 def display_name(device: torch.device) -> str:
@@ -134,4 +169,7 @@ def describe_plan(plan: Plan | None, megavoxels: float, iterations: int, options
         return "Open or tick an image to see where and how fast training runs.", ""
     where = f"{plan.device.type.upper()} ({display_name(plan.device)})"
     time, total = estimate(measured_speed(plan.speed_key()), iterations, options, megavoxels)
-    return f"Start runs on {where} · {describe_precision(plan)}.\n{time}", total
+    pools = pooling(plan.spacing, plan.ndim) if plan.spacing and len(plan.spacing) == plan.ndim else None
+    shape = "" if pools is None or is_isotropic(pools) else \
+        f"\nPatch {'×'.join(map(str, plan.patch))}, {describe(plan.spacing, pools)} (thick slices)."
+    return f"Start runs on {where} · {describe_precision(plan)}.{shape}\n{time}", total

@@ -4,7 +4,9 @@ A slice's score is ``slice_scores(..., MEASURE)``: the mean entropy of network A
 probabilities over the slice, divided by log(classes), so 0 means A is sure of every voxel and 1
 that it cannot tell the classes apart anywhere; being a mean, it does not grow with the image size.
 A slab's score is the mean over the ``slab`` slices centred on the suggested slice (fewer at the
-volume's ends). Reviewed slices are never suggested nor counted.
+volume's ends). Reviewed slices are never suggested nor counted, and neither are the slices around one
+reviewed since the scores were computed (``recent``): the model has not learnt from it yet, so its
+neighbours would repeat it.
 
 Why entropy and not the pair's disagreement (which the disagreement layer shows): in the simulated
 correction loop (``benchmarks/loop.py``, README) review guided by entropy reached a higher Dice than
@@ -24,9 +26,9 @@ from .config import RANKING_SLAB
 if TYPE_CHECKING:
     from .review import Reviewed
 
-SCORE_HELP = ("how unsure network A is over the slab of slices around the suggested one (mean entropy of its "
-              "class probabilities): 0 = sure of every voxel, 1 = cannot tell the classes apart anywhere; "
-              "reviewed slices are left out")
+SCORE_HELP = ("Doubt: how unsure the model is of its own outline over the suggested slice and its neighbours, "
+              "from 0 = sure of every voxel to 100 % = cannot tell the structure from the background anywhere. "
+              "Slices already reviewed, and the slices next to one you just reviewed, are left out.")
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,17 @@ def _unreviewed(rec: Reviewed | None, n: int) -> np.ndarray:
 
 
 def image_suggestions(name: str, scores: np.ndarray, reviewed: Reviewed | None = None,
-                      slab: int = RANKING_SLAB, axis: int = 0) -> list[Suggestion]:
+                      slab: int = RANKING_SLAB, axis: int = 0,
+                      recent: frozenset[int] = frozenset()) -> list[Suggestion]:
     """The image's unreviewed slabs, best first, at least ``slab`` slices apart (one entry per slab);
-    ``scores`` holds one value per slice along ``axis`` (one value for a 2D image)."""
+    ``scores`` holds one value per slice along ``axis`` (one value for a 2D image). No slab is centred
+    within the slab around a slice of ``recent`` (reviewed since the scores were computed)."""
     per_slice = np.asarray(scores, dtype=np.float64).ravel()
     n, half = len(per_slice), max(0, slab // 2)
     free = _unreviewed(reviewed, n)
+    near = np.zeros(n, bool)
+    for r in recent:
+        near[max(0, r - half):max(0, r + half + 1)] = True
     lo, hi = np.maximum(np.arange(n) - half, 0), np.minimum(np.arange(n) + half + 1, n)  # each slab, cut at the ends
     sums = np.concatenate([[0.0], np.cumsum(np.where(free, per_slice, 0.0))])
     counts = np.concatenate([[0], np.cumsum(free)])
@@ -112,19 +119,23 @@ def image_suggestions(name: str, scores: np.ndarray, reviewed: Reviewed | None =
     for i in np.argsort(-slab_scores, kind="stable"):
         if not np.isfinite(slab_scores[i]):
             break
-        if all(abs(int(i) - s.index) >= max(1, slab) for s in out):
+        if not near[i] and all(abs(int(i) - s.index) >= max(1, slab) for s in out):
             out.append(Suggestion(name, axis, int(i), float(slab_scores[i])))
     return out
 
 
 def suggest(scores: Mapping[str, np.ndarray], reviewed: Mapping[str, Reviewed | None],
-            count: int = 10, slab: int = RANKING_SLAB, axis: int = 0) -> list[Suggestion]:
-    """Up to ``count`` unreviewed slabs, spread across images, from each image's per-slice ``scores``.
+            count: int = 10, slab: int = RANKING_SLAB, axis: int = 0,
+            recent: Mapping[str, frozenset[int]] | None = None) -> list[Suggestion]:
+    """Up to ``count`` unreviewed slabs, spread across images, from each image's per-slice ``scores``
+    (``recent``: per image, the slices reviewed since its scores were computed: their slabs are skipped).
 
     Every image's best slab comes first (highest score first), then every image's second
     best, and so on: one image cannot fill the list with neighbouring slices.
     """
-    per_image = [image_suggestions(name, v, reviewed.get(name), slab, axis) for name, v in scores.items()]
+    recent = recent or {}
+    per_image = [image_suggestions(name, v, reviewed.get(name), slab, axis, recent.get(name, frozenset()))
+                 for name, v in scores.items()]
     out: list[Suggestion] = []
     rank = 0
     while len(out) < count and any(rank < len(s) for s in per_image):

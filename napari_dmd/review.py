@@ -89,6 +89,12 @@ class Reviewed:
         """Whether slice ``index`` (a 2D image: the image) is reviewed."""
         return self.whole or (self._sliced and int(index) in self.slices)
 
+    def marked(self) -> frozenset[int]:
+        """The reviewed slices (a 2D image: {0} when reviewed)."""
+        if not self._sliced:
+            return frozenset({0} if self.whole else ())
+        return frozenset(range(self.shape[self.axis])) if self.whole else frozenset(self.slices)
+
     def mask(self) -> np.ndarray:
         """Boolean array of ``shape``: True on reviewed voxels (they supervise, whatever their label)."""
         if self.whole:

@@ -23,6 +23,7 @@ from .jobs import Finished, TrainJob
 from .pairing import LayerInfo, Row, TrainingSet, default_pairs, image_problem, training_set
 from .ranking import Suggestion, suggest
 from .review import Reviewed, write_run_record
+from .spacing import data_spacing
 
 RUNS_DIR = Path.home() / "napari-dmd" / "runs"
 
@@ -82,6 +83,7 @@ class Layer:
     data: Any
     rgb: bool = False
     class_names: tuple[str, ...] | None = None
+    spacing: tuple[float, ...] | None = None  # of an image layer: its scale
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -98,10 +100,11 @@ class ModelResults:
     disagreement: dict[str, np.ndarray] = field(default_factory=dict)
     slice_scores: dict[str, np.ndarray] = field(default_factory=dict)
     proposals: dict[str, np.ndarray] = field(default_factory=dict)
+    scored_reviewed: dict[str, frozenset[int]] = field(default_factory=dict)  # reviewed slices when scored
 
-    def tables(self) -> tuple[dict[str, np.ndarray], ...]:
+    def tables(self) -> tuple[dict[str, Any], ...]:
         """Every per-image table."""
-        return self.latest, self.disagreement, self.slice_scores, self.proposals
+        return self.latest, self.disagreement, self.slice_scores, self.proposals, self.scored_reviewed
 
     def clear(self) -> None:
         self.latest.clear()
@@ -138,8 +141,9 @@ class Session:
         self.class_names: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ layers
-    def add_image(self, name: str, data: Any, rgb: bool = False) -> None:
-        self.images[name] = Layer(name, data, rgb)
+    def add_image(self, name: str, data: Any, rgb: bool = False, spacing: tuple[float, ...] | None = None) -> None:
+        """An image layer; ``spacing`` (its scale, array order) sets the networks' pooling per axis."""
+        self.images[name] = Layer(name, data, rgb, spacing=spacing)
         problem = image_problem(LayerInfo(name, tuple(np.shape(data)), rgb))
         self.choices.setdefault(name, Choice(include=problem is None))
 
@@ -256,8 +260,12 @@ class Session:
             img, lab = self.images[name], self.labels.get(labels) if labels else None
             rows.append(Row(name, img.data, self.choices[name].include, None if lab is None else lab.data,
                             labels, img.rgb, None if lab is None else lab.class_names,
-                            None if lab is None else self.reviewed.get(labels)))
+                            None if lab is None else self.reviewed.get(labels), img.spacing))
         return rows
+
+    def training_spacing(self) -> tuple[float, ...] | None:
+        """The median voxel spacing of the images a Start would train on (None where one has none)."""
+        return data_spacing([self.images[n].spacing for n in self.training_shapes()[0]])
 
     def training_shapes(self) -> tuple[dict[str, tuple[int, ...]], int]:
         """The shapes of the ticked usable images of the labeled images' dimension, and the number of
@@ -351,6 +359,8 @@ class Session:
         r = self.results
         if rows is None:
             r.latest[image], r.disagreement[image], r.slice_scores[image] = labels, disagreement, slice_scores
+            rec = self.reviewed_for(image)
+            r.scored_reviewed[image] = frozenset() if rec is None else rec.marked()
             return
         shape = self.images[image].shape
         for table, part in ((r.latest, labels), (r.disagreement, disagreement)):
@@ -369,7 +379,10 @@ class Session:
     def suggestions(self, count: int = 10) -> list[Suggestion]:
         """'Label this next': unreviewed slabs of the images with results, spread across images."""
         scores = {n: v for n, v in self.results.slice_scores.items() if n in self.images}
-        return suggest(scores, {n: self.reviewed_for(n) for n in scores}, count=count, slab=RANKING_SLAB)
+        reviewed = {n: self.reviewed_for(n) for n in scores}
+        recent = {n: rec.marked() - self.results.scored_reviewed.get(n, frozenset())
+                  for n, rec in reviewed.items() if rec is not None}
+        return suggest(scores, reviewed, count=count, slab=RANKING_SLAB, recent=recent)
 
 
 def review_summary(rec: Reviewed, stats: LabelStats) -> str:

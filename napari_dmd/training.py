@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .augment import Augmentation
 from .checkpoint import ModelPair, load_checkpoint, save_model
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainConfig
-from .data import PatchSampler, Volume, choose_patch_size
+from .data import PatchSampler, Volume
 from .distributed import (
     World,
     agreed_precision,
@@ -31,9 +32,12 @@ from .distributed import (
 from .errors import CheckpointError, DataError, DMDError
 from .io import write_text
 from .losses import distillation_loss, supervised_loss
+from .mixing import copy_paste
+from .outputs import Outputs
 from .plan import Plan
 from .precision import Precision, remember_fallback, reset_fp32_layers
 from .runtime import memory_format, resolve_device
+from .spacing import choose_patch, data_spacing
 
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
@@ -107,10 +111,16 @@ class Trainer:
         if resume and init is None:
             raise DataError("resuming needs the checkpoint of the run to continue (init, --init)")
         ndim = check_volumes(labeled, unlabeled, config.num_classes)
-        self.patch = config.patch_size or choose_patch_size([v.image.shape for v in labeled + unlabeled])
-        self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
         self.world = world = world if world is not None else current_world()
         self.device = world.device or resolve_device(config.device)
+        state = None
+        if init is not None:  # the networks keep the pooling they were built with
+            model, state = load_checkpoint(init, self.device)
+            config = replace(config, spacing=model.config.spacing)
+        elif config.spacing is None:
+            config = replace(config, spacing=data_spacing([v.spacing for v in labeled + unlabeled]))
+        self.patch = config.patch_size or choose_patch([v.image.shape for v in labeled + unlabeled], config.spacing)
+        self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
         self.labeled_batch, self.unlabeled_batch = split_batch(config.labeled_batch, config.unlabeled_batch,
                                                                world.size)
         if len(self.patch) != ndim:
@@ -120,9 +130,8 @@ class Trainer:
         self._stop = threading.Event()
         self._memory = memory_format(ndim)
 
-        state = None
         if init is not None:
-            self.model, state = load_checkpoint(init, self.device)
+            self.model = model
             if self.model.ndim != ndim or self.model.num_classes != config.num_classes:
                 raise CheckpointError(
                     f"{Path(init).name} is a {self.model.ndim}-D model for {self.model.num_classes} classes; "
@@ -165,7 +174,9 @@ class Trainer:
             torch.manual_seed(torch_seed)
         self._nets = [data_parallel(net, world) for net in self.model.nets] if world.distributed \
             else list(self.model.nets)
-        self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction)
+        self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction,
+                                    config.labeled_sampling,
+                                    Augmentation(config.augment_intensity, config.augment_spatial))
 
     def stop(self) -> None:
         """Ask the run to end after the current step (thread-safe); a checkpoint is written."""
@@ -196,6 +207,13 @@ class Trainer:
         t = min((self.model.trained_before + iteration) / cfg.lambda_rampup, 1.0)
         return cfg.lambda_distill * float(np.exp(-5.0 * (1.0 - t) ** 2))
 
+    def _mixes(self, iteration: int) -> bool:
+        """Whether this step's batch is mixed by copy-paste: with probability ``mix_probability`` from the model's
+        iteration ``mix_start`` on, when there are unlabeled patches (nothing is drawn when it is off)."""
+        cfg = self.config
+        return (cfg.mix_probability > 0 and self.unlabeled_batch > 0
+                and self.model.trained_before + iteration >= cfg.mix_start and self.rng.random() < cfg.mix_probability)
+
     @property
     def dtype(self) -> torch.dtype:
         """The autocast dtype the run computes in now (fp32 after a fallback)."""
@@ -204,8 +222,10 @@ class Trainer:
     def step(self, iteration: int) -> Step:
         """One SGD step on a fresh batch. A non-finite loss, gradient or batch-norm statistic skips
         the update and puts the batch-norm statistics back as they were (``Step.problem`` says what)."""
-        cfg, nl = self.config, self.labeled_batch
-        batch = self.sampler.batch(nl, self.unlabeled_batch)
+        cfg = self.config
+        batch = self.sampler.batch(self.labeled_batch, self.unlabeled_batch)
+        if self._mixes(iteration):
+            batch = copy_paste(batch, cfg.mix_ratio, self.rng)  # every patch now carries labels and a mask
         x = torch.from_numpy(batch["image"]).to(self.device).contiguous(memory_format=self._memory)
         y = torch.from_numpy(batch["label"]).to(self.device)
         m = torch.from_numpy(batch["mask"]).to(self.device)
@@ -218,7 +238,7 @@ class Trainer:
         try:
             with self.precision.autocast(self.device):
                 logits = [net(x) for net in self._nets]
-            sup = sum(supervised_loss(z[:nl], y, m, reduce) for z in logits)
+            sup = sum(supervised_loss(z[:len(y)], y, m, reduce) for z in logits)
             dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else torch.zeros(())
             loss = sup + self.lambda_at(iteration) * dis
             self.optimizer.zero_grad(set_to_none=True)
@@ -295,6 +315,7 @@ class Trainer:
                  "torch_rng": torch.get_rng_state(), "scaler": self.scaler.state_dict(),
                  "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         self.checkpoint_path = save_model(self.model, self.run_dir / CHECKPOINT_NAME, state)
+        Outputs(self.run_dir, "train").wrote(self.checkpoint_path)
         return self.checkpoint_path
 
     def runtime(self) -> dict:
@@ -311,6 +332,7 @@ class Trainer:
         if self._writes:
             write_text(self.run_dir / CONFIG_NAME,
                        json.dumps({**self.config.to_dict(), "runtime": self.runtime()}, indent=1))
+            Outputs(self.run_dir, "train").wrote(self.run_dir / CONFIG_NAME)
 
     def _log(self, row: tuple) -> None:
         if not self._writes:
@@ -321,6 +343,8 @@ class Trainer:
             if new:
                 f.write(",".join(LOG_COLUMNS) + "\n")
             f.write(",".join(str(v) for v in row) + "\n")
+        if new:
+            Outputs(self.run_dir, "train").wrote(path, appended=True)
 
     def run(self) -> Iterator[Progress]:
         """Train to ``config.iterations``; yields after every step. A CUDA OOM becomes a ``DMDError``."""

@@ -59,6 +59,12 @@ def test_train_predict_evaluate(dataset, capsys):
     assert len(ranking) == 3
     assert [float(r["disagreement"]) for r in ranking] == sorted((float(r["disagreement"]) for r in ranking),
                                                                  reverse=True)
+    volumes = list(csv.DictReader((pred_dir / "volumes.csv").open()))  # each class's volume from the spacing
+    assert [(r["case"], r["class"]) for r in volumes] == [(f"case{k}.nii.gz", c) for k in range(3) for c in "12"]
+    voxels = int(np.count_nonzero(pred == 1))
+    row = volumes[0]
+    assert row["unit"] == "mm³" and int(row["voxels"]) == voxels
+    assert float(row["volume"]) == pytest.approx(voxels * 0.8 * 0.8 * 2.0, rel=1e-3)
     label_next = list(csv.DictReader((pred_dir / "label_next.csv").open()))
     assert [r["rank"] for r in label_next] == [str(k) for k in range(1, len(label_next) + 1)]
     # ranking.suggest spreads the list: every image's best slab comes before any image's second

@@ -23,6 +23,7 @@ from napari_dmd.data import Volume
 from napari_dmd.errors import DataError
 from napari_dmd.folders import load_training_data
 from napari_dmd.io import Geometry, read_image, write_image
+from napari_dmd.ranking import SCORE_HELP
 from napari_dmd.review import Reviewed, save_reviewed, sidecar_path
 from napari_dmd.runtime import resolve_device
 
@@ -177,7 +178,8 @@ def test_row8_evaluate_needs_every_prediction_one_class_count_and_the_grid(data,
     run(["evaluate", "--predictions", data / "truth", "--labels", data / "truth", "--out", table], capsys)
     rows = list(csv.DictReader(table.open()))
     assert [(r["case"], r["class"]) for r in rows if r["case"] == "case0"] == [("case0", "1"), ("case0", "2")]
-    assert all(float(r["dice"]) == 1.0 for r in rows)
+    assert [r["dice"] for r in rows if (r["case"], r["class"]) == ("case0", "2")] == [""]  # absent from both
+    assert all(float(r["dice"]) == 1.0 for r in rows if r["dice"])
     # a label without its prediction
     (data / "preds").mkdir()
     for k in (0, 1):
@@ -336,4 +338,4 @@ def test_label_next_leaves_out_what_the_labels_cover(data, model, capsys):
     picks = list(csv.DictReader((data / "p" / "label_next.csv").open()))
     assert picks and {r["case"] for r in picks} == {"case1.nii.gz", "case2.nii.gz"}  # case0 is labeled whole
     assert all(int(r["slice"]) >= 8 for r in picks if r["case"] == "case1.nii.gz")
-    assert "label next:" in out and "how unsure network A" in out
+    assert "label next:" in out and SCORE_HELP in out

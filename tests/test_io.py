@@ -194,3 +194,20 @@ def test_real_la_image():
     image, g = read_image(SHARED_DATA / "la_half" / "imagesTr" / f"{first}.nii.gz")
     assert image.ndim == 3 and image.dtype == np.uint8 and image.shape[0] == 44
     assert g.spacing == pytest.approx((1.25, 1.25, 1.25))
+
+
+@pytest.mark.parametrize("damage", ["cut", "text", "missing"])
+def test_a_dicom_series_with_a_damaged_or_missing_slice_is_refused(tmp_path, damage):
+    folder = tmp_path / "series"
+    write_dicom_series(folder, volume(np.int16, (6, 8, 9)), (0.8, 0.6, 1.5), (0.0, 0.0, 0.0),
+                       "1.2.826.0.1.3680043.2.1125.1.303")
+    slice_ = sorted(folder.iterdir())[3]
+    if damage == "cut":
+        slice_.write_bytes(slice_.read_bytes()[: slice_.stat().st_size // 2])
+    elif damage == "text":
+        slice_.write_text("not a slice")
+    else:
+        slice_.unlink()
+    err = error_of(read_image, folder)
+    assert (str(slice_) in err and "not a readable DICOM slice" in err) if damage != "missing" else \
+        ("not evenly spaced" in err and "3 mm apart" in err and str(folder) in err)

@@ -114,3 +114,23 @@ def test_build_volumes_masks_the_reviewed_slices_whatever_their_labels():
     assert vol.mask is None
     with pytest.raises(DataError, match="no slice of labels 'a labels' is marked reviewed"):
         training_set([Row("a", img, True, some, "a labels", reviewed=Reviewed(lab.shape))])
+
+
+def test_reviewed_background_trains_when_another_labels_layer_shows_the_structure():
+    from napari_dmd.review import Reviewed
+    from napari_dmd.training import check_volumes
+
+    img0, lab0 = cube_case(0)
+    img1, _ = cube_case(1)
+    background = np.zeros_like(lab0)
+    rec = Reviewed(lab0.shape, slices={0, 1})  # edge slices reviewed: nothing there
+    data = training_set([Row("a", img0, True, lab0, "a labels"),
+                         Row("b", img1, True, background, "b labels", reviewed=rec)])
+    assert [n for n, _, _ in data.labeled] == ["a", "b"] and data.reviewed["b"].slices == {0, 1}
+    labeled, unlabeled = build_volumes(data)
+    assert check_volumes(labeled, unlabeled, data.num_classes) == 3  # the engine agrees
+    structure_unreviewed = np.zeros_like(lab0)
+    structure_unreviewed[5] = 1  # foreground only on a slice nobody reviewed: it does not supervise
+    with pytest.raises(DataError, match="'a labels', 'b labels': all background"):
+        training_set([Row("a", img0, True, structure_unreviewed, "a labels", reviewed=Reviewed(lab0.shape, slices={2})),
+                      Row("b", img1, True, background, "b labels", reviewed=rec)])

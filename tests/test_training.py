@@ -5,7 +5,7 @@ import torch
 
 from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.config import TrainConfig
-from napari_dmd.data import PatchSampler, Volume, VoxelPicker, choose_patch_size
+from napari_dmd.data import PatchSampler, Volume, VoxelPicker
 from napari_dmd.errors import CheckpointError, DataError
 from napari_dmd.review import Reviewed
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
@@ -251,8 +251,3 @@ def test_sampler_pads_small_volumes_and_batches():
     assert b["image"].shape == (4, 1, 16, 16, 16) and b["label"].shape == (2, 1, 16, 16, 16)
     assert (b["mask"].reshape(2, -1).sum(axis=1) == 10 * 12 * 12).all()  # padding is not annotated
 
-
-def test_patch_size_from_data():
-    assert choose_patch_size([(44, 80, 100), (44, 70, 90)]) == (32, 64, 80)
-    assert choose_patch_size([(10, 12, 12)]) == (16, 16, 16)
-    assert np.prod(choose_patch_size([(300, 512, 512)])) <= 64 * 128 * 128

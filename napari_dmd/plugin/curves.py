@@ -1,7 +1,8 @@
 """Live loss curves: a small QWidget painting the supervised and distillation losses.
 
 Each loss gets its own strip with its own vertical range (the distillation loss is much smaller
-than the supervised one), the latest value written beside its name. No plotting library needed.
+than the supervised one), the latest value written beside its name, its range at the right; the
+iterations run along the bottom axis. No plotting library needed.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-SERIES = (("supervised", QColor(80, 170, 255)), ("distillation", QColor(255, 150, 60)))
+SERIES = (("error on your labels (loss)", QColor(80, 170, 255)),
+          ("disagreement of the two networks (loss)", QColor(255, 150, 60)))
+AXIS = 16  # pixels below the strips: the iteration axis
 
 
 class LossCurves(QWidget):
@@ -18,7 +21,7 @@ class LossCurves(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setMinimumHeight(110)
+        self.setMinimumHeight(130)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.iterations: list[int] = []
         self.values: tuple[list[float], list[float]] = ([], [])
@@ -39,9 +42,16 @@ class LossCurves(QWidget):
         painter.setRenderHint(QPainter.Antialiasing)
         w, h = self.width(), self.height()
         painter.fillRect(0, 0, w, h, QColor(38, 41, 48))
-        strip = h / len(SERIES)
+        strip = (h - AXIS) / len(SERIES)
         x0 = float(self.iterations[0]) if self.iterations else 0.0
         span = max(1.0, self.total - x0)
+        grey = QColor(160, 164, 172)
+        painter.setPen(QPen(grey))
+        painter.drawText(4, h - 3, f"iteration {x0:.0f}")
+        end = f"{x0 + span:.0f}"
+        painter.drawText(w - 6 - painter.fontMetrics().horizontalAdvance(end), h - 3, end)
+        middle = "iterations →"
+        painter.drawText((w - painter.fontMetrics().horizontalAdvance(middle)) // 2, h - 3, middle)
         for k, (name, color) in enumerate(SERIES):
             top = k * strip
             values = self.values[k]
@@ -60,6 +70,10 @@ class LossCurves(QWidget):
             finite = np.isfinite(v)
             lo, hi = (float(v[finite].min()), float(v[finite].max())) if finite.any() else (0.0, 1.0)
             hi = hi if hi > lo else lo + 1.0
+            painter.setPen(QPen(grey))
+            painter.drawText(w - 6 - painter.fontMetrics().horizontalAdvance(f"{hi:.3g}"), int(top + 14), f"{hi:.3g}")
+            painter.drawText(w - 6 - painter.fontMetrics().horizontalAdvance(f"{lo:.3g}"), int(top + strip - 4),
+                             f"{lo:.3g}")
             ys = top + 18 + (1 - (v - lo) / (hi - lo)) * (strip - 24)
             xs = 4 + (x - x0) / span * (w - 8)
             poly = QPolygonF([QPointF(float(a), float(b)) for a, b in zip(xs, ys) if np.isfinite(b)])

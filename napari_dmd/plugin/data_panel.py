@@ -1,26 +1,29 @@
-"""The 'Training data' box: the table and what will train."""
+"""The 'Training data' box: the case in view, the table and what will train."""
 from __future__ import annotations
 
 from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout
 
 from ..session import Session
+from .case_nav import CaseNavigator
 from .data_table import TrainingTable
 
 
 class DataPanel(QGroupBox):
-    """Training table and a summary line (what trains, what is not used and why)."""
+    """The case navigator, the training table and a summary line (what trains, what is not used and why)."""
 
-    def __init__(self, table: TrainingTable) -> None:
+    def __init__(self, nav: CaseNavigator, table: TrainingTable) -> None:
         super().__init__("Training data")
-        self.table = table
+        self.nav, self.table = nav, table
         self.summary = QLabel(wordWrap=True)
         layout = QVBoxLayout(self)
+        layout.addWidget(nav)
         layout.addWidget(table)
         layout.addWidget(self.summary)
 
     def show_session(self, s: Session) -> None:
-        """The table, how many images train, and unusable labels with the reason."""
-        self.table.show_session(s)
+        """The case in view, the table, how many images train, and unusable labels with the reason."""
+        self.nav.show_cases(list(s.images))
+        self.table.show_session(s, self.nav.case)
         pairs = s.pairs()
         labeled = [n for n, lab in pairs.items() if lab and s.choices[n].include
                    and s.stats[lab].shape == s.images[n].shape]

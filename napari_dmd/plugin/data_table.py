@@ -1,4 +1,5 @@
-"""The training table: one row per image (use it, its labels, what is reviewed) as a view of a ``Session``."""
+"""The training table: one row per image (use it, its labels, what is reviewed) as a view of a ``Session``;
+a click on a row shows that case (also during a run, when the choices are locked)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,7 +9,7 @@ from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView,
 from ..session import Session
 
 NONE = "— none —"
-ROW = 24  # pixels
+ROW = 22  # pixels
 
 
 class TrainingTable(QTableWidget):
@@ -19,6 +20,7 @@ class TrainingTable(QTableWidget):
         super().__init__(0, 4)
         self._include, self._pair, self._clicked = include, pair, clicked
         self._layout: tuple = ()
+        self._busy = False  # during a run: the choices are locked
         self.setHorizontalHeaderLabels(["Use", "Image", "Labels", "Info"])
         self.horizontalHeaderItem(3).setToolTip("how many slices of the labels are reviewed (they supervise, "
                                                 "background included) and how many hold a label")
@@ -35,8 +37,9 @@ class TrainingTable(QTableWidget):
         self.setMinimumHeight(12 * ROW + 30)  # a dozen rows in view
         self.cellClicked.connect(self._on_clicked)
 
-    def show_session(self, session: Session) -> None:
-        """Render the session: widgets are rebuilt only when the images or labels layers changed."""
+    def show_session(self, session: Session, case: str | None = None) -> None:
+        """Render the session with the row of ``case`` (the case in view) selected: widgets are rebuilt only
+        when the images or labels layers changed."""
         pairs = session.pairs()
         labels = list(session.labels)
         layout = (tuple(pairs), tuple(labels))
@@ -53,20 +56,32 @@ class TrainingTable(QTableWidget):
             item = QTableWidgetItem(text)
             item.setToolTip(f"{'×'.join(map(str, session.images[name].shape))} · {text}")
             self.setItem(r, 3, item)
+        names = list(pairs)
+        if case in names:
+            self.selectRow(names.index(case))
+        else:
+            self.clearSelection()
+
+    def set_busy(self, busy: bool) -> None:
+        """During a run the choices (use, labels) are locked; a row still shows its case."""
+        self._busy = busy
+        for r in range(self.rowCount()):
+            for column in (0, 2):
+                self.cellWidget(r, column).setEnabled(not busy)
 
     def _rebuild(self, images: list[str], labels: list[str]) -> None:
         self.setRowCount(len(images))
         for r, name in enumerate(images):
-            use = QCheckBox()
+            use = QCheckBox(enabled=not self._busy)
             use.toggled.connect(lambda checked, n=name: self._include(n, checked))
             self.setCellWidget(r, 0, use)
             self.setItem(r, 1, QTableWidgetItem(name))
-            combo = QComboBox()
+            combo = QComboBox(enabled=not self._busy)
             combo.addItems([NONE] + labels)
             combo.currentTextChanged.connect(lambda text, n=name: self._pair(n, None if text == NONE else text))
             self.setCellWidget(r, 2, combo)
 
-    def _on_clicked(self, row: int, column: int) -> None:
+    def _on_clicked(self, row: int, _column: int) -> None:
         item = self.item(row, 1)
-        if column == 1 and item is not None:
+        if item is not None:
             self._clicked(item.text())

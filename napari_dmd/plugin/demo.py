@@ -95,9 +95,11 @@ def train_and_screenshot(path: str | Path, iterations: int = DEMO_ITERATIONS, re
         time.sleep(0.02)
     out = screenshot(viewer, path)
     if widget.next.ranking.rowCount():
+        from .result_layers import disagreement_name
+
         image = widget.next.ranking.suggestions[0].image
         for layer in viewer.layers:
-            layer.visible = layer.name in (image, f"{image} disagreement")
+            layer.visible = layer.name in (image, disagreement_name(image))
         for _ in range(25):
             app.processEvents()
             time.sleep(0.02)

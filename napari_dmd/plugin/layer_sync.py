@@ -55,7 +55,7 @@ class LayerSync:
             self.store(layer.name)
             layer.events.paint.connect(self._painted)
         else:
-            self.session.add_image(layer.name, layer.data, bool(layer.rgb))
+            self.session.add_image(layer.name, layer.data, bool(layer.rgb), tuple(map(float, layer.scale)))
             layer.events.visible.connect(self._visible)
         layer.events.data.connect(self._data)  # bound methods: napari holds them weakly
         layer.events.name.connect(self._renamed)

@@ -8,6 +8,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from ..errors import DMDError
+from ..plan import file_size
 from ..session import Session
 
 
@@ -25,6 +26,7 @@ class ModelBox(QGroupBox):
         self.load_button.clicked.connect(lambda: self.load())
         self.predict_button.clicked.connect(lambda: predict())
         self.label = QLabel("No model yet.", wordWrap=True)
+        self.predict_button.setEnabled(False)  # until a model is trained or loaded
         row = QHBoxLayout()
         for b in (self.save_button, self.load_button, self.predict_button):
             row.addWidget(b)
@@ -34,16 +36,17 @@ class ModelBox(QGroupBox):
 
     def set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
-        self.predict_button.setEnabled(not busy)
+        self.predict_button.setEnabled(not busy and self.session.model is not None)
         self.save_button.setEnabled(not busy and self.session.model is not None)
 
     def describe(self) -> None:
         m, path = self.session.model, self.session.model_path
-        where = f" · {path}" if path else ""
+        where = f" · {path} ({file_size(Path(path))})" if path else ""
         self.label.setText("No model yet." if m is None else
                            f"{m.ndim}D model, {m.num_classes} classes ({', '.join(m.class_names)}), "
                            f"{m.model_iterations} iterations, on {m.device}{where}")
         self.save_button.setEnabled(self.load_button.isEnabled() and m is not None)
+        self.predict_button.setEnabled(self.load_button.isEnabled() and m is not None)
 
     def save(self, path: str | Path | None = None) -> Path | None:
         """Save the current model (both networks, settings, classes) to a .pt file."""

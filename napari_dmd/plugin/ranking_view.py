@@ -3,7 +3,9 @@ of the slice in view (mark, unmark) and the merge of corrected predictions."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -22,7 +24,7 @@ from qtpy.QtWidgets import (
 from ..ranking import SCORE_HELP, Suggestion
 from ..review import Reviewed
 
-TITLE = "Label this next (unreviewed, least sure first)"
+TITLE = "Label this next: the slices the model is least sure of, not reviewed yet"
 
 
 def ranges(indices: set[int]) -> str:
@@ -36,14 +38,33 @@ def ranges(indices: set[int]) -> str:
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
+def slider_number(viewer: Any, image: str, index: int) -> str:
+    """Slice ``index`` of ``image`` as napari's slider numbers it (its world position: the layer's scale and
+    translate, counted from the first slice of all layers); '—' for a 2D image."""
+    if image not in viewer.layers or viewer.layers[image].ndim < 3:
+        return "—"
+    layer = viewer.layers[image]
+    point = np.zeros(layer.ndim)
+    point[0] = index
+    world = float(np.asarray(layer.data_to_world(point))[0])
+    start, _stop, step = viewer.dims.range[viewer.dims.ndim - layer.ndim]
+    return str(int(round((world - start) / step))) if step else str(index)
+
+
+def doubt(score: float) -> str:
+    """A score as the percentage the table shows ('12 %')."""
+    return f"{100 * score:.0f} %"
+
+
 class RankingTable(QTableWidget):
-    """One row per suggestion: score, image, slice. Clicking a row calls ``go(suggestion)``."""
+    """One row per suggestion: doubt, image, slice (as napari's slider numbers it). Clicking a row calls
+    ``go(suggestion)``."""
 
     def __init__(self, go: Callable[[Suggestion], None]) -> None:
         super().__init__(0, 3)
         self._go = go
         self.suggestions: list[Suggestion] = []
-        self.setHorizontalHeaderLabels(["Unsure", "Image", "Slice"])
+        self.setHorizontalHeaderLabels(["Doubt", "Image", "Slice"])
         self.horizontalHeaderItem(0).setToolTip(SCORE_HELP)
         self.setToolTip(SCORE_HELP)
         self.verticalHeader().setVisible(False)
@@ -51,25 +72,29 @@ class RankingTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a long name keeps its case number
         self.verticalHeader().setDefaultSectionSize(24)
         self.setMinimumHeight(140)
-        self.setMaximumHeight(26 + 6 * 24)  # six rows: the box stays on the dock's first screen
+        self.setMaximumHeight(26 + 5 * 24)  # five rows: the box stays on the dock's first screen
         self.cellClicked.connect(lambda row, _column: self._go(self.suggestions[row]))
 
-    def show_suggestions(self, suggestions: list[Suggestion], ndims: dict[str, int]) -> None:
+    def show_suggestions(self, suggestions: list[Suggestion], number: Callable[[str, int], str]) -> None:
+        """The suggestions; ``number(image, index)`` is the slice's number as napari's slider shows it."""
         self.suggestions = list(suggestions)
         self.setRowCount(len(self.suggestions))
         for i, s in enumerate(self.suggestions):
-            score = QTableWidgetItem(f"{s.score:.3f}")
-            score.setToolTip(SCORE_HELP)
+            score = QTableWidgetItem(doubt(s.score))
+            score.setToolTip(f"the model's doubt over this slice and its neighbours: {doubt(s.score)}. {SCORE_HELP}")
             score.setData(Qt.ItemDataRole.UserRole, (s.image, s.index))
             self.setItem(i, 0, score)
-            self.setItem(i, 1, QTableWidgetItem(s.image))
-            self.setItem(i, 2, QTableWidgetItem("—" if ndims.get(s.image, 3) < 3 else str(s.index)))
+            name = QTableWidgetItem(s.image)
+            name.setToolTip(s.image)
+            self.setItem(i, 1, name)
+            self.setItem(i, 2, QTableWidgetItem(number(s.image, s.index)))
 
 
-LEGEND = ("Disagreement layer: black = the two networks agree; brightest = the map's 99.5th percentile "
-          "(its contrast limit); 1 would mean they are sure of different classes.")
+LEGEND = ("'Show disagreement': transparent where the two networks agree, yellow to red up to the map's 99.5th "
+          "percentile; 1 would mean they are sure of different classes.")
 
 
 class NextBox(QGroupBox):
@@ -88,7 +113,7 @@ class NextBox(QGroupBox):
         self.unmark_button.clicked.connect(lambda: mark(False))
         self.review_label = QLabel(wordWrap=True)
         self.legend = QLabel(LEGEND, wordWrap=True)
-        hint = QLabel("Correct a '… prediction' layer, select it, then merge it into the labels.", wordWrap=True)
+        hint = QLabel("Correct a '… pred' layer, select it, then merge it into the labels.", wordWrap=True)
         self.merge_scope = QComboBox()
         self.merge_scope.addItems(["current slice", "whole image"])
         self.merge_button, self.undo_button = QPushButton("Merge into labels"), QPushButton("Undo merge")

@@ -1,15 +1,18 @@
-"""Result layers in the viewer (napari layers, no Qt).
+"""Result layers in the viewer, and which case is shown (napari layers, no Qt).
 
-For an image layer named X the dock shows:
-- "X prediction": a Labels layer with network A's label map (the user's labels are never written),
-  at half opacity and placed just above the image, so the user's labels stay drawn on top of it;
-  once the user paints on it, refreshes leave it alone until the strokes are merged or the layer
-  deleted, so a correction in progress is never overwritten;
-- "X disagreement": an Image layer with the disagreement of the two networks (0 = they agree,
-  1 = sure of different classes), 'inferno' colormap, additive blending, its contrast set from 0
-  to the map's 99.5th percentile: the values are small (a few tenths at most), so a fixed 0..1
+For an image layer named X (the case's prefix) the dock shows, just above the image and so under the
+user's labels (which stay drawn on top, never replaced):
+- "X pred": a Labels layer with network A's label map drawn as outlines, so the image and the user's
+  labels show through; once the user paints on it, refreshes leave it alone until the strokes are merged
+  or the layer deleted, so a correction in progress is never overwritten;
+- "X unsure": an Image layer with the disagreement of the two networks (0 = they agree, 1 = sure of
+  different classes), hidden until the dock's toggle shows it; transparent where they agree, yellow to
+  red where they disagree (translucent blending, so the image and the brush stay visible), its contrast
+  from 0 to the map's 99.5th percentile: the values are small (a few tenths at most), so a fixed 0..1
   scale would show almost nothing.
 Both carry the image's scale, translate and geometry, so they overlay it and save with its geometry.
+One case is shown at a time (``focus``): its image, its labels and its results; the other cases' layers
+are hidden.
 """
 from __future__ import annotations
 
@@ -21,16 +24,24 @@ import numpy as np
 from ..jobs import contrast_top
 from ._layers import DISAGREEMENT, GEOMETRY, KEY, PREDICTION, class_features, role, source
 
-DISAGREEMENT_STYLE = {"colormap": "inferno", "blending": "additive", "opacity": 0.7}
-PREDICTION_OPACITY = 0.5
+PREDICTION_OPACITY, PREDICTION_CONTOUR = 0.9, 1  # outlines one pixel thick
+UNSURE_COLORS = [[1.0, 1.0, 0.0, 0.0], [1.0, 0.6, 0.0, 0.5], [1.0, 0.0, 0.0, 0.9]]  # RGBA: agree -> disagree
+DISAGREEMENT_STYLE = {"blending": "translucent", "opacity": 0.7}
 
 
 def prediction_name(image: str) -> str:
-    return f"{image} prediction"
+    return f"{image} pred"
 
 
 def disagreement_name(image: str) -> str:
-    return f"{image} disagreement"
+    return f"{image} unsure"
+
+
+def unsure_colormap() -> Any:
+    """Transparent where the two networks agree, yellow to red where they disagree."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(UNSURE_COLORS, name="dmd unsure")
 
 
 def edited(layer: Any) -> bool:
@@ -102,14 +113,18 @@ def show_prediction(viewer: Any, image: str, labels: np.ndarray, class_names: tu
     kwargs["metadata"] = {**place["metadata"], KEY: {"role": PREDICTION, "source": image}}
     if class_names:
         kwargs["features"] = class_features(class_names)
-    pred = _insert(viewer, Labels(labels, **kwargs), image_layer)
+    pred = Labels(labels, **kwargs)
+    pred.contour = PREDICTION_CONTOUR
+    pred = _insert(viewer, pred, image_layer)
     pred.events.paint.connect(lambda _event, layer=pred: set_edited(layer, True))
     return pred
 
 
-def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray, top: float | None = None) -> Any:
+def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray, top: float | None = None,
+                      visible: bool = False) -> Any:
     """Add or refresh the disagreement layer of the image layer named ``image``; its contrast is 0..``top``
-    (default: the map's 99.5th percentile, ``contrast_top``)."""
+    (default: the map's 99.5th percentile, ``contrast_top``). A new layer is ``visible`` or hidden; a refreshed
+    one keeps its visibility."""
     from napari.layers import Image
 
     top = contrast_top(disagreement) if top is None else top
@@ -120,17 +135,19 @@ def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray, top: fl
         return dis
     image_layer = find_layer(viewer, image)
     place = _placement(image_layer)
-    kwargs = dict(place, name=disagreement_name(image), contrast_limits=(0.0, top), **DISAGREEMENT_STYLE)
+    kwargs = dict(place, name=disagreement_name(image), contrast_limits=(0.0, top), colormap=unsure_colormap(),
+                  visible=visible, **DISAGREEMENT_STYLE)
     kwargs["metadata"] = {**place["metadata"], KEY: {"role": DISAGREEMENT, "source": image}}
     above = 2 if find_layer(viewer, prediction_name(image), PREDICTION) is not None else 1
     return _insert(viewer, Image(disagreement, **kwargs), image_layer, above)
 
 
-def go_to(viewer: Any, image: str, index: int | None) -> None:
-    """Show the image (and its labels and results), hide the other images' layers, and move the
-    viewer to slice ``index`` along the image's first axis."""
+def go_to(viewer: Any, image: str, index: int | None, pairs: dict[str, str | None] | None = None,
+          unsure: bool = False) -> None:
+    """Show the case of ``image`` alone (``focus``) and move the viewer to slice ``index`` along the image's
+    first axis (None: stay)."""
     image_layer = find_layer(viewer, image)
-    focus(viewer, image)
+    focus(viewer, image, pairs, unsure)
     if image_layer is None or index is None or image_layer.ndim < 3:
         return
     axis = viewer.dims.ndim - image_layer.ndim  # the layer's axis 0 in world axes
@@ -138,21 +155,32 @@ def go_to(viewer: Any, image: str, index: int | None) -> None:
     viewer.dims.set_point(axis, world)
 
 
-def focus(viewer: Any, image: str, others: list[str] | None = None) -> None:
-    """Make the layers of ``image`` visible and hide those of the other images in ``others``
-    (default: every other image layer). Layers are matched by name: X, X labels, X prediction..."""
-    from napari.layers import Image
+def case_of(viewer: Any, pairs: dict[str, str | None] | None = None) -> dict[str, str]:
+    """Layer name -> the image (case) it belongs to, for the user's image and labels layers: ``pairs`` maps each
+    image to its labels layer (default: the user's image layers, labels matched by name)."""
+    from napari.layers import Image, Labels
 
     from ..pairing import base_name
 
-    key = base_name(image)
-    names = others if others is not None else [layer.name for layer in viewer.layers
-                                               if isinstance(layer, Image) and role(layer) is None]
-    other_keys = {base_name(n) for n in names} - {key}
+    if pairs is None:
+        images = [la.name for la in viewer.layers if isinstance(la, Image) and role(la) is None]
+        keys = {base_name(n): n for n in images}
+        pairs = {n: None for n in images}
+        for la in viewer.layers:
+            if isinstance(la, Labels) and role(la) is None and base_name(la.name) in keys:
+                pairs[keys[base_name(la.name)]] = la.name
+    owners = {labels: image for image, labels in pairs.items() if labels}
+    owners.update({image: image for image in pairs})
+    return owners
+
+
+def focus(viewer: Any, image: str, pairs: dict[str, str | None] | None = None, unsure: bool = False) -> None:
+    """Show the case of ``image``: the image, its labels, its prediction (its disagreement only with ``unsure``);
+    hide the other cases' layers. Layers of no case (the user's points, an unpaired labels layer) are left as
+    they are."""
+    owners = case_of(viewer, pairs)
     for layer in viewer.layers:
-        owner = source(layer) or layer.name
-        k = base_name(owner)
-        if k == key:
-            layer.visible = True
-        elif k in other_keys:
-            layer.visible = False
+        kind = role(layer)
+        case = owners.get(layer.name) if kind is None else source(layer)
+        if case is not None:
+            layer.visible = case == image and (kind != DISAGREEMENT or unsure)

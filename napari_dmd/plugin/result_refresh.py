@@ -26,6 +26,7 @@ class ResultQueue(QObject):
         self.pending: list[tuple[str, str]] = []
         self.warned: set[str] = set()  # predictions already said to hold unmerged edits
         self.tops: dict[str, float | None] = {}  # each image's disagreement contrast, from the worker thread
+        self.show_unsure = False  # whether a new disagreement layer is shown (the dock's toggle)
         self._reselect: tuple[list, Any] | None = None  # the user's selection, and the result layer napari chose
         self._timer = QTimer(self, interval=INTERVAL_MS)
         self._timer.timeout.connect(self.show_next)
@@ -80,7 +81,8 @@ class ResultQueue(QObject):
         if image not in results.latest or image not in self.session.images:
             return None
         if kind != PREDICTION:
-            return show_disagreement(self.viewer, image, results.disagreement[image], self.tops.get(image))
+            return show_disagreement(self.viewer, image, results.disagreement[image], self.tops.get(image),
+                                     self.show_unsure)
         pred = find_layer(self.viewer, prediction_name(image), PREDICTION)
         if edited(pred):
             if image not in self.warned:

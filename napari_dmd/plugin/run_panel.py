@@ -1,14 +1,30 @@
 """Start/Stop, the progress bar and the status line (the loss curves are placed by the dock): the view
-of a run's messages."""
+of a run's messages.
+
+The bar counts the model's own iterations (a warm start continues from the model's count), its time left
+never passes the run's minute limit, and it says no time left once a stop was asked."""
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..jobs import Finished, Predicting, Started
-from ..plan import duration
+from ..jobs import Finished, Predicting, Preparing, Started
+from ..plan import duration, file_size
 from .curves import LossCurves
 
 IDLE, PREPARING, PREDICTING, FAILED = "idle", "preparing…", "predicting %v/%m", "failed"
+
+
+def precision_words(described: str) -> str:
+    """'bf16', 'bf16 (a few layers in fp32)', 'fp32' or 'fp32 (continued in fp32 from iteration N)' from
+    ``Precision.describe()`` (the layer names and the self-check's details stay in the run's config.json)."""
+    head = described.split(":")[0]
+    name = head.split(" except")[0].strip()
+    words = f"{name} (a few layers in fp32)" if " except" in head else name
+    switched = re.search(r"continued in fp32 from iteration \d+", described)
+    return f"{words} ({switched.group(0)})" if switched else words
 
 
 class RunPanel(QWidget):
@@ -23,6 +39,8 @@ class RunPanel(QWidget):
         self.curves = curves
         self.status = QLabel("Paint labels on a few slices of an image (or open labels), then start.", wordWrap=True)
         self.offset = 0
+        self.limit: float | None = None  # the run's time limit in seconds
+        self._stopping = False
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
@@ -38,16 +56,28 @@ class RunPanel(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat(fmt)
         self.status.setText(text)
+        self._stopping = False
+
+    def refused(self, message: str) -> None:
+        """Start was refused: the reason, in full, in the status line."""
+        self.begin(1, f"Cannot start: {message}", IDLE)
+
+    def preparing(self, msg: Preparing) -> None:
+        """What the run does before its first iteration, and how long it takes."""
+        self.status.setText(msg.text)
 
     def started(self, msg: Started) -> None:
-        """The run is set up: the curves continue from the model's count (a new model starts them anew)."""
-        self.offset = msg.trained_before
+        """The run is set up: the bar and the curves continue from the model's count (a new model starts them
+        anew)."""
+        self.offset, self.limit = msg.trained_before, msg.limit
+        self.progress.setRange(0, self.offset + msg.total)  # (Qt's %m is the count of steps, not the maximum)
+        self.progress.setValue(self.offset + msg.start)
         if (self.curves.iterations[-1] if self.curves.iterations else 0) != self.offset:
             self.curves.clear()
         self.curves.total = self.offset + msg.total
         patch = "×".join(map(str, msg.plan.patch))
         self.status.setText(f"Training on {msg.plan.device} · patch {patch} · {msg.labeled} labeled + "
-                            f"{msg.unlabeled} unlabeled image(s) · precision {msg.precision}")
+                            f"{msg.unlabeled} unlabeled image(s) · precision {precision_words(msg.precision)}")
 
     def predicting(self, msg: Predicting, counting: bool) -> None:
         """'Predicting…' in the status; ``counting``: the bar counts the images (a prediction-only job)."""
@@ -57,23 +87,39 @@ class RunPanel(QWidget):
             self.progress.setFormat(PREDICTING)
 
     def step(self, p) -> None:
-        """A training step (``napari_dmd.training.Progress``)."""
-        self.progress.setMaximum(p.total)
-        self.progress.setValue(p.iteration)
-        self.progress.setFormat(f"%v/%m · ETA {duration(p.eta)}")
+        """A training step (``napari_dmd.training.Progress``): the model's iteration, the time left (within the
+        minute limit), the two losses in words."""
+        self.progress.setRange(0, self.offset + p.total)
+        self.progress.setValue(self.offset + p.iteration)
+        self.progress.setFormat("%v/%m · stopping…" if self._stopping else f"%v/%m · {self.time_left(p)}")
         self.curves.add(self.offset + p.iteration, p.sup_loss, p.distill_loss)
-        skipped = f" · {p.skipped} non-finite steps skipped" if p.skipped else ""
+        skipped = f" · {p.skipped} steps skipped (not finite)" if p.skipped else ""
         note = f" · {p.note}" if p.note else ""
-        self.status.setText(f"{p.device} {p.precision} · {p.its_per_s:.2f} it/s · loss {p.loss:.4f} (supervised "
-                            f"{p.sup_loss:.4f}, distillation {p.distill_loss:.4f}) · lr {p.lr:g} · elapsed "
-                            f"{duration(p.elapsed)}{skipped}{note}")
+        self.status.setText(f"{p.device} {p.precision} · {p.its_per_s:.2f} iterations/s · error on your labels "
+                            f"{p.sup_loss:.4f} · disagreement of the two networks {p.distill_loss:.4f} · "
+                            f"running {duration(p.elapsed)}{skipped}{note}")
+
+    def time_left(self, p) -> str:
+        """'4:10 left', or '4:10 left (minute limit)' when the limit ends the run first."""
+        if self.limit is not None and self.limit - p.elapsed < p.eta:
+            return f"{duration(self.limit - p.elapsed)} left (time limit)"
+        return f"{duration(p.eta)} left"
+
+    def stopping(self) -> None:
+        """A stop was asked: no time left is told any more."""
+        self._stopping = True
+        self.progress.setFormat("%v/%m · stopping…")
+        self.status.setText("Stopping after the current step…")
 
     def finished(self, f: Finished, model_iterations: int) -> str:
-        """The run's end in the status line: the model's count, the precision that ran, the speed.
-        Returns the line."""
+        """The run's end in the bar and the status line: the model's count, the precision that ran, the speed,
+        where the model was written and its size. Returns the line."""
         how = "stopped" if f.stopped else "finished"
+        self._stopping = False
+        self.progress.setFormat(f"%v/%m · {how}")
         speed = f" · {f.speed.iteration_s:.2f} s/iteration" if f.speed else ""
-        text = f"Training {how} at iteration {model_iterations} · ran in {f.precision}{speed}"
+        saved = f" · model saved to {f.checkpoint} ({file_size(Path(f.checkpoint))})" if f.checkpoint else ""
+        text = f"Training {how} at iteration {model_iterations} · ran in {precision_words(f.precision)}{speed}{saved}"
         self.status.setText(text)
         return text
 

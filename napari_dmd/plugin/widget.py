@@ -2,10 +2,12 @@
 
 Label a few slices (they count as reviewed) -> train in a worker thread -> see where the two
 networks disagree -> correct a prediction and merge the corrections into the labels -> train again.
+One case (an image with its labels and results) is in view at a time: the navigator's Previous/Next, a row
+of the table or of the ranking, or a layer selected in the layer list show it and hide the others.
 
 The state and its transitions live in ``napari_dmd.session.Session`` (kept in step with the viewer by
 ``layer_sync.py``); the runs in ``napari_dmd/jobs.py`` (driven by ``job_thread.py``), the merges in
-``corrections.py``, the result layers in ``result_refresh.py``; the views in ``data_table.py``,
+``corrections.py``, the result layers in ``result_refresh.py``; the views in ``case_nav.py``, ``data_table.py``,
 ``settings_form.py``, ``ranking_view.py``, ``model_box.py`` and ``curves.py``. Every problem is a napari
 notification, never a traceback.
 """
@@ -27,6 +29,7 @@ from ..jobs import (
     Finished,
     ImageResult,
     Predicting,
+    Preparing,
     Refreshed,
     Started,
     View,
@@ -38,7 +41,8 @@ from ..plan import Plan, describe_plan, make_plan
 from ..ranking import Suggestion
 from ..session import Session
 from ..speed_store import record_speed
-from ._layers import PREDICTION, source
+from ._layers import DISAGREEMENT, PREDICTION, source
+from .case_nav import CaseNavigator
 from .closing import ClosingHooks
 from .corrections import Corrections
 from .curves import LossCurves
@@ -47,11 +51,13 @@ from .data_table import TrainingTable
 from .job_thread import Runner
 from .layer_sync import LayerSync
 from .model_box import ModelBox
-from .ranking_view import NextBox
-from .result_layers import find_layer, go_to, prediction_name
+from .ranking_view import NextBox, slider_number
+from .reader_preference import prefer_reader
+from .result_layers import disagreement_name, find_layer, go_to, prediction_name
 from .result_refresh import ResultQueue
 from .run_panel import IDLE, RunPanel
 from .settings_form import SettingsForm
+from .volume_table import VolumeBox
 
 
 class DMDWidget(QWidget):
@@ -70,18 +76,31 @@ class DMDWidget(QWidget):
         self._mode: str | None = None
         self._gone: set[str] = set()  # images said to be gone while their results came
         self._run_plan: Plan | None = None  # of the last training set up: its speed is recorded under it
+        self._slices: dict[str, int] = {}  # the slice each case was left at
+        self._added: str | None = None  # the layer being inserted (napari selects it)
         self.results = ResultQueue(napari_viewer, self.session)
         self._build(cpu=not torch.cuda.is_available())
         self._timer = QTimer(self, singleShot=True, interval=100)
         self._timer.timeout.connect(self.refresh_view)
         self.sync = LayerSync(napari_viewer, self.session, self._schedule, self.results.queue)
+        napari_viewer.layers.events.inserted.connect(self._inserted)
+        napari_viewer.layers.selection.events.active.connect(self._follow)
         napari_viewer.layers.selection.events.active.connect(self._schedule)
         napari_viewer.layers.selection.events.active.connect(self._look)
         napari_viewer.dims.events.current_step.connect(self._look)
         self.corrections = Corrections(napari_viewer, self.session, self.sync.store, self._after_merge)
         me = weakref.ref(self)
         self.closing = ClosingHooks(self, lambda: me() is not None and me().shutdown())
-        self.refresh_view()
+        shown = [n for n in self.session.images if napari_viewer.layers[n].visible]
+        preferred = prefer_reader()
+        if preferred:
+            show_info(f"File → Open now reads {', '.join(preferred)} with napari-dmd without asking "
+                      "(File → Preferences → Plugins changes it)")
+        if self.session.images:  # the first case shown alone; the selection moves to it unless already there
+            first, active = (shown or list(self.session.images))[0], napari_viewer.layers.selection.active
+            self.show_case(first, select=active is None or self._case_of(active) != first)
+        else:
+            self.refresh_view()
         self._update_buttons()
 
     def _build(self, cpu: bool) -> None:
@@ -97,8 +116,9 @@ class DMDWidget(QWidget):
         outer = QVBoxLayout(body)
         outer.setSpacing(4)
         self.setMinimumWidth(520)
-        self.table = TrainingTable(self._on_include, self._on_pair, lambda name: go_to(self.viewer, name, None))
-        self.data = DataPanel(self.table)
+        self.table = TrainingTable(self._on_include, self._on_pair, self.show_case)
+        self.nav = CaseNavigator(self.show_case, self._show_unsure)
+        self.data = DataPanel(self.nav, self.table)
         self.settings = SettingsForm(cpu)
         self.settings_box = QCollapsible()
         self.settings_box.addWidget(self.settings)
@@ -108,17 +128,20 @@ class DMDWidget(QWidget):
         self.run = RunPanel(self.start, self.stop, LossCurves())
         self.next = NextBox(self._go, self.mark_slice, self.merge_prediction, lambda: self.corrections.undo())
         self.model_box = ModelBox(self.session, self.settings.device, self.predict,
-                                  lambda: setattr(self.settings.warm_start, "value", True))
+                                  self._model_loaded)
         curves = QGroupBox("Loss curves")
         QVBoxLayout(curves).addWidget(self.run.curves)
-        for w in (self.data, self.settings_box, self.run, self.next, curves, self.model_box):
+        self.volumes = VolumeBox()
+        for w in (self.data, self.settings_box, self.run, self.next, self.volumes, curves, self.model_box):
             outer.addWidget(w)
         outer.addStretch(1)
         self.settings.on_change(self._schedule)
 
     # ---------------------------------------------------------------- the session's view
     def refresh_view(self) -> None:
-        """Show the session: the training data, the review record in view, what Start will do."""
+        """Show the session: the case in view, the training data, its review record, what Start will do."""
+        if self.nav.case not in self.session.images and self.session.images:  # the case in view was removed
+            self.show_case(next(iter(self.session.images)), select=False)
         image = self._current_image()
         self.data.show_session(self.session)
         self.next.show_review(image, self.session.reviewed_for(image) if image else None)
@@ -133,7 +156,8 @@ class DMDWidget(QWidget):
         shapes, classes = self.session.training_shapes()
         try:
             plan = make_plan(shapes, classes, form.device(), form["precision"].value, str(form["patch_size"].value),
-                             form["labeled_batch"].value + form["unlabeled_batch"].value)
+                             form["labeled_batch"].value + form["unlabeled_batch"].value,
+                             self.session.training_spacing())
             options = form.options()
         except DataError as exc:
             return f"Start cannot run yet: {exc}", ""
@@ -152,15 +176,76 @@ class DMDWidget(QWidget):
         self.session.pair(name, labels)
         self._schedule()
 
-    def _current_image(self) -> str | None:
-        active = self.viewer.layers.selection.active
-        shown = {layer.name for layer in self.viewer.layers if layer.visible}  # (a layer being removed is not)
-        if active is None:
-            return next((n for n in self.session.images if n in shown), None)
-        name = source(active) or active.name
+    # ---------------------------------------------------------------- the case in view
+    def show_case(self, image: str, index: int | None = None, select: bool = True) -> None:
+        """Show the case of ``image`` alone (its image, labels and prediction; its disagreement when toggled
+        on) at slice ``index`` (None: where it was left, else its middle slice; the same case stays where it
+        is), and with ``select`` select its labels (else the image) for the brush."""
+        if image not in self.session.images or image not in self.viewer.layers:
+            return
+        old, layer = self._current_image(), self.viewer.layers[image]
+        if old is not None and old != image:
+            left = self._current_index(self.viewer.layers[old])
+            if left is not None:
+                self._slices[old] = left
+            if index is None and layer.ndim >= 3:
+                index = self._slices.get(image, layer.data.shape[0] // 2)
+        self.nav.case = image
+        pairs = self.session.pairs()
+        go_to(self.viewer, image, index, pairs, self.nav.unsure)
+        if select:
+            self.results.select(self.viewer.layers[pairs[image]] if pairs.get(image) else layer)
+        self._look()
+        self.refresh_view()
+        self._show_volumes()
+
+    def _show_volumes(self) -> None:
+        """The structure volumes of the case in view: its last whole prediction and its labels."""
+        case, results = self._current_image(), self.session.results
+        if case is None:
+            return
+        labels = self.session.pairs().get(case)
+        whole = results.latest.get(case) if case in results.slice_scores else None
+        names = self.session.model.class_names if self.session.model is not None else self.session.class_names
+        self.volumes.show_case(self.viewer.layers[case], self.viewer.layers[labels] if labels else None, whole,
+                               tuple(names))
+
+    def _case_of(self, layer) -> str | None:
+        """The image (case) a layer belongs to: itself, the image its labels are paired with, or its source."""
+        name = source(layer) or layer.name
         if name in self.session.images:
-            return name if name in {layer.name for layer in self.viewer.layers} else None
+            return name
         return next((img for img, lab in self.session.pairs().items() if lab == name), None)
+
+    def _inserted(self, event) -> None:
+        """Remember the layer napari inserts (and selects) until the next turn of the event loop (by name: the
+        event holds a proxy of it)."""
+        self._added = event.value.name
+        QTimer.singleShot(0, lambda: setattr(self, "_added", None))
+
+    def _follow(self, *_event) -> None:
+        """The case of the layer selected is the case in view; a layer just added hidden (a sample's other
+        cases) stays hidden, one added visible (File → Open) is shown alone."""
+        layer = self.viewer.layers.selection.active
+        if layer is None:  # (napari clears the selection before it selects a layer it inserts)
+            return
+        case = self._case_of(layer)
+        if case is None or case == self.nav.case or (layer.name == self._added and not layer.visible and self.nav.case):
+            return
+        self.show_case(case, select=False)
+
+    def _show_unsure(self, on: bool) -> None:
+        """Show or hide the disagreement layer of the case in view (new ones follow the toggle)."""
+        self.results.show_unsure = on
+        case = self._current_image()
+        layer = None if case is None else find_layer(self.viewer, disagreement_name(case), DISAGREEMENT)
+        if layer is not None:
+            layer.visible = on
+
+    def _current_image(self) -> str | None:
+        """The case in view (None when there is no image)."""
+        case = self.nav.case
+        return case if case in self.session.images and case in self.viewer.layers else None
 
     def _current_index(self, layer) -> int | None:
         if layer.ndim < 3:
@@ -192,6 +277,11 @@ class DMDWidget(QWidget):
         index = None if whole or layer is None else self._current_index(layer)
         return self.corrections.merge(layer, index, self.next.overwrite.isChecked() if overwrite is None else overwrite)
 
+    def _model_loaded(self) -> None:
+        """A loaded model: the next Start continues from it; the settings stay folded (the ranking in view)."""
+        self.settings.warm_start.value = True
+        self.settings_box.collapse(animate=False)
+
     def _after_merge(self) -> None:
         self._update_buttons()
         self.refresh_view()
@@ -208,6 +298,7 @@ class DMDWidget(QWidget):
                                          form.run_folder.value.strip() or None)
         except DMDError as exc:
             show_error(str(exc))
+            self.run.refused(str(exc))
             return
         for note in job.data.notes:
             (show_info if note.startswith("no unlabeled") else show_warning)(note)
@@ -246,7 +337,7 @@ class DMDWidget(QWidget):
             return
         self.control.abort() if self._mode == "predict" else self.control.stop()
         self.run.stop_button.setEnabled(False)
-        self.run.status.setText("Stopping after the current step…")
+        self.run.stopping()
 
     def shutdown(self) -> None:
         """Abort the worker without waiting (dock or viewer closing): its thread writes the checkpoint and ends."""
@@ -262,6 +353,8 @@ class DMDWidget(QWidget):
         if isinstance(msg, Started):
             self._run_plan = msg.plan
             self.run.started(msg)
+        elif isinstance(msg, Preparing):
+            self.run.preparing(msg)
         elif isinstance(msg, Predicting):
             self.run.predicting(msg, counting=self._mode == "predict")
         elif isinstance(msg, ImageResult):
@@ -288,12 +381,14 @@ class DMDWidget(QWidget):
             return
         self.session.show_result(r.name, r.labels, r.disagreement, r.slice_scores, r.rows)
         self.results.tops[r.name] = r.contrast
+        if r.name == self.nav.case:
+            self._show_volumes()
         if self.viewer.layers[r.name].visible:
             self.results.queue(r.name)
 
     def _fill_ranking(self) -> None:
-        ndims = {n: layer.data.ndim for n, layer in self.session.images.items()}
-        self.next.ranking.show_suggestions(self.session.suggestions(), ndims)
+        self.next.ranking.show_suggestions(self.session.suggestions(),
+                                           lambda image, index: slider_number(self.viewer, image, index))
         self.next.coverage.setText(self.session.ranking_coverage())
 
     def _look(self, *_event) -> None:
@@ -309,7 +404,7 @@ class DMDWidget(QWidget):
         if s.image not in self.session.images:
             show_warning(f"image '{s.image}' is no longer in the viewer")
             return
-        go_to(self.viewer, s.image, s.index)
+        self.show_case(s.image, s.index, select=False)
         self.results.queue(s.image)
         self.results.show_prediction_now(s.image)
         pred = find_layer(self.viewer, prediction_name(s.image), PREDICTION)
@@ -324,7 +419,7 @@ class DMDWidget(QWidget):
             self.settings.warm_start.value = True
             text = self.run.finished(f, s.model.model_iterations)
             if not f.aborted:
-                show_info(text + (f" · model saved to {s.model_path}" if f.checkpoint else ""))
+                show_info(text)
             if f.speed is not None and self._run_plan is not None:
                 record_speed(self._run_plan.speed_key(), f.speed)
             self.refresh_view()  # the precision verdict and the speed are known now
@@ -340,7 +435,7 @@ class DMDWidget(QWidget):
     def _update_buttons(self) -> None:
         busy = self.worker is not None
         self.run.set_busy(busy)
-        self.table.setEnabled(not busy)
+        self.table.set_busy(busy)
         self.model_box.set_busy(busy)
         self.next.undo_button.setEnabled(bool(self.corrections.records))
 

@@ -99,3 +99,22 @@ def test_demo_opens_napari_with_the_sample_and_the_dock(make_napari_viewer, monk
     pairs = widget.session.pairs()
     assert len(pairs) == 12 and sum(v is not None for v in pairs.values()) == 3
     assert all(widget.session.reviewed[v].whole for v in pairs.values() if v)  # complete volumes: no tick box
+
+
+def test_reader_refuses_a_dicom_series_with_a_damaged_slice(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from napari_dmd.errors import DataError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from test_io import write_dicom_series
+
+    folder = tmp_path / "series"
+    write_dicom_series(folder, np.arange(5 * 8 * 8, dtype=np.int16).reshape(5, 8, 8), (0.8, 0.6, 1.5),
+                       (0.0, 0.0, 0.0), "1.2.826.0.1.3680043.2.1125.1.505")
+    damaged = sorted(folder.iterdir())[2]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    reader = napari_get_reader(str(folder))
+    with pytest.raises(DataError, match=f"{damaged} in the DICOM series"):
+        reader(str(folder))

@@ -61,7 +61,7 @@ def test_a_merge_never_overwrites_reviewed_labels_without_the_explicit_choice(do
     expert = labels.data.copy()
     proposal = np.zeros(SHAPE, np.uint8)  # a model that sees nothing
     inject(widget, "case0", proposal)
-    pred = viewer.layers["case0 prediction"]
+    pred = viewer.layers["case0 pred"]
     ys, xs = np.meshgrid(np.arange(2, 6), np.arange(2, 7), indexing="ij")
     pred.data_setitem((np.full(20, 7), ys.ravel(), xs.ravel()), 1)  # the user paints 20 voxels on slice 7
     go_to_slice(viewer, 7)
@@ -72,7 +72,7 @@ def test_a_merge_never_overwrites_reviewed_labels_without_the_explicit_choice(do
     np.testing.assert_array_equal(labels.data[strokes], 1)
     np.testing.assert_array_equal(labels.data[~strokes], expert[~strokes])  # the expert's voxels stay
     assert record.count == int((expert[strokes] != 1).sum())
-    assert record.old.dtype == np.uint8 and record.changed.nbytes <= strokes.sum() // 8 + 1  # compact record
+    assert record.labels.old.dtype == np.uint8 and record.labels.changed.nbytes <= strokes.sum() // 8 + 1  # compact
 
     widget.corrections.undo()
     np.testing.assert_array_equal(labels.data, expert)
@@ -90,7 +90,7 @@ def test_merged_predictions_refresh_again_and_unreviewed_slices_take_the_predict
     proposal = np.zeros(SHAPE, np.uint8)
     proposal[:, 10:14, 10:14] = 1
     inject(widget, "case0", proposal)
-    pred = viewer.layers["case0 prediction"]
+    pred = viewer.layers["case0 pred"]
     pred.data_setitem((np.array([5]), np.array([0]), np.array([0])), 1)  # a stroke on slice 5
     widget.merge_prediction(pred, whole=True)
     np.testing.assert_array_equal(labels.data[2], proposal[2])  # not reviewed: the prediction
@@ -104,9 +104,10 @@ def test_merged_predictions_refresh_again_and_unreviewed_slices_take_the_predict
     np.testing.assert_array_equal(pred.data, newer)  # every correction merged: the layer refreshes again
 
     # an image without labels: the merge makes '<image> labels' with the merged slice reviewed
+    widget.show_case("case1")
     inject(widget, "case1", proposal)
     go_to_slice(viewer, 4)
-    widget.merge_prediction(viewer.layers["case1 prediction"], whole=False)
+    widget.merge_prediction(viewer.layers["case1 pred"], whole=False)
     made = viewer.layers["case1 labels"]
     np.testing.assert_array_equal(made.data[4], proposal[4])
     assert not made.data[np.arange(16) != 4].any()
@@ -139,11 +140,11 @@ def test_the_ranking_lists_only_unreviewed_slabs_spread_and_explained(dock):
 def test_result_layers_show_the_disagreement_and_never_hide_the_labels(dock):
     viewer, widget = dock
     d = inject(widget, "case0", np.zeros(SHAPE, np.uint8))
-    dis, pred = viewer.layers["case0 disagreement"], viewer.layers["case0 prediction"]
+    dis, pred = viewer.layers["case0 unsure"], viewer.layers["case0 pred"]
     assert dis.contrast_limits[1] == pytest.approx(np.percentile(d, 99.5), rel=1e-3) and dis.contrast_limits[1] < 1
     names = [la.name for la in viewer.layers]
-    assert names.index("case0") < names.index("case0 prediction") < names.index("case0 labels")
-    assert pred.opacity == 0.5 and "99.5th percentile" in widget.next.legend.text()
+    assert names.index("case0") < names.index("case0 pred") < names.index("case0 labels")
+    assert pred.contour > 0 and not dis.visible and "99.5th percentile" in widget.next.legend.text()
 
 
 def test_only_images_in_view_get_result_layers(dock, qtbot):
@@ -153,9 +154,9 @@ def test_only_images_in_view_get_result_layers(dock, qtbot):
     inject(widget, "case1", np.zeros(SHAPE, np.uint8))
     assert len(viewer.layers) == n  # a hidden image's results wait in the session
     viewer.layers["case1"].visible = True
-    assert "case1 prediction" not in viewer.layers  # queued: one layer per turn of the event loop
-    qtbot.waitUntil(lambda: "case1 disagreement" in viewer.layers, timeout=5000)
-    assert "case1 prediction" in viewer.layers
+    assert "case1 pred" not in viewer.layers  # queued: one layer per turn of the event loop
+    qtbot.waitUntil(lambda: "case1 unsure" in viewer.layers, timeout=5000)
+    assert "case1 pred" in viewer.layers
 
 
 def test_statistics_follow_each_labels_layers_own_edits(dock, monkeypatch):
@@ -167,7 +168,7 @@ def test_statistics_follow_each_labels_layers_own_edits(dock, monkeypatch):
     monkeypatch.setattr(LabelStats, "of", classmethod(lambda cls, a: calls.append("of") or real_of(cls, a)))
     monkeypatch.setattr(LabelStats, "update", lambda self, a, s: calls.append(sorted(s)) or real_update(self, a, s))
     inject(widget, "case0", np.zeros(SHAPE, np.uint8))  # the plugin's own layers are not followed
-    pred = viewer.layers["case0 prediction"]
+    pred = viewer.layers["case0 pred"]
     pred.data_setitem((np.array([1]), np.array([1]), np.array([1])), 1)
     assert calls == []
     viewer.layers["case0 labels"].data_setitem((np.array([6]), np.array([1]), np.array([1])), 1)
@@ -194,11 +195,11 @@ def test_a_ranked_row_of_a_hidden_image_adds_its_layers_one_event_loop_turn_apar
     viewer, widget = dock
     viewer.layers["case1"].visible = False
     inject(widget, "case1", np.zeros(SHAPE, np.uint8))
-    assert "case1 prediction" not in viewer.layers  # hidden images get no layers
+    assert "case1 pred" not in viewer.layers  # hidden images get no layers
     widget.next.ranking.cellClicked.emit(0, 0)
-    assert viewer.layers.selection.active.name == "case1 prediction"
-    assert "case1 disagreement" not in viewer.layers  # not in the same turn as the prediction layer
-    qtbot.waitUntil(lambda: "case1 disagreement" in viewer.layers, timeout=2000)
+    assert viewer.layers.selection.active.name == "case1 pred"
+    assert "case1 unsure" not in viewer.layers  # not in the same turn as the prediction layer
+    qtbot.waitUntil(lambda: "case1 unsure" in viewer.layers, timeout=2000)
 
 
 def test_new_result_layers_leave_the_users_selection_alone(dock, qtbot):
@@ -207,11 +208,12 @@ def test_new_result_layers_leave_the_users_selection_alone(dock, qtbot):
     viewer.layers.selection.active = mine  # the user paints
     inject(widget, "case0", np.zeros(SHAPE, np.uint8))  # two new layers: napari selects each
     assert viewer.layers.selection.active is mine
+    widget.show_case("case1", select=False)  # the user looks at case1, the selection stays
     d = np.zeros(SHAPE, np.float32)
     widget._show(ImageResult("case1", np.zeros(SHAPE, np.uint8), d, slice_means(d), 0.0, 1))
     widget.results.show_next()
-    assert viewer.layers.selection.active is viewer.layers["case1 prediction"]  # napari's choice, for a moment
+    assert viewer.layers.selection.active is viewer.layers["case1 pred"]  # napari's choice, for a moment
     viewer.layers.selection.active = viewer.layers["case1"]  # the user clicks a layer before it is given back
-    qtbot.waitUntil(lambda: "case1 disagreement" in viewer.layers, timeout=5000)
+    qtbot.waitUntil(lambda: "case1 unsure" in viewer.layers, timeout=5000)
     qtbot.wait(50)
     assert viewer.layers.selection.active is viewer.layers["case1"]  # the user's own choice stays

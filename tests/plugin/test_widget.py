@@ -34,18 +34,16 @@ def test_training_produces_results_without_touching_user_labels(dock, qtbot, not
     assert f is not None and f.iteration == 2 and not f.stopped
     assert f.checkpoint is not None and f.checkpoint.is_file()
     assert (f.checkpoint.parent / "reviewed.json").is_file()  # the run keeps what was reviewed
-    for image in ("case0", "case1"):
-        pred = viewer.layers[f"{image} prediction"]
-        dis = viewer.layers[f"{image} disagreement"]
-        assert (role(pred), role(dis), source(pred)) == ("prediction", "disagreement", image)
-        assert pred.data.shape == dis.data.shape == viewer.layers[image].data.shape
-        assert tuple(pred.scale) == tuple(dis.scale) == (2.0, 1.0, 1.0)
-        assert 0 <= dis.data.min() and dis.data.max() <= 1 and dis.blending == "additive"
-    assert len(viewer.layers) == n_layers + 4
+    pred, dis = viewer.layers["case0 pred"], viewer.layers["case0 unsure"]  # the case in view
+    assert (role(pred), role(dis), source(pred)) == ("prediction", "disagreement", "case0")
+    assert pred.data.shape == dis.data.shape == viewer.layers["case0"].data.shape
+    assert tuple(pred.scale) == tuple(dis.scale) == (2.0, 1.0, 1.0)
+    assert 0 <= dis.data.min() and dis.data.max() <= 1 and not dis.visible
+    assert len(viewer.layers) == n_layers + 2 and "case1" in widget.session.results.latest  # case1: when shown
     np.testing.assert_array_equal(viewer.layers["case0 labels"].data, before)
     # the new result layers leave the user's brush on their labels (given back at the next event-loop turn)
     qtbot.waitUntil(lambda: getattr(viewer.layers.selection.active, "name", None) == "case0 labels", timeout=2000)
-    assert widget.run.progress.value() == 2 and "ETA" in widget.run.progress.format()
+    assert widget.run.progress.value() == 2 and "finished" in widget.run.progress.format()  # no stale ETA
     assert len(widget.run.curves.iterations) >= 2
     assert widget.settings.warm_start.value and widget.model_box.save_button.isEnabled()
     assert widget.control._trainer is None  # the finished run holds no trainer, optimizer or volumes
@@ -56,7 +54,7 @@ def test_training_produces_results_without_touching_user_labels(dock, qtbot, not
     widget.next.ranking.cellClicked.emit(row, 0)
     layer = viewer.layers[image]
     assert round(layer.world_to_data(viewer.dims.point)[0]) == index
-    assert viewer.layers.selection.active.name == f"{image} prediction"
+    assert viewer.layers.selection.active.name == f"{image} pred"
     other = "case1" if image == "case0" else "case0"
     assert layer.visible and not viewer.layers[other].visible
 
@@ -70,7 +68,7 @@ def test_stop_ends_training_early_and_keeps_a_checkpoint(dock, qtbot):
     wait_done(qtbot, widget)
     f = widget.last_finished
     assert f.stopped and f.iteration < 100_000 and f.checkpoint.is_file()
-    assert "case0 prediction" in viewer.layers  # final predictions after Stop
+    assert "case0 pred" in viewer.layers  # final predictions after Stop
 
 
 def test_event_loop_keeps_running_during_training(dock, qtbot, capsys, monkeypatch):
@@ -111,8 +109,8 @@ def test_event_loop_keeps_running_during_training(dock, qtbot, capsys, monkeypat
               f"mean {gaps.mean() * 1000:.1f} ms, {int((gaps > 0.1).sum())} gaps over 100 ms)")
     assert len(ticks) > 20
     assert gaps.max() < 2.0
-    assert sorted(added) == ["case0 disagreement", "case0 prediction", "case1 disagreement", "case1 prediction"]
-    assert len(on_gui) == 4 and not any(on_gui)  # 2 refreshes × 2 images, none on the GUI thread
+    assert sorted(added) == ["case0 pred", "case0 unsure"]  # the case in view only
+    assert len(on_gui) == 3 and not any(on_gui)  # the case in view at iteration 2, both at the end; none on the GUI
 
 
 def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_path, notes):
@@ -127,7 +125,7 @@ def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_pa
     assert widget.model_box.load(saved)
     widget.predict()
     wait_done(qtbot, widget)
-    assert "case0 prediction" in viewer.layers and "case1 disagreement" in viewer.layers
+    assert "case0 pred" in viewer.layers and set(widget.session.results.latest) == {"case0", "case1"}
     assert widget.run.progress.format() == "idle"  # no stale bar after a predict
     assert widget.settings.warm_start.value
     widget.settings.set(run_folder=str(tmp_path / "run2"))
@@ -215,7 +213,7 @@ def test_no_unlabeled_image_trains_supervised_only_and_says_so(dock, qtbot, note
     wait_done(qtbot, widget)
     assert any(m.startswith("no unlabeled image") for _, m in notes)
     assert not errors(notes), notes
-    assert "case0 prediction" in viewer.layers
+    assert "case0 pred" in viewer.layers
 
 
 def test_image_deleted_while_training(dock, qtbot, notes):
@@ -225,7 +223,7 @@ def test_image_deleted_while_training(dock, qtbot, notes):
     viewer.layers.remove("case1")
     wait_done(qtbot, widget)
     assert not errors(notes), notes
-    assert "case1 prediction" not in viewer.layers and "case0 prediction" in viewer.layers
+    assert "case1 pred" not in viewer.layers and "case0 pred" in viewer.layers
     assert any("case1" in m and "no longer in the viewer" in m for _, m in notes)
 
 
@@ -271,7 +269,7 @@ def test_2d_image_trains_with_the_2d_unet(make_napari_viewer, qtbot, tmp_path, n
     wait_done(qtbot, widget)
     assert not errors(notes), notes
     assert widget.session.model.ndim == 2
-    assert viewer.layers["slide prediction"].data.shape == (48, 48)
+    assert viewer.layers["slide pred"].data.shape == (48, 48)
     # the labeled slide is reviewed whole: only the other one is suggested
     assert widget.next.ranking.rowCount() == 1 and widget.next.ranking.item(0, 1).text() == "slide2"
     assert widget.next.ranking.item(0, 2).text() == "—"
@@ -325,7 +323,7 @@ def test_the_precision_that_ran_is_said_after_the_run_and_before_the_next(dock, 
     widget.start()
     wait_done(qtbot, widget)
     status = widget.run.status.text()
-    assert "ran in fp32: " in status and "continued in fp32 from iteration 3" in status, status
+    assert "ran in fp32 (continued in fp32 from iteration 3)" in status, status
     assert "precision auto" not in status and "bf16: self-check passed" not in status
     assert len([m for s, m in notes if "warning" in s and "switched to fp32 at iteration 3" in m]) == 1
     assert "precision fp32: 3 bf16 steps gave a non-finite" in widget.settings.plan.text()  # the next run's verdict
@@ -406,4 +404,4 @@ def test_a_refresh_during_training_predicts_the_slab_in_view_first(dock, qtbot, 
     assert [(r.name, r.iteration, r.rows) for r in final] == [("case0", 4, None), ("case1", 4, None)]
     assert coverage[0].startswith("Ranks the 0 of 2 images predicted whole")
     assert widget.next.coverage.text() == "Ranks all 2 image(s)."
-    assert viewer.layers["case1 prediction"].data.shape == viewer.layers["case1"].data.shape
+    assert viewer.layers["case1 pred"].data.shape == viewer.layers["case1"].data.shape

@@ -1,0 +1,83 @@
+"""What the low-label options cost the training step: its time with each option (and all together) against
+without, in one process on the same data, the variants' steps interleaved in blocks so a shared machine's load
+falls on all alike.
+
+Variants: ``off`` (today's defaults), ``intensity`` (augment_intensity), ``spatial`` (augment_spatial), ``mixing``
+(mix_probability 1), ``reviewed`` (labeled_sampling), ``all``. Data: the first 4 labeled and 4 unlabeled la_half
+scans, patch 32x64x64, batch 2 + 2 (the speed benchmark's). Reported: median seconds per step, its ratio to
+``off`` (the goal: at most 1.10), and the milliseconds of sampling a batch alone.
+
+    python benchmarks/augment_speed.py --steps 5 --rounds 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from speed import PATCH, WARMUP, data
+
+from napari_dmd.config import PRECISIONS, TrainConfig
+from napari_dmd.precision import machine_name
+from napari_dmd.training import Trainer
+
+ON = {"augment_intensity": 0.3, "augment_spatial": 0.2, "mix_probability": 1.0, "labeled_sampling": "reviewed"}
+VARIANTS = {"off": {}, "intensity": {"augment_intensity": ON["augment_intensity"]},
+            "spatial": {"augment_spatial": ON["augment_spatial"]}, "mixing": {"mix_probability": 1.0},
+            "reviewed": {"labeled_sampling": "reviewed"}, "all": ON}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=5, help="steps of a variant per block")
+    ap.add_argument("--rounds", type=int, default=4, help="blocks per variant (interleaved)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto")
+    ap.add_argument("--threads", type=int, help="CPU threads of torch (default torch's)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/augment_speed.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lab, unl = data()
+    total = WARMUP + args.steps * args.rounds
+    trainers = {name: Trainer(lab, unl, TrainConfig(iterations=total, patch_size=PATCH, device=args.device,
+                                                    precision=args.precision, **opts))
+                for name, opts in VARIANTS.items()}
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for t in trainers.values():
+        for i in range(WARMUP):
+            t.step(i)
+    for r in range(args.rounds):
+        for name, t in trainers.items():
+            for i in range(args.steps):
+                t0 = time.perf_counter()
+                t.step(WARMUP + r * args.steps + i)
+                if t.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    batch_ms = {}  # the sampler's part alone (what the augmentations add), steadier than a step on a busy machine
+    for name, t in trainers.items():
+        t0 = time.perf_counter()
+        for _ in range(20):
+            t.sampler.batch(t.labeled_batch, t.unlabeled_batch)
+        batch_ms[name] = (time.perf_counter() - t0) / 20 * 1000
+    base = float(np.median(times["off"]))
+    rows = [{"variant": name, "options": VARIANTS[name], "median_s_per_step": float(np.median(ts)),
+             "ratio_to_off": float(np.median(ts)) / base, "steps": len(ts), "batch_ms": batch_ms[name]}
+            for name, ts in times.items()]
+    device = trainers["off"].device
+    result = {"patch": PATCH, "batch": "2 labeled + 2 unlabeled", "precision": trainers["off"].precision.describe(),
+              "threads": torch.get_num_threads(), "machine": machine_name(device), "variants": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"machine: {result['machine']}, precision {result['precision']}, {result['threads']} threads")
+    print("| variant | s/step (median) | × off | sampling a batch (ms) |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['median_s_per_step']:.3f} | {r['ratio_to_off']:.3f} | {r['batch_ms']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
