@@ -13,6 +13,7 @@ from napari_dmd.jobs import (
     Refreshed,
     Started,
     TrainJob,
+    View,
     _failure,
     predict_only,
     train_and_predict,
@@ -32,14 +33,21 @@ def job(tmp_path, **kw):
     return TrainJob(data, replace(CONFIG, **kw), RunOptions(refresh_every=1), run_dir=tmp_path)
 
 
-def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
+def viewing(image: str = "a") -> Control:
+    """A run's control with the dock looking at ``image``."""
     control = Control()
+    control.look_at(View(image, 3))
+    return control
+
+
+def test_messages_in_order_and_patch_remembered_by_the_model(tmp_path):
+    control = viewing()
     msgs = list(train_and_predict(job(tmp_path), control))
     kinds = [type(m).__name__ for m in msgs]
-    assert kinds[0] == "Started" and kinds[-1] == "Finished" and control.done.is_set()
+    assert kinds[:2] == ["Preparing", "Started"] and kinds[-1] == "Finished" and control.done.is_set()
     assert kinds.count("Predicting") == 2 and control._trainer is None  # the finished run holds no trainer
-    assert kinds.count("Refreshed") == 2 and kinds.count("ImageResult") == 4  # 2 refreshes × 2 images
-    started, finished = msgs[0], msgs[-1]
+    assert kinds.count("Refreshed") == 2 and kinds.count("ImageResult") == 3  # the case in view, then both
+    started, finished = msgs[1], msgs[-1]
     assert isinstance(started, Started) and started.labeled == 1 and started.unlabeled == 1
     assert isinstance(finished, Finished) and finished.iteration == 2 and finished.checkpoint.is_file()
     assert finished.model.config.patch_size == started.plan.patch  # saved models know their patch
@@ -117,11 +125,11 @@ def test_the_measured_speed_leaves_the_predictions_out(tmp_path, monkeypatch):
         return predict(*args, **kwargs)
 
     monkeypatch.setattr(inference, "predict", slow)
-    msgs = list(train_and_predict(job(tmp_path), Control()))  # 2 iterations, a refresh after each
+    msgs = list(train_and_predict(job(tmp_path), viewing()))  # 2 iterations, a refresh after each
     speed, last = msgs[-1].speed, [m for m in msgs if isinstance(m, Progress)][-1]
     assert speed.precision == "fp32" and speed.setup_s > 0
-    # the refresh after iteration 1 (2 images, ≥ 0.5 s each) is in the engine's elapsed time, not in the speed
-    assert speed.iteration_s <= last.elapsed / 2 - 0.45
+    # the refresh after iteration 1 (the case in view, ≥ 0.5 s) is in the engine's elapsed time, not in the speed
+    assert speed.iteration_s <= (last.elapsed - 0.45) / 2
     assert speed.predict_mvoxel_s * 2 * cube_case(0)[0].size / 1e6 >= 1.0
 
 
@@ -151,5 +159,5 @@ def test_predictions_during_a_run_reuse_the_training_volumes_statistics(tmp_path
     computed = []
     of = IntensityStats.of.__func__
     monkeypatch.setattr(IntensityStats, "of", classmethod(lambda cls, image: computed.append(1) or of(cls, image)))
-    msgs = list(train_and_predict(job(tmp_path), Control()))  # 2 iterations, both images predicted after each
-    assert sum(isinstance(m, ImageResult) for m in msgs) == 4 and len(computed) == 2  # once per image
+    msgs = list(train_and_predict(job(tmp_path), viewing()))  # 2 iterations: the case in view, then both
+    assert sum(isinstance(m, ImageResult) for m in msgs) == 3 and len(computed) == 2  # once per image

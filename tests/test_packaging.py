@@ -141,10 +141,11 @@ def test_engine_dependencies_are_declared_and_hold_no_gui(src, wheel):
     assert core & gui == set(), "the engine must install without napari or Qt"
 
 
-def test_every_import_is_declared_with_the_napari_extra(src, wheel):
-    """The plugin's imports, and the engine's deferred ones (the napari demo), come with napari-dmd[napari]."""
+def test_every_import_is_declared_with_the_napari_or_export_extra(src, wheel):
+    """The plugin's imports, and the engine's deferred ones (the napari demo, ONNX export), come with
+    napari-dmd[napari] or napari-dmd[export]."""
     every = _imports(list((src / "napari_dmd").rglob("*.py")), module_level=False)
-    assert _distributions(every) - _declared(wheel, "napari") == set()
+    assert _distributions(every) - _declared(wheel, "napari") - _declared(wheel, "export") == set()
 
 
 def test_metadata_is_declared_once_in_setup_cfg(src, wheel):

@@ -111,7 +111,7 @@ def test_start_to_finished_without_qt(tmp_path):
     job = s.begin_run(config_of, RunOptions(refresh_every=1000), folder=str(tmp_path / "run"))
     assert s.class_names == ("background", "class 1") and job.config.num_classes == 2
     messages = list(train_and_predict(job, Control()))
-    started, finished = messages[0], messages[-1]
+    started, finished = messages[1], messages[-1]  # after 'Preparing'
     assert isinstance(started, Started) and started.plan.patch == (16, 16, 16)
     assert isinstance(finished, Finished) and not finished.stopped
     assert sum(isinstance(m, ImageResult) for m in messages) == 2  # the final refresh: both images

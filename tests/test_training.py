@@ -7,6 +7,7 @@ from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.config import TrainConfig
 from napari_dmd.data import PatchSampler, Volume, VoxelPicker
 from napari_dmd.errors import CheckpointError, DataError
+from napari_dmd.outputs import LOCK, MANIFEST
 from napari_dmd.review import Reviewed
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
@@ -35,7 +36,8 @@ def test_run_reports_every_step_and_checkpoints(tiny_cases, tmp_path):
     assert reports[0].loss == pytest.approx(reports[0].sup_loss + 4.0 * reports[0].distill_loss, rel=1e-5)
     assert load_model(tmp_path / CHECKPOINT_NAME).iteration == 4
     assert (tmp_path / "config.json").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    hidden = {p.name for p in tmp_path.iterdir() if p.name.startswith(".")}
+    assert hidden <= {MANIFEST, LOCK}  # no temporary files left, only the output guard's files
 
 
 def test_lambda_is_constant_or_ramped_up_over_the_models_iterations(tiny_cases):
