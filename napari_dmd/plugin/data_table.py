@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..session import Session
@@ -29,6 +30,7 @@ class TrainingTable(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a cut name keeps its case number, a cut Info its end
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
@@ -52,6 +54,7 @@ class TrainingTable(QTableWidget):
                 widget.blockSignals(True)
                 widget.setChecked(value) if widget is use else widget.setCurrentText(value)
                 widget.blockSignals(False)
+            combo.setToolTip(f"labels of '{name}': {paired or 'none'}")
             text = session.info(name, paired)
             item = QTableWidgetItem(text)
             item.setToolTip(f"{'×'.join(map(str, session.images[name].shape))} · {text}")
@@ -75,7 +78,9 @@ class TrainingTable(QTableWidget):
             use = QCheckBox(enabled=not self._busy)
             use.toggled.connect(lambda checked, n=name: self._include(n, checked))
             self.setCellWidget(r, 0, use)
-            self.setItem(r, 1, QTableWidgetItem(name))
+            item = QTableWidgetItem(name)
+            item.setToolTip(name)
+            self.setItem(r, 1, item)
             combo = QComboBox(enabled=not self._busy)
             combo.addItems([NONE] + labels)
             combo.currentTextChanged.connect(lambda text, n=name: self._pair(n, None if text == NONE else text))
