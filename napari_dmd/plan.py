@@ -88,14 +88,14 @@ SELF_CHECK_S = {"cpu": (20, 60), "cuda": (5, 20)}  # how long the precision self
 def preparing_text(config: TrainConfig, shapes: list[tuple[int, ...]], spacing: tuple[float, ...] | None) -> str:
     """What a run does before its first iteration (on images of ``shapes`` and ``spacing``): set up, and once per
     machine and network the precision self-check, with how long it takes."""
+    setting_up = "Setting up the networks…"
     try:
         patch = config.patch_size or choose_patch(shapes, config.spacing or spacing)
         plan = Plan.of_config(config, resolve_device(config.device), tuple(patch))
-        known = plan.known_precision()
-    except (DataError, RuntimeError, ValueError):
-        known = True
-    if known is not None:
-        return "Setting up the networks…"
+        if plan.known_precision() is not None:
+            return setting_up
+    except (DataError, RuntimeError, ValueError):  # the Trainer says what is wrong, in one line
+        return setting_up
     lo, hi = SELF_CHECK_S.get(plan.device.type, SELF_CHECK_S["cpu"])
     asked = "bf16 or fp16" if plan.precision == "auto" else plan.precision
     return (f"Checking once whether this machine computes {asked} correctly: about {lo}-{hi} s, then the verdict "

@@ -161,3 +161,15 @@ def test_predictions_during_a_run_reuse_the_training_volumes_statistics(tmp_path
     monkeypatch.setattr(IntensityStats, "of", classmethod(lambda cls, image: computed.append(1) or of(cls, image)))
     msgs = list(train_and_predict(job(tmp_path), viewing()))  # 2 iterations: the case in view, then both
     assert sum(isinstance(m, ImageResult) for m in msgs) == 3 and len(computed) == 2  # once per image
+
+
+def test_the_self_check_is_announced_with_its_duration(tmp_path, monkeypatch):
+    from napari_dmd.plan import preparing_text
+
+    monkeypatch.setenv("NAPARI_DMD_CACHE", str(tmp_path))  # no verdict cached on this machine yet
+    shapes = [(16, 32, 32)]
+    assert preparing_text(replace(CONFIG, precision="fp32"), shapes, None) == "Setting up the networks…"
+    text = preparing_text(replace(CONFIG, precision="bf16"), shapes, None)
+    assert text.startswith("Checking once whether this machine computes bf16 correctly: about 20-60 s")
+    assert preparing_text(replace(CONFIG, precision="bf16", patch_size=None), shapes, (0.0, 1.0, 1.0)) == \
+        "Setting up the networks…"  # data the Trainer refuses: it says why
