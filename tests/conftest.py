@@ -1,7 +1,12 @@
 """Fixtures shared by the engine tests."""
 import pytest
+from cli_helpers import GEOM
 
-from synthetic import make_case
+from napari_dmd.checkpoint import ModelPair, save_model
+from napari_dmd.config import TrainConfig
+from napari_dmd.runtime import resolve_device
+
+from synthetic import make_case, write_dataset
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -17,3 +22,17 @@ def precision_cache(tmp_path_factory):
 def tiny_cases():
     """Three labeled-able binary cases of 16×24×24 voxels."""
     return [make_case(s) for s in range(3)]
+
+
+@pytest.fixture
+def data(tmp_path):
+    """images/case0..2 (case0, case1 labeled, 3 classes), labels/, truth/ (all three)."""
+    return write_dataset(tmp_path, GEOM)
+
+
+@pytest.fixture
+def model(tmp_path):
+    """An untrained 3-class checkpoint (no training needed to test predict's refusals)."""
+    pair = ModelPair.create(TrainConfig(num_classes=3, patch_size=(16, 16, 16), precision="fp32"), 3,
+                            resolve_device("cpu"))
+    return save_model(pair, tmp_path / "untrained" / "model.pt")

@@ -8,14 +8,13 @@ import time
 
 import numpy as np
 import pytest
+from cli_helpers import GEOM
 
 from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.cli import main
 from napari_dmd.io import Geometry, read_image, write_image
 
 from synthetic import make_case, write_dataset
-
-GEOM = Geometry(spacing=(0.8, 0.8, 2.0), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
 
 
 @pytest.fixture

@@ -8,44 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_helpers import FAST, GEOM, run
 
-from napari_dmd import checkpoint, cli, io
+from napari_dmd import checkpoint, io
 from napari_dmd.checkpoint import ModelPair, load_checkpoint, load_model, save_model
 from napari_dmd.config import TrainConfig
 from napari_dmd.errors import CheckpointError, DataError
-from napari_dmd.io import Geometry, read_image, write_image
+from napari_dmd.io import read_image, write_image
 from napari_dmd.outputs import locked
 from napari_dmd.review import sidecar_path
 from napari_dmd.runtime import resolve_device
-
-from synthetic import write_dataset
-
-GEOM = Geometry(spacing=(0.8, 0.8, 2.0), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
-FAST = ["--iterations", "1", "--patch", "16", "16", "16", "--labeled-batch", "1", "--unlabeled-batch", "1",
-        "--device", "cpu", "--precision", "fp32"]
-
-
-@pytest.fixture
-def data(tmp_path):
-    """images/case0..2 (case0, case1 labeled, 3 classes), labels/, truth/ (all three)."""
-    return write_dataset(tmp_path, GEOM)
-
-
-@pytest.fixture
-def model(tmp_path):
-    """An untrained 3-class checkpoint."""
-    pair = ModelPair.create(TrainConfig(num_classes=3, patch_size=(16, 16, 16), precision="fp32"), 3,
-                            resolve_device("cpu"))
-    return save_model(pair, tmp_path / "untrained" / "model.pt")
-
-
-def run(argv, capsys, code=0):
-    """``main(argv)`` must return ``code``; returns (stdout, stderr). Errors must be one line."""
-    assert cli.main([str(a) for a in argv]) == code
-    out, err = capsys.readouterr()
-    if code:
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return out, err
 
 
 def md5s(folder):

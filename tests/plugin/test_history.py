@@ -3,19 +3,7 @@ together; reviewed background trains; the ranking skips the slab just reviewed a
 napari's slider does; time is told within the minute limit. Results are handed to the dock directly."""
 import numpy as np
 
-from napari_dmd.jobs import ImageResult
-from napari_dmd.ranking import slice_means
-
-from plugin_helpers import SHAPE, wait_done
-
-
-def inject(widget, name, labels, disagreement=None, iteration=1):
-    """The dock receives a result as from a refresh of the worker."""
-    d = np.random.default_rng(1).random(labels.shape).astype(np.float32) * 0.3 if disagreement is None \
-        else disagreement
-    widget._show(ImageResult(name, labels, d, slice_means(d), float(d.mean()), iteration))
-    widget._fill_ranking()
-    widget.results.flush()
+from plugin_helpers import SHAPE, inject, wait_done
 
 
 def prediction_of(viewer, image):

@@ -6,17 +6,7 @@ import pytest
 from napari_dmd.jobs import ImageResult
 from napari_dmd.ranking import SCORE_HELP, slice_means
 
-from plugin_helpers import SHAPE, cube_case
-
-
-def inject(widget, name, labels, disagreement=None, iteration=1):
-    """The dock receives a result as from a refresh of the worker."""
-    d = np.random.default_rng(1).random(labels.shape).astype(np.float32) * 0.3 if disagreement is None \
-        else disagreement
-    widget._show(ImageResult(name, labels, d, slice_means(d), float(d.mean()), iteration))
-    widget._fill_ranking()
-    widget.results.flush()
-    return d
+from plugin_helpers import SHAPE, cube_case, inject
 
 
 def go_to_slice(viewer, index, scale=2.0):
