@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 LEVELS = 4  # down-sampling levels of both networks
 ANISOTROPY = 2.0  # an axis coarser than this many times the finest is not pooled
 DEFAULT_MAX_VOXELS = 64 * 128 * 128
@@ -54,8 +56,7 @@ def choose_patch(shapes: Sequence[Sequence[int]], spacing: Sequence[float] | Non
     multiple), then the axis of largest physical extent halved until the patch fits ``max_voxels``."""
     ndim = len(shapes[0])
     multiple = divisors(pooling(spacing, ndim))
-    sizes = sorted(zip(*shapes))
-    median = [(s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2 for s in sizes]
+    median = np.median(np.array(shapes), axis=0)
     patch = [max(d, int(m) // d * d) for m, d in zip(median, multiple)]
     scale = spacing or (1.0,) * ndim
     while math.prod(patch) > max_voxels:

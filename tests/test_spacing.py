@@ -33,6 +33,8 @@ def test_patch_from_data_unchanged_for_isotropic_data():
     assert choose_patch([(44, 80, 100), (44, 70, 90)]) == (32, 64, 80)
     assert choose_patch([(44, 80, 100), (44, 70, 90)], (1.25, 1.25, 1.25)) == (32, 64, 80)
     assert choose_patch([(10, 12, 12)]) == (16, 16, 16)
+    # the median per axis, axes kept in order (z larger than y and x here)
+    assert choose_patch([(200, 40, 50), (90, 70, 60), (120, 60, 40)]) == (112, 48, 48)
     assert np.prod(choose_patch([(300, 512, 512)])) <= 64 * 128 * 128
 
 
