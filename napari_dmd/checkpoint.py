@@ -42,7 +42,8 @@ class ModelPair:
         """Two networks from consecutive draws of one generator seeded with ``config.seed``, so they
         start from different weights (as in the authors' code) and a seed reproduces both."""
         torch.manual_seed(config.seed)
-        nets = tuple(build_network(ndim, out_channels(config.num_classes), config.spacing).to(device) for _ in range(2))
+        nets = tuple(build_network(ndim, out_channels(config.num_classes), config.spacing, len(config.channels)
+                                   ).to(device) for _ in range(2))
         return cls(nets, config, ndim, device)  # type: ignore[arg-type]
 
     @property
@@ -59,6 +60,11 @@ class ModelPair:
     def class_names(self) -> tuple[str, ...]:
         """Names of the classes, background first."""
         return self.config.class_names
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Names of the input channels, one per channel."""
+        return self.config.channels
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

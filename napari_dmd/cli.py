@@ -41,6 +41,7 @@ from .folders import (
     check_geometry,
     check_label_map,
     folder_images,
+    image_cases,
     infer_classes,
     load_training_data,
     reviewed_of,
@@ -172,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"the run in {args.init.parent} is finished: it is at iteration {reached} (of "
                       f"{cfg.iterations}); raise --iterations above {reached} to train it further")
                 return 0
-        data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label, args.cache)
+        data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label, args.cache,
+                                  args.channel_names or ())
         for note in data.notes:
             print(note)
         if args.ignore_label is not None and all(set(v.tolist()) <= {0} for v in data.values.values()):
@@ -201,8 +203,10 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, optio
             args.out, {n: Reviewed.from_dict(r) for n, r in data.reviewed.items()}, args.ignore_label))
     found = sorted(set().union(*(v.tolist() for v in data.values.values())))
     note = "" if data.unlabeled else " (no unlabeled image: distillation on the labeled images only)"
-    print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes, {cfg.num_classes} "
-          f"classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch} "
+    channels = trainer.config.channels
+    inputs = f", {len(channels)} channels ({', '.join(channels)})" if len(channels) > 1 else ""
+    print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes{inputs}, "
+          f"{cfg.num_classes} classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch} "
           f"({describe(trainer.config.spacing, trainer.model.nets[0].pools)}), {trainer.device}, "
           f"precision {trainer.precision.describe()}{note}", flush=True)
     progress = bar(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
@@ -245,12 +249,32 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, optio
 
 
 # ------------------------------------------------------------------ predict
-def output_path(out: Path, source: Path) -> Path:
-    """Where the prediction of ``source`` goes: same name, same format (DICOM becomes .nii.gz)."""
+def output_path(out: Path, source: Path, case: str | None = None) -> Path:
+    """Where the prediction of ``source`` goes: named as the case (default: the file's name), in the same format
+    (DICOM becomes .nii.gz)."""
     from .io import WRITABLE_EXTENSIONS, case_name, extension
 
     ext = extension(source) if source.is_file() else ""
-    return out / f"{case_name(source)}{ext if ext in WRITABLE_EXTENSIONS else '.nii.gz'}"
+    return out / f"{case or case_name(source)}{ext if ext in WRITABLE_EXTENSIONS else '.nii.gz'}"
+
+
+Case = tuple[str, list[Path]]  # a case to predict: its name and its files (one, or one per channel)
+
+
+def _cases(paths: list[Path], channels: int) -> list[Case]:
+    """The cases of the images given: one file each, or nnU-Net's channel files of a case grouped
+    (``case_0000``, ``case_0001``, ...): for a model of several channels when every name ends in ``_NNNN``, for
+    a one-channel model when every name ends in ``_0000``."""
+    from .channels import CHANNEL_FILE
+    from .io import case_name
+
+    found = [CHANNEL_FILE.match(case_name(p)) for p in paths]
+    grouped = all(found) and (channels > 1 or all(m["channel"] == "0000" for m in found if m))
+    cases = list(image_cases(paths, True).items()) if grouped and paths else [(case_name(p), [p]) for p in paths]
+    wrong = next(((c, files) for c, files in cases if len(files) > 1 and len(files) != channels), None)
+    if wrong is not None:
+        raise DataError(f"case {wrong[0]!r} has {len(wrong[1])} channel files; the model takes {channels}")
+    return cases
 
 
 def _written_by(target: Path) -> list[Path]:
@@ -269,31 +293,32 @@ def _prediction_table(out: Path, outputs: Outputs) -> dict[str, dict]:
         return {}
 
 
-def _check_outputs(paths: list[Path], targets: list[Path], out: Path, outputs: Outputs) -> None:
+def _check_outputs(cases: list[Case], targets: list[Path], out: Path, outputs: Outputs) -> None:
     """Refuse predictions that would overwrite an input, each other, or a file predict did not write."""
-    inputs = {path.resolve() for path in paths}
-    for path, target in zip(paths, targets):
+    inputs = {path.resolve() for _, paths in cases for path in paths}
+    for (_, paths), target in zip(cases, targets):
         if any(f.resolve() in inputs for f in _written_by(target)):
-            raise DataError(f"the prediction of {path.absolute()} would overwrite an input image: choose another --out")
+            raise DataError(f"the prediction of {paths[0].absolute()} would overwrite an input image: choose another "
+                            f"--out")
     if len(set(targets)) < len(targets):
         raise DataError("two input images have the same name, so their predictions would overwrite each other: "
                         "predict them into different --out folders")
     outputs.claim([out / "disagreement.csv", out / "label_next.csv", out / VOLUMES_CSV,
                    *(f for t in targets for f in _written_by(t))])
     folder = Outputs(out / "disagreement", "predict")
-    folder.claim(f for path in paths for f in _written_by(output_path(out / "disagreement", path)))
+    folder.claim(f for case, paths in cases for f in _written_by(output_path(out / "disagreement", paths[0], case)))
 
 
-def _reviews(paths: list[Path], labels: Path | None) -> dict[Path, Path]:
-    """The label file of each image that has one in ``labels``, its review record checked before any
+def _reviews(cases: list[Case], labels: Path | None) -> dict[str, Path]:
+    """The label file of each case that has one in ``labels``, its review record checked before any
     image is predicted (a malformed one is refused before anything is written)."""
-    from .io import case_name, image_shape
+    from .io import image_shape
 
     found = by_case(folder_images(labels)) if labels else {}
-    pairs = {path: found[case_name(path)] for path in paths if case_name(path) in found}
-    for path, label in pairs.items():
+    pairs = {case: (found[case], paths[0]) for case, paths in cases if case in found}
+    for label, path in pairs.values():
         reviewed_of(label, image_shape(path))
-    return pairs
+    return {case: label for case, (label, _) in pairs.items()}
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -311,23 +336,25 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace, paths: list[Path], outputs: Outputs) -> None:
     """``cmd_predict`` with ``--out`` held: each image's files are written and recorded before the next."""
     from .checkpoint import REFUSED_PATCH, load_model
+    from .folders import read_case
     from .inference import largest_components, predict
-    from .io import read_image, write_image
+    from .io import write_image
     from .structures import update_volumes_csv, volumes_table
 
-    targets = [output_path(args.out, path) for path in paths]
-    table = _prediction_table(args.out, outputs)
-    _check_outputs(paths, targets, args.out, outputs)
     model = load_model(args.model, args.device)
+    cases = _cases(paths, len(model.channels))
+    targets = [output_path(args.out, files[0], case) for case, files in cases]
+    table = _prediction_table(args.out, outputs)
+    _check_outputs(cases, targets, args.out, outputs)
     if REFUSED_PATCH in model.extra and not args.patch:
         raise DataError(f"{args.model.absolute()} was trained with patch {model.extra[REFUSED_PATCH]}, under the "
                         f"{MIN_PATCH} voxels per axis this napari-dmd accepts: give a window with --patch, e.g. "
                         f"--patch {' '.join(str(max(MIN_PATCH, p)) for p in model.extra[REFUSED_PATCH])}")
-    labels = _reviews(paths, args.labels)
+    labels = _reviews(cases, args.labels)
     maps = Outputs(args.out / "disagreement", "predict")
     slice_scores, reviewed = {}, {}
-    for path, target in bar(list(zip(paths, targets)), desc="predicting", unit="vol"):
-        image, geometry = read_image(path)
+    for (case, files), target in bar(list(zip(cases, targets)), desc="predicting", unit="vol"):
+        image, geometry = read_case(files, model.channels if len(files) > 1 else ())
         update, done = windows(target.name)
         pred = predict(model, image, tuple(args.patch) if args.patch else None,
                        tuple(args.stride) if args.stride else None, args.batch_size, progress=update,
@@ -338,15 +365,15 @@ def _predict(args: argparse.Namespace, paths: list[Path], outputs: Outputs) -> N
         outputs.wrote(*_written_by(target))
         update_volumes_csv(args.out / VOLUMES_CSV, target.name, volumes_table(written, geometry, model.class_names))
         outputs.wrote(args.out / VOLUMES_CSV)
-        disagreement = output_path(args.out / "disagreement", path)
+        disagreement = output_path(args.out / "disagreement", files[0], case)
         write_image(disagreement, pred.disagreement, geometry)
         maps.wrote(*_written_by(disagreement))
         table[target.name] = {"case": target.name, "disagreement": f"{pred.volume_score:.6f}"}
         _write_csv(args.out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
         outputs.wrote(args.out / "disagreement.csv")
         slice_scores[target.name] = pred.slice_scores
-        if path in labels:
-            reviewed[target.name] = reviewed_of(labels[path], image.shape)
+        if case in labels:
+            reviewed[target.name] = reviewed_of(labels[case], image.shape)
     _write_label_next(args.out / "label_next.csv", slice_scores, reviewed)
     outputs.wrote(args.out / "label_next.csv")
     print(f"{len(slice_scores)} predictions in {args.out}; the slices to label next are in "
@@ -528,6 +555,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, config.json), new or resumed")
     p.add_argument("--classes", type=int, help="number of classes with background (default: from the labels)")
     p.add_argument("--class-names", nargs="+", help="names of the classes, background first")
+    p.add_argument("--channel-names", nargs="+", help="names of the image channels (modalities), in channel order "
+                   "(default: 'image' for one, 'channel 0', 'channel 1', ... for several); a case's channels are "
+                   "one colour, vector or 4D file, or nnU-Net's channel files case_0000, case_0001, ...")
     p.add_argument("--ignore-label", type=int,
                    help="label value of voxels that are not supervised (not reviewed); it must not be a class")
     p.add_argument("--cache", type=Path, metavar="DIR",

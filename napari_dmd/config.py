@@ -13,6 +13,7 @@ from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from .augment import ROTATION_DEGREES, SCALE
+from .channels import SINGLE
 
 CHECKPOINT_NAME = "model.pt"  # what a run folder holds: the checkpoint, the settings and the per-step log
 CONFIG_NAME = "config.json"
@@ -106,11 +107,13 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
 class TrainConfig:
     """Hyper-parameters of a DMD run. Sizes are in array axis order (z, y, x).
 
-    ``num_classes`` and ``class_names`` come from the data, not from a form or a flag.
+    ``num_classes``, ``class_names``, ``channels`` (the names of the input channels, one per channel) and
+    ``spacing`` come from the data, not from a form or a flag.
     """
 
     num_classes: int = 2
     class_names: tuple[str, ...] = ()
+    channels: tuple[str, ...] = SINGLE
     spacing: tuple[float, ...] | None = None  # the data's voxel spacing (z y x), which sets the pooling per axis
     iterations: int = setting(6000, "training iterations (steps); a resumed run may raise it", level="basic",
                               minimum=1)
@@ -167,6 +170,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names) or default_class_names(self.num_classes)
+        self.channels = tuple(self.channels) or SINGLE
         if self.patch_size is not None:
             self.patch_size = tuple(int(s) for s in self.patch_size)
         problems = []
@@ -206,6 +210,7 @@ class TrainConfig:
         """Plain values, for checkpoints and run folders."""
         d = asdict(self)
         d["class_names"] = list(self.class_names)
+        d["channels"] = list(self.channels)
         d["patch_size"] = list(self.patch_size) if self.patch_size else None
         d["spacing"] = list(self.spacing) if self.spacing else None
         return d

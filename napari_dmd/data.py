@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .augment import Augmentation, Warp
+from .channels import Channels
 from .errors import DataError
 
 NORMALIZATION = "percentile-0.5-99.5-zscore"
@@ -105,6 +106,12 @@ class IntensityStats:
         return x
 
 
+def normalised(blocks: list[np.ndarray], stats: tuple[IntensityStats, ...]) -> np.ndarray:
+    """The same region of each channel (``Channels.crop``), each normalised with its own statistics, stacked
+    channel first as a new float32 array (C, *region)."""
+    return np.stack([s.apply(b) for s, b in zip(stats, blocks)])
+
+
 def normalize_intensity(image: np.ndarray) -> np.ndarray:
     """The whole image normalised as float32 (``IntensityStats``): for small images and tests; large ones are
     normalised block by block."""
@@ -116,19 +123,23 @@ def label_dtype(top: int) -> np.dtype:
     return next(np.dtype(t) for t in (np.uint8, np.int16, np.int32, np.int64) if top <= np.iinfo(t).max)
 
 
-def _check_image(image: np.ndarray, who: str) -> None:
-    """``DataError`` for an image that cannot train: wrong shape or type, NaN or infinite values, constant.
-    Float images are checked block by block (no full-size copy); integer ones hold only finite values."""
+def _check_image(image: Channels, who: str) -> None:
+    """``DataError`` for an image that cannot train: wrong shape or type, NaN or infinite values, every channel
+    constant. Float channels are checked block by block (no full-size copy); integer ones hold only finite
+    values."""
     if image.ndim not in (2, 3) or min(image.shape) < 1:
-        raise DataError(f"{who} has shape {image.shape}: expected a 2D image or a 3D volume with one channel")
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
-        raise DataError(f"{who} has data type {image.dtype}: expected real numbers")
-    if np.issubdtype(image.dtype, np.floating):
-        bad = sum(image[s].size - int(np.count_nonzero(np.isfinite(image[s]))) for s in slabs(image.shape))
-        if bad:
-            raise DataError(f"{who} holds {bad} NaN or infinite values: replace them before training")
-    if image.max() == image.min():
-        raise DataError(f"{who} is constant (every voxel {image.flat[0]}): there is nothing to learn from it")
+        raise DataError(f"{who} has shape {image.shape}: expected a 2D image or a 3D volume per channel")
+    for name, channel in zip(image.names, image.arrays):
+        which = who if image.count == 1 else f"channel {name!r} of {who}"
+        if not (np.issubdtype(channel.dtype, np.number) or channel.dtype == bool) or np.iscomplexobj(channel):
+            raise DataError(f"{which} has data type {channel.dtype}: expected real numbers")
+        if np.issubdtype(channel.dtype, np.floating):
+            bad = sum(channel[s].size - int(np.count_nonzero(np.isfinite(channel[s]))) for s in slabs(channel.shape))
+            if bad:
+                raise DataError(f"{which} holds {bad} NaN or infinite values: replace them before training")
+    if all(c.max() == c.min() for c in image.arrays):
+        raise DataError(f"{who} is constant (every voxel {image.arrays[0].flat[0]}): there is nothing to learn "
+                        f"from it")
 
 
 def _checked_label(label: np.ndarray, shape: tuple[int, ...], who: str) -> np.ndarray:
@@ -173,29 +184,31 @@ def normalised_float16(image: np.ndarray, stats: IntensityStats) -> np.ndarray:
 
 @dataclass
 class Volume:
-    """An image as given (in its own type, not copied) with how it is normalised (``stats``, computed on
-    first use), and, for labeled data, integer labels (in the smallest type that holds them) and, when only
-    part of it was reviewed, a mask of the reviewed voxels (they supervise, whatever their label, so a
-    reviewed background teaches "nothing here"). Patches are normalised one by one (``PatchSampler``)."""
+    """An image (its ``Channels``, each in its own type, not copied) with how each channel is normalised
+    (``stats``, computed on first use), and, for labeled data, integer labels (in the smallest type that holds
+    them) and, when only part of it was reviewed, a mask of the reviewed voxels (they supervise, whatever their
+    label, so a reviewed background teaches "nothing here"). Patches are normalised one by one
+    (``PatchSampler``)."""
 
-    image: np.ndarray
+    image: Channels
     label: np.ndarray | None = None
     mask: np.ndarray | None = None
     name: str = ""
     spacing: tuple[float, ...] | None = None
-    known_stats: IntensityStats | None = field(default=None, repr=False)  # None: computed by ``stats``
+    known_stats: tuple[IntensityStats, ...] | None = field(default=None, repr=False)  # None: computed by ``stats``
 
     @classmethod
-    def create(cls, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None,
+    def create(cls, image: np.ndarray | Channels, label: np.ndarray | None = None, mask: np.ndarray | None = None,
                name: str = "", spacing: tuple[float, ...] | None = None, compact: bool = False) -> Volume:
         """Check the input and hold it without copying it (a napari layer's data is used in place); bad input
         (NaN or infinite values, a constant image, labels that are not non-negative whole numbers, an empty
         review mask) raises ``DataError`` naming the volume. Labels all background are accepted: a reviewed
         background is valid supervision.
 
-        ``compact`` (for a caller that owns ``image``, such as the command line): a float32 or float64 image
-        is replaced by its normalised float16 copy, a half or a quarter of its size."""
-        image = np.asarray(image)
+        ``image`` is an array (one channel) or ``Channels``. ``compact`` (for a caller that owns ``image``,
+        such as the command line): each float32 or float64 channel is replaced by its normalised float16 copy,
+        a half or a quarter of its size."""
+        image = Channels.of(image)
         who = f"image {name!r}" if name else "image"
         _check_image(image, who)
         if label is not None:
@@ -205,15 +218,20 @@ class Volume:
         if spacing is not None and len(spacing) != image.ndim:
             raise DataError(f"{who}: spacing {spacing} does not have {image.ndim} values")
         stats = None
-        if compact and image.dtype.kind == "f" and image.dtype.itemsize > 2:
-            image, stats = normalised_float16(image, IntensityStats.of(image)), IntensityStats.identity()
+        if compact and any(a.dtype.kind == "f" and a.dtype.itemsize > 2 for a in image.arrays):
+            arrays, stats = [], []
+            for a in image.arrays:
+                s = IntensityStats.of(a)
+                arrays.append(normalised_float16(a, s) if a.dtype.kind == "f" and a.dtype.itemsize > 2 else a)
+                stats.append(IntensityStats.identity() if arrays[-1] is not a else s)
+            image, stats = Channels(arrays, image.names), tuple(stats)
         return cls(image, label, mask, name, tuple(map(float, spacing)) if spacing else None, stats)
 
     @property
-    def stats(self) -> IntensityStats:
-        """How the image is normalised, computed on first use (one pass over the image)."""
+    def stats(self) -> tuple[IntensityStats, ...]:
+        """How each channel is normalised, computed on first use (one pass over each channel)."""
         if self.known_stats is None:
-            self.known_stats = IntensityStats.of(self.image)
+            self.known_stats = tuple(IntensityStats.of(a) for a in self.image.arrays)
         return self.known_stats
 
     @property
@@ -319,6 +337,16 @@ class PatchSampler:
             out = np.pad(out, pad, constant_values=fill)
         return out if warp is None else warp.apply(out, self.patch, order)
 
+    def _image(self, v: Volume, corner: list[int], warp: Warp | None) -> np.ndarray:
+        """The patch at ``corner`` of every channel of ``v``, each normalised on its own, (C, *patch)."""
+        return np.stack([self._crop(a, corner, 0.0, s, warp, order=1) for a, s in zip(v.image.arrays, v.stats)])
+
+    def _intensities(self, image: np.ndarray) -> np.ndarray:
+        """The intensity augmentation of each channel of a (C, *patch) patch, on its own (in place)."""
+        for channel in image:
+            self.augmentation.intensities(channel, self.rng)
+        return image
+
     def _flip_rotate(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         square = self.patch[-1] == self.patch[-2]
         k = int(self.rng.integers(0, 4)) if square else 2 * int(self.rng.integers(0, 2))
@@ -332,7 +360,7 @@ class PatchSampler:
         return out
 
     def labeled_patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image, label, annotated mask) of one random labeled crop."""
+        """(image (C, *P), label, annotated mask) of one random labeled crop."""
         n = len(self.labeled)
         i = int(self.rng.integers(n)) if self._volume_p is None else int(self.rng.choice(n, p=self._volume_p))
         v, fg, ann = self.labeled[i], self._fg_voxels[i], self._ann_voxels[i]
@@ -344,25 +372,25 @@ class PatchSampler:
         corner = self._corner(v.image.shape, centre)
         warp = self.augmentation.warp(self.rng)
         mask = v.mask if v.mask is not None else np.broadcast_to(np.True_, v.image.shape)  # no full-size copy
-        img = self._crop(v.image, corner, 0.0, v.stats, warp, order=1)
+        img = self._image(v, corner, warp)
         lab, msk = self._crop(v.label, corner, 0, None, warp), self._crop(mask, corner, False, None, warp)
         img, lab, msk = self._flip_rotate([img, lab, msk])
-        return self.augmentation.intensities(img, self.rng), lab, msk
+        return self._intensities(img), lab, msk
 
     def unlabeled_patch(self) -> np.ndarray:
-        """The image of one random uniform crop of an unlabeled volume."""
+        """The image (C, *P) of one random uniform crop of an unlabeled volume."""
         v = self.unlabeled[int(self.rng.integers(len(self.unlabeled)))]
         corner = self._corner(v.image.shape, None)
-        img = self._crop(v.image, corner, 0.0, v.stats, self.augmentation.warp(self.rng), order=1)
-        return self.augmentation.intensities(self._flip_rotate([img])[0], self.rng)
+        img = self._image(v, corner, self.augmentation.warp(self.rng))
+        return self._intensities(self._flip_rotate([img])[0])
 
     def batch(self, n_labeled: int, n_unlabeled: int) -> dict[str, np.ndarray]:
-        """Arrays ``image`` (B, 1, *P), ``label`` and ``mask`` (n_labeled, 1, *P), labeled first."""
+        """Arrays ``image`` (B, C, *P), ``label`` and ``mask`` (n_labeled, 1, *P), labeled first."""
         lab = [self.labeled_patch() for _ in range(n_labeled)]
         unl = [self.unlabeled_patch() for _ in range(n_unlabeled)]
         images = [x[0] for x in lab] + unl
         return {
-            "image": np.stack(images)[:, None],
+            "image": np.stack(images),
             "label": np.stack([x[1] for x in lab])[:, None],
             "mask": np.stack([x[2] for x in lab])[:, None].astype(np.float32),
         }

@@ -38,20 +38,13 @@ NORMALIZATION_STEPS = ("per image and channel: replace NaN/Inf by 0; clip to the
 ONNX_MISSING = "ONNX export needs the packages onnx and onnxscript: pip install \"napari-dmd[export]\""
 
 
-def _input_channels(net: nn.Module) -> int:
-    """C: the input channels of the network's first convolution."""
-    from torch import nn
-
-    return next(m.in_channels for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
-
-
 def describe(model: ModelPair, networks: dict[str, str], fmt: str) -> dict[str, Any]:
     """What a tool needs to run the exported networks: the JSON written beside them."""
     from .heads import out_channels
     from .inference import default_stride
 
     patch = list(model.config.patch_size)
-    channels = _input_channels(model.nets[0])
+    channels = len(model.channels)
     k = out_channels(model.num_classes)
     return {
         "format": EXPORT_FORMAT,
@@ -61,7 +54,8 @@ def describe(model: ModelPair, networks: dict[str, str], fmt: str) -> dict[str, 
         "networks": networks,
         "ndim": model.ndim,
         "input": {"name": "image", "shape": ["batch", channels, *patch], "dtype": "float32",
-                  "axes": "batch, channel, " + ", ".join("zyx"[-model.ndim:]), "channels": channels},
+                  "axes": "batch, channel, " + ", ".join("zyx"[-model.ndim:]), "channels": channels,
+                  "channel_names": list(model.channels)},
         "normalization": {"name": model.normalization, "steps": NORMALIZATION_STEPS},
         "patch": patch,
         "spacing": list(model.config.spacing) if model.config.spacing else None,
@@ -136,7 +130,7 @@ def export_model(checkpoint_path: Path, out_dir: Path, fmt: str, both: bool = Fa
             warnings.simplefilter("ignore")  # the tracers' warnings about the padding branch: the size is fixed
             for net, path in zip(model.nets, paths[:-1]):
                 net.eval()  # dropout off, batch-norm running statistics
-                example = torch.zeros(1, _input_channels(net), *model.config.patch_size)
+                example = torch.zeros(1, len(model.channels), *model.config.patch_size)
                 with torch.no_grad():
                     save(net, example, path)
                 outputs.wrote(path)

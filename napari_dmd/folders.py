@@ -1,4 +1,5 @@
-"""Image folders as a training or test set: cases by name, label maps checked, review records.
+"""Image folders as a training or test set: cases by name (one file each, or nnU-Net's channel files
+``case_0000``, ``case_0001``, ... of one case), label maps checked, review records.
 
 What does not look right (two files of one case, a label off its image's grid, a label map that is
 really an image or a 0/255 mask) is refused with one line naming the file.
@@ -17,6 +18,7 @@ from .progress import bar
 from .review import SIDECAR_SUFFIX, Reviewed, load_reviewed, sidecar_path
 
 if TYPE_CHECKING:
+    from .channels import Channels
     from .data import Volume
     from .io import Geometry
 
@@ -47,6 +49,64 @@ def by_case(paths: list[Path]) -> dict[str, Path]:
             raise DataError(f"{other.name} and {p.name} in {p.parent.absolute()} are the same case {case_name(p)!r}: "
                             f"keep one of them")
     return cases
+
+
+def channel_files(paths: list[Path], label_cases: set[str]) -> bool:
+    """Whether ``paths`` are named as nnU-Net names the channels of a case (``case_0000``, ``case_0001``, ...):
+    every name ends in ``_NNNN`` and, with it cut off, names a label file, which no name does whole."""
+    from .channels import CHANNEL_FILE
+    from .io import case_name
+
+    matches = [CHANNEL_FILE.match(case_name(p)) for p in paths]
+    return bool(paths) and all(matches) and not label_cases & {case_name(p) for p in paths} \
+        and bool(label_cases & {m["case"] for m in matches if m})
+
+
+def image_cases(paths: list[Path], channels: bool) -> dict[str, list[Path]]:
+    """The files of each case: one file each, or (``channels``) the channel files ``case_0000``, ``case_0001``,
+    ... in channel order; every case needs channels 0..C-1, C the same for all, else ``DataError``."""
+    from .channels import CHANNEL_FILE
+    from .io import case_name
+
+    if not channels:
+        return {case: [path] for case, path in by_case(paths).items()}
+    found: dict[str, dict[int, Path]] = {}
+    for p in paths:
+        m = CHANNEL_FILE.match(case_name(p))
+        if m is None:
+            raise DataError(f"{p.absolute()} is not named as a channel file (case_0000, case_0001, ...) like the "
+                            f"other images of its folder")
+        other = found.setdefault(m["case"], {}).setdefault(int(m["channel"]), p)
+        if other != p:
+            raise DataError(f"{other.name} and {p.name} in {p.parent.absolute()} are the same channel of "
+                            f"{m['case']!r}: keep one of them")
+    counts = {case: len(files) for case, files in found.items()}
+    most = max(counts.values(), default=0)
+    for case, files in found.items():
+        if sorted(files) != list(range(most)):
+            have = ", ".join(f"{c:04d}" for c in sorted(files))
+            raise DataError(f"case {case!r} has channel files {have}; every case needs {most} channels, "
+                            f"{', '.join(f'{c:04d}' for c in range(most))}")
+    return {case: [files[c] for c in range(most)] for case, files in found.items()}
+
+
+def read_case(paths: list[Path], names: Sequence[str] = ()) -> tuple[Channels, Geometry]:
+    """The image of a case: the channels of one file (``io.read_channels``), or one channel per file, the
+    files checked to lie on one grid."""
+    from .channels import Channels
+    from .io import read_channels, read_image
+
+    if len(paths) == 1:
+        return read_channels(paths[0], names)
+    arrays, geometry = [], None
+    for p in paths:
+        array, g = read_image(p)
+        if geometry is None:
+            geometry = g
+        else:
+            check_geometry(paths[0], p, arrays[0].shape, array.shape, geometry, g, what="channel file")
+        arrays.append(array)
+    return Channels(arrays, names), geometry
 
 
 def _values(v: Sequence[float]) -> str:
@@ -124,17 +184,21 @@ def review_record(label_path: Path, shape: tuple[int, ...]) -> Reviewed | None:
 
 
 def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore_label: int | None = None,
-                       cache: Path | None = None) -> TrainingData:
+                       cache: Path | None = None, channel_names: Sequence[str] = ()) -> TrainingData:
     """Labeled volumes (images with a label file of the same name, restricted to what their
     ``<case>.reviewed.json`` records and to voxels not ``ignore_label``), unlabeled volumes, and
-    the label values found per file. Float images are held as normalised float16 (``Volume.create(...,
-    compact=True)``); with ``cache``, each volume is kept in that folder and opened from it memory-mapped
-    (``volume_cache``), on later runs without reading the images again."""
+    the label values found per file. An image is one file, or nnU-Net's channel files of its case
+    (``channel_files``), named ``channel_names``. Float images are held as normalised float16
+    (``Volume.create(..., compact=True)``); with ``cache``, each volume is kept in that folder and opened from
+    it memory-mapped (``volume_cache``), on later runs without reading the images again."""
     from .data import Volume
     from .io import read_image
     from .volume_cache import Built, VolumeCache
 
-    image_paths, label_paths = by_case(folder_images(images)), by_case(folder_images(labels))
+    label_paths = by_case(folder_images(labels))
+    files = folder_images(images)
+    split = channel_files(files, set(label_paths))
+    image_paths = image_cases(files, split)
     paired = sorted(set(image_paths) & set(label_paths))
     if not paired:
         raise DataError(f"no label file in {labels} has the name of an image in {images}")
@@ -162,9 +226,9 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         return got
 
     def labeled_case(case: str) -> Built | None:  # None: nothing of it is reviewed
-        img, gi = read_image(image_paths[case])
+        img, gi = read_case(image_paths[case], channel_names)
         lab, gl = read_image(label_paths[case])
-        check_geometry(image_paths[case], label_paths[case], img.shape, lab.shape, gi, gl)
+        check_geometry(image_paths[case][0], label_paths[case], img.shape, lab.shape, gi, gl)
         rec = review_record(label_paths[case], lab.shape)
         mask = None if rec is None or rec.whole else rec.mask()
         reviewed = None if mask is None else rec.to_dict()
@@ -179,13 +243,13 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         volume = Volume.create(img, lab, mask, name=case, spacing=gi.scale, compact=True)
         return volume, {"values": values, "reviewed": reviewed}
 
-    def unlabeled_case(path: Path) -> Built:
-        img, g = read_image(path)
-        return Volume.create(img, name=path.name, spacing=g.scale, compact=True), {}
+    def unlabeled_case(paths: list[Path]) -> Built:
+        img, g = read_case(paths, channel_names)
+        return Volume.create(img, name=paths[0].name, spacing=g.scale, compact=True), {}
 
     unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]
     for case in bar(paired, desc="reading labeled", unit="vol", leave=False):
-        sources = [image_paths[case], label_paths[case], sidecar_path(label_paths[case])]
+        sources = [*image_paths[case], label_paths[case], sidecar_path(label_paths[case])]
         got = cached(case, sources, lambda: labeled_case(case))  # noqa: B023 (called at once)
         if got is None:
             data.notes.append(f"nothing of {label_paths[case].name} is reviewed: {case} is used as unlabeled")
@@ -197,9 +261,9 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
             data.reviewed[case] = found["reviewed"]
         data.labeled.append(volume)
     for folder in unlabeled:
-        unlabeled_paths += folder_images(folder)
+        unlabeled_paths += image_cases(folder_images(folder), split).values()
     for p in bar(unlabeled_paths, desc="reading unlabeled", unit="vol", leave=False):
-        data.unlabeled.append(cached(p.name, [p], lambda: unlabeled_case(p))[0])  # noqa: B023
+        data.unlabeled.append(cached(p[0].name, p, lambda: unlabeled_case(p))[0])  # noqa: B023
     if not data.labeled:
         raise DataError(f"no label file in {labels} has a reviewed voxel")
     data.notes += store.notes if store is not None else []

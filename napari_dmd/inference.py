@@ -7,8 +7,9 @@ benchmark sets, ``benchmarks/weighting.py``) and summed on the model's device in
 the rows along axis 0 that some window still to come touches (about patch[0] + stride[0] rows).
 As soon as no remaining window touches a block of rows, the block is finalised (weighted mean,
 network A's labels, the disagreement, the per-slice scores), copied to the host and its rows are
-freed. Each window is normalised on its own with the image's ``IntensityStats``: no float32 copy of
-the whole image is ever made, and a window is padded only where the image is smaller than the patch.
+freed. Each window is normalised on its own with the image's ``IntensityStats`` (one per channel of a
+multi-channel image, ``Channels``): no float32 copy of the whole image is ever made, and a window is padded
+only where the image is smaller than the patch.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from functools import reduce
 import numpy as np
 import torch
 
+from .channels import Channels
 from .checkpoint import ModelPair
 from .config import PREDICT_BATCH, WEIGHTING, WEIGHTINGS
-from .data import IntensityStats
+from .data import IntensityStats, normalised
 from .errors import DataError
 from .heads import out_channels, probabilities
 from .plan import Plan
@@ -234,13 +236,14 @@ def _class_channels(p: torch.Tensor) -> torch.Tensor:
     return torch.cat([1 - p, p]) if p.shape[0] == 1 else p
 
 
-def _batch(image: np.ndarray, stats: IntensityStats, corners: Sequence[tuple[int, ...]],
+def _batch(image: Channels, stats: tuple[IntensityStats, ...], corners: Sequence[tuple[int, ...]],
            patch: tuple[int, ...]) -> np.ndarray:
-    """The windows at ``corners``, normalised, as a (B, 1, *patch) float32 batch; zeros past the image."""
-    x = np.zeros((len(corners), 1, *patch), np.float32)
+    """The windows at ``corners``, each channel normalised, as a (B, C, *patch) float32 batch; zeros past the
+    image."""
+    x = np.zeros((len(corners), image.count, *patch), np.float32)
     for b, corner in enumerate(corners):
-        window = stats.apply(image[tuple(slice(c, c + p) for c, p in zip(corner, patch))])
-        x[(b, 0, *(slice(0, s) for s in window.shape))] = window
+        window = normalised(image.crop(tuple(slice(c, c + p) for c, p in zip(corner, patch))), stats)
+        x[(b, slice(None), *(slice(0, s) for s in window.shape[1:]))] = window
     return x
 
 
@@ -252,7 +255,7 @@ def _forward(model: ModelPair, batch: np.ndarray, precision: Precision, fmt: tor
         return [probabilities(net(x)) for net in model.nets]
 
 
-def _stream(model: ModelPair, image: np.ndarray, stats: IntensityStats, grid: _Grid, out: _Outputs,
+def _stream(model: ModelPair, image: Channels, stats: tuple[IntensityStats, ...], grid: _Grid, out: _Outputs,
             precision: Precision, batch_size: int, progress: Callable[[int, int], None] | None,
             weighting: str) -> None:
     """Compute the grid's windows batch by batch into ``out``. A row block with a non-finite result in
@@ -279,11 +282,14 @@ def _stream(model: ModelPair, image: np.ndarray, stats: IntensityStats, grid: _G
             progress(done, len(grid.corners))
 
 
-def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: tuple[int, ...],
+def _check(model: ModelPair, image: Channels, patch: tuple[int, ...], stride: tuple[int, ...],
            rows: tuple[int, int] | None, measures: Sequence[str], weighting: str) -> None:
     """``DataError`` (``ValueError`` for an unknown measure) when the arguments do not fit the model and image."""
     if image.ndim != model.ndim:
         raise DataError(f"the model is {model.ndim}-D, the image has shape {image.shape}")
+    if image.count != len(model.channels):
+        raise DataError(f"the model takes {len(model.channels)} channel(s) ({', '.join(model.channels)}); the image "
+                        f"has {image.count}")
     if len(patch) != image.ndim or len(stride) != image.ndim or min(stride) < 1:
         raise DataError(f"patch {patch} and stride {stride} need {image.ndim} positive values")
     if any(t > p for t, p in zip(stride, patch)):
@@ -297,31 +303,32 @@ def _check(model: ModelPair, image: np.ndarray, patch: tuple[int, ...], stride: 
         raise ValueError(f"unknown measure {unknown[0]!r}: one of {', '.join(MEASURES)}")
 
 
-def predict(model: ModelPair, image: np.ndarray, patch_size: tuple[int, ...] | None = None,
+def predict(model: ModelPair, image: np.ndarray | Channels, patch_size: tuple[int, ...] | None = None,
             stride: tuple[int, ...] | None = None, batch_size: int = PREDICT_BATCH,
             progress: Callable[[int, int], None] | None = None, rows: tuple[int, int] | None = None,
             measures: Sequence[str] = (), weighting: str = WEIGHTING,
-            stats: IntensityStats | None = None) -> Prediction:
-    """Predict a raw image (any dtype and range) with network A; disagreement from both networks.
+            stats: tuple[IntensityStats, ...] | None = None) -> Prediction:
+    """Predict a raw image (any dtype and range; an array, or ``Channels`` for a multi-channel model) with
+    network A; disagreement from both networks.
 
     ``rows`` (start, stop) predicts only those slices along axis 0 of a volume, with the windows of the
     whole volume's grid that touch them, so they equal the whole prediction's rows. ``measures`` adds
     per-slice scores under those ``ranking.MEASURES`` to ``Prediction.scores``. ``weighting`` weighs each
-    window's voxels (``window_weights``). ``stats`` are the image's normalisation statistics when already
-    known (a training volume's, ``Volume.stats``); else they are computed here. ``progress(done, total)``
+    window's voxels (``window_weights``). ``stats`` are the image's normalisation statistics, one per
+    channel, when already known (a training volume's, ``Volume.stats``); else they are computed here. ``progress(done, total)``
     is called after each batch of ``batch_size`` windows (``done`` goes back by the windows computed again
     after a fall-back to fp32). Memory: the output arrays (3 bytes per voxel),
     one batch of windows and the open rows (about patch[0] + stride[0] rows, K channels, both networks)
     on the model's device. The precision is the model's setting as checked on this machine for this
     plan of windows (``plan.Plan.choose_precision``).
     """
-    image = np.asarray(image)
+    image = Channels.of(image)
     patch = tuple(patch_size or model.config.patch_size or image.shape)
     stride = tuple(stride or default_stride(patch))
     _check(model, image, patch, stride, rows, measures, weighting)
     rows = (int(rows[0]), int(rows[1])) if rows is not None else (0, image.shape[0])
     grid = _Grid.of(image.shape, patch, stride, rows, batch_size)
-    stats = stats or IntensityStats.of(image)  # before the outputs: its temporaries are gone when they are made
+    stats = stats or tuple(IntensityStats.of(a) for a in image.arrays)  # before the outputs (their temporaries)
     out = _Outputs(image.shape, rows, model.num_classes, tuple(dict.fromkeys((MEASURE, *measures))))
     precision = Plan.of_config(model.config, model.device, patch, batch_size).choose_precision()
     modes = [net.training for net in model.nets]

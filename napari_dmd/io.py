@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .channels import Channels
 from .errors import DataError
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -327,13 +328,9 @@ def _native_messages(path: Path) -> Iterator[None]:
         sys.stderr.write(text)
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """A grayscale 2D or 3D image as a numpy array (z, y, x) in its stored dtype, and its geometry.
-
-    ``path`` is an image file or a folder holding a DICOM series (the largest, if several). A
-    truncated or corrupt file, and an image holding NaN or infinite values, raise ``DataError``.
-    """
-    path = Path(path)
+def _read(path: Path) -> sitk.Image:
+    """The SimpleITK image of an image file or of the DICOM series in a folder (the largest, if several);
+    ``DataError`` for what cannot be read."""
     if not path.exists():
         raise DataError(f"{path.absolute()} does not exist")
     try:
@@ -345,36 +342,71 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(files)
             with _native_messages(path):
-                image = reader.Execute()
-        elif extension(path) not in SUPPORTED_EXTENSIONS:
+                return reader.Execute()
+        if extension(path) not in SUPPORTED_EXTENSIONS:
             raise DataError(f"{path.absolute()}: unsupported file type; use one of {', '.join(SUPPORTED_EXTENSIONS)} "
                             f"or a DICOM folder")
-        else:
-            if extension(path) in (".nii", ".nii.gz"):
-                _check_nifti(path)
-            elif extension(path) in (".mha", ".mhd"):
-                _check_metaimage(path)
-            with _native_messages(path):
-                image = sitk.ReadImage(str(path))
-            if extension(path) == ".dcm" and image.GetDimension() == 3 and image.GetDepth() == 1:
-                image = image[:, :, 0]  # a single-frame DICOM file is a 2D image
+        if extension(path) in (".nii", ".nii.gz"):
+            _check_nifti(path)
+        elif extension(path) in (".mha", ".mhd"):
+            _check_metaimage(path)
+        with _native_messages(path):
+            image = sitk.ReadImage(str(path))
+        if extension(path) == ".dcm" and image.GetDimension() == 3 and image.GetDepth() == 1:
+            image = image[:, :, 0]  # a single-frame DICOM file is a 2D image
+        return image
     except RuntimeError as exc:
         reason = _reason(exc)
         if "No such file" in reason:  # the file is there: ITK says so of a damaged or truncated one
             reason = "truncated, or its data unreadable"
         raise DataError(f"cannot read {path.absolute()}: damaged or not a valid image ({reason})") from exc
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        raise DataError(f"{path.absolute()} has {image.GetNumberOfComponentsPerPixel()} values per voxel (color or "
-                        f"vector "
-                        f"image); a grayscale image is needed")
-    if image.GetDimension() not in (2, 3):
-        raise DataError(f"{path.absolute()} is a {image.GetDimension()}D image; only 2D and 3D images are supported")
-    array = sitk.GetArrayFromImage(image)
+
+
+def _finite(array: np.ndarray, path: Path) -> np.ndarray:
+    """``array``; ``DataError`` if it holds NaN or infinite values."""
     if np.issubdtype(array.dtype, np.floating):
         bad = array.size - int(np.count_nonzero(np.isfinite(array)))
         if bad:
             raise DataError(f"{path.absolute()} holds {bad} NaN or infinite voxel values: replace them before use")
-    return array, Geometry.of(image)
+    return array
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """A single-channel 2D or 3D image (or label map) as a numpy array (z, y, x) in its stored dtype, and its
+    geometry.
+
+    ``path`` is an image file or a folder holding a DICOM series (the largest, if several). A
+    truncated or corrupt file, and an image holding NaN or infinite values, raise ``DataError``; so does a
+    colour, vector or 4D image (``read_channels`` reads those).
+    """
+    path = Path(path)
+    image = _read(path)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise DataError(f"{path.absolute()} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or "
+                        f"vector image); a single-channel image is needed here")
+    if image.GetDimension() not in (2, 3):
+        raise DataError(f"{path.absolute()} is a {image.GetDimension()}D image; a 2D or 3D image is needed here")
+    return _finite(sitk.GetArrayFromImage(image), path), Geometry.of(image)
+
+
+def read_channels(path: str | Path, names: Sequence[str] = ()) -> tuple[Channels, Geometry]:
+    """An image of one or several channels and its (2D or 3D) geometry: a colour or vector image gives one
+    channel per value of a voxel, a 4D image one per 3D volume along its fourth axis (as MSD stores MR
+    sequences), any other image one channel. ``names`` names the channels (default: ``channels.default_names``).
+    """
+    path = Path(path)
+    image = _read(path)
+    components, dim = image.GetNumberOfComponentsPerPixel(), image.GetDimension()
+    if dim not in (2, 3, 4) or (dim == 4 and components > 1):
+        raise DataError(f"{path.absolute()} is a {dim}D image of {components} value(s) per voxel; 2D or 3D images of "
+                        f"one or more channels, or 4D images of channels, are supported")
+    array = _finite(sitk.GetArrayFromImage(image), path)
+    geometry = Geometry.of(image)
+    if dim == 4:  # (C, z, y, x): the channels are the fourth axis of the file
+        direction = np.reshape(geometry.direction, (4, 4))[:3, :3].ravel()
+        geometry = Geometry(geometry.spacing[:3], geometry.origin[:3], tuple(direction))
+        return Channels.split(array, 0, names), geometry
+    return (Channels.split(array, -1, names) if components > 1 else Channels([array], names)), geometry
 
 
 def _size_limit() -> int | None:

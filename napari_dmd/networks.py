@@ -117,11 +117,12 @@ class UNet2D(PaddedNet):
         return self.head(x)
 
 
-def build_network(ndim: int, out_channels: int, spacing: tuple[float, ...] | None = None) -> PaddedNet:
-    """A V-Net for 3D data, a 2D U-Net for 2D data, pooled for ``spacing`` (None: isotropic), with
-    PyTorch's default layer initialisation."""
+def build_network(ndim: int, out_channels: int, spacing: tuple[float, ...] | None = None,
+                  in_channels: int = 1) -> PaddedNet:
+    """A V-Net for 3D data, a 2D U-Net for 2D data, of ``in_channels`` input channels, pooled for ``spacing``
+    (None: isotropic), with PyTorch's default layer initialisation."""
     if ndim == 3:
-        return VNet(out_channels=out_channels, pools=pooling(spacing, 3))
+        return VNet(in_channels, out_channels, pools=pooling(spacing, 3))
     if ndim == 2:
-        return UNet2D(out_channels=out_channels, pools=pooling(spacing, 2))
+        return UNet2D(in_channels, out_channels, pools=pooling(spacing, 2))
     raise ValueError(f"no network for {ndim}-D data")

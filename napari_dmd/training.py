@@ -76,7 +76,8 @@ class Step:
 
 
 def check_volumes(labeled: list[Volume], unlabeled: list[Volume], num_classes: int) -> int:
-    """The common dimensionality of the volumes; ``DataError`` for data that cannot train."""
+    """The common dimensionality of the volumes; ``DataError`` for data that cannot train (no labels, a
+    label beyond the classes, no structure, 2D and 3D mixed, different channel counts)."""
     if not labeled:
         raise DataError("no labeled image: label at least one image (or some of its slices) to train")
     structure = False
@@ -93,6 +94,11 @@ def check_volumes(labeled: list[Volume], unlabeled: list[Volume], num_classes: i
     dims = {v.image.ndim for v in labeled + unlabeled}
     if len(dims) > 1:
         raise DataError("all images must be 2D, or all 3D: found both")
+    first = labeled[0]
+    other = next((v for v in labeled + unlabeled if v.image.count != first.image.count), None)
+    if other is not None:
+        raise DataError(f"{other.name or 'an image'} has {other.image.count} channel(s), {first.name or 'the first'} "
+                        f"{first.image.count}: every image needs the same channels")
     return dims.pop()
 
 
@@ -114,11 +120,16 @@ class Trainer:
         self.world = world = world if world is not None else current_world()
         self.device = world.device or resolve_device(config.device)
         state = None
-        if init is not None:  # the networks keep the pooling they were built with
+        if init is not None:  # the networks keep the pooling and channels they were built with
             model, state = load_checkpoint(init, self.device)
-            config = replace(config, spacing=model.config.spacing)
-        elif config.spacing is None:
-            config = replace(config, spacing=data_spacing([v.spacing for v in labeled + unlabeled]))
+            if len(model.channels) != labeled[0].image.count:
+                raise CheckpointError(f"{Path(init).name} takes {len(model.channels)} channel(s) "
+                                      f"({', '.join(model.channels)}); the images have {labeled[0].image.count}")
+            config = replace(config, spacing=model.config.spacing, channels=model.channels)
+        else:
+            config = replace(config, channels=labeled[0].image.names)
+            if config.spacing is None:
+                config = replace(config, spacing=data_spacing([v.spacing for v in labeled + unlabeled]))
         self.patch = config.patch_size or choose_patch([v.image.shape for v in labeled + unlabeled], config.spacing)
         self.config = config = replace(config, patch_size=self.patch)  # the saved model remembers its patch
         self.labeled_batch, self.unlabeled_batch = split_batch(config.labeled_batch, config.unlabeled_batch,

@@ -1,8 +1,8 @@
 """Training volumes kept in a folder as uncompressed ``.npy`` files and opened memory-mapped (``train --cache``).
 
-Each volume is an entry, a subfolder: its arrays (the image in its own type, or normalised float16; labels;
-review mask) and ``manifest.json``, which records the source files (path, size, mtime_ns), the options the
-entry was made with, each array's dtype, shape, size and SHA-256, the intensity statistics and what the
+Each volume is an entry, a subfolder: its arrays (each channel of the image in its own type, or normalised
+float16; labels; review mask) and ``manifest.json``, which records the source files (path, size, mtime_ns), the options the
+entry was made with, each array's dtype, shape, size and SHA-256, the channels' names and intensity statistics and what the
 loader found besides (label values, review record). An entry is used only while all of that holds; one
 that is stale (a source changed) or damaged (a file missing, cut short, altered, or an unreadable manifest)
 is reported in one line and written again, never trained on. Every file is written atomically (a temporary
@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from .channels import Channels
 from .data import IntensityStats, Volume
 from .errors import DataError
 from .io import write_failure, write_text
 
-FORMAT = 1  # version of the entry layout; entries of another version are rebuilt
+FORMAT = 2  # version of the entry layout; entries of another version are rebuilt
 MANIFEST = "manifest.json"
-ARRAYS = ("image", "label", "mask")
+ARRAYS = ("label", "mask")  # besides the image's channels, channel_0.npy, channel_1.npy, ...
 HASH_CHUNK = 1 << 20
 
 Built = tuple[Volume, dict[str, Any]]  # a volume and what its loader found besides it (JSON values)
@@ -133,9 +134,10 @@ class VolumeCache:
             if manifest["options"] != options:
                 raise Unusable(f"stale: made with {manifest['options']}, now {options}")
             arrays = {k: _open_array(folder, r, verify) for k, r in manifest["arrays"].items()}
-            volume = Volume(arrays["image"], arrays.get("label"), arrays.get("mask"), manifest["name"],
+            image = Channels([arrays[f"channel_{c}"] for c in range(len(manifest["channels"]))], manifest["channels"])
+            volume = Volume(image, arrays.get("label"), arrays.get("mask"), manifest["name"],
                             tuple(manifest["spacing"]) if manifest["spacing"] else None,
-                            IntensityStats(**manifest["stats"]))
+                            tuple(IntensityStats(**s) for s in manifest["stats"]))
             return volume, manifest["extra"]
         except (KeyError, TypeError, AttributeError) as exc:
             raise Unusable(f"damaged: {MANIFEST} is incomplete ({exc!r})") from exc
@@ -164,9 +166,11 @@ class VolumeCache:
             (folder / MANIFEST).unlink(missing_ok=True)  # an entry cut short has no manifest
         except OSError as exc:
             raise DataError(write_failure(folder / MANIFEST, exc)) from exc
-        arrays = {k: _write_array(folder / f"{k}.npy", getattr(volume, k)) for k in ARRAYS
-                  if getattr(volume, k) is not None}
+        held = {f"channel_{c}": a for c, a in enumerate(volume.image.arrays)}
+        held.update({k: getattr(volume, k) for k in ARRAYS if getattr(volume, k) is not None})
+        arrays = {k: _write_array(folder / f"{k}.npy", a) for k, a in held.items()}
         write_text(folder / MANIFEST, json.dumps({
             "format": FORMAT, "name": volume.name, "sources": state, "options": options, "arrays": arrays,
-            "spacing": volume.spacing, "stats": asdict(volume.stats), "extra": extra}, indent=1) + "\n")
+            "channels": list(volume.image.names), "spacing": volume.spacing,
+            "stats": [asdict(s) for s in volume.stats], "extra": extra}, indent=1) + "\n")
         return self._load(folder, state, options, verify=False)  # just written and hashed

@@ -54,15 +54,15 @@ def test_the_margin_holds_the_transformed_patch(angle, scale):
 def test_rotation_and_scaling_keep_the_label_on_the_image():
     image, label = smooth_volume()
     v = Volume.create(image, label)
-    threshold = v.stats.apply(np.float32(0.5))
+    threshold = v.stats[0].apply(np.float32(0.5))
     s = PatchSampler([v], [], PATCH, np.random.default_rng(0), augmentation=Augmentation(spatial=1.0))
     plain = PatchSampler([v], [], PATCH, np.random.default_rng(0))
     moved = 0
     for _ in range(20):
-        img, lab, msk = s.labeled_patch()
+        (img,), lab, msk = s.labeled_patch()  # one channel
         assert img.shape == lab.shape == msk.shape == PATCH and lab.dtype == np.uint8 and msk.dtype == bool
         assert off_border(img, lab, threshold) == 0  # padding: image 0 (below the threshold), label 0
-        plain_img = plain.labeled_patch()[0]
+        plain_img = plain.labeled_patch()[0][0]
         moved += not np.allclose(img, plain_img)
     assert moved >= 15  # the patches were transformed
 

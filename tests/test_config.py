@@ -16,7 +16,7 @@ def train_options(parser) -> dict:
 def test_every_declared_setting_is_a_train_option_with_its_default():
     options = train_options(cli.build_parser())
     declared = declared_settings()
-    from_data = {"num_classes", "class_names", "spacing"}
+    from_data = {"num_classes", "class_names", "channels", "spacing"}
     assert {f.name for f in declared} == {f.name for f in fields(TrainConfig)} - from_data
     for f in declared:
         action = options[f.name]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_dmd import data as data_module
+from napari_dmd.channels import Channels
 from napari_dmd.cli import main
 from napari_dmd.data import IntensityStats, PatchSampler, Volume, normalize_intensity
 from napari_dmd.errors import DataError
@@ -36,7 +37,8 @@ def old_normalize(image):
 
 def normalised_first(v, normalize=normalize_intensity):
     """The old algorithm: the volume normalised whole up front, its patches cut from that copy."""
-    return Volume(normalize(v.image), v.label, v.mask, v.name, known_stats=IntensityStats.identity())
+    return Volume(Channels([normalize(v.image.arrays[0])]), v.label, v.mask, v.name,
+                  known_stats=(IntensityStats.identity(),))
 
 
 def batches(labeled, unlabeled, patch, seed=0, n=4, fraction=0.5):
@@ -65,7 +67,7 @@ def test_a_large_int16_volume_is_held_as_given_and_sampled_without_full_size_cop
     tracemalloc.start()
     try:
         v = Volume.create(image, label, name="ct")
-        assert v.image is image and v.label is label and v.known_stats is None  # statistics on first use
+        assert v.image.arrays[0] is image and v.label is label and v.known_stats is None  # statistics on first use
         assert check_volumes([v], [], 2) == 3
         sampler = PatchSampler([v], [], (32, 64, 64), np.random.default_rng(1), foreground_fraction=0.5)
         for _ in range(3):
@@ -83,7 +85,7 @@ def test_a_labels_and_masks_are_not_copied_when_already_compact():
     mask = np.zeros(lab.shape, bool)
     mask[3] = True
     v = Volume.create(img, lab, mask)
-    assert v.image is img and v.label is lab and v.mask is mask
+    assert v.image.arrays[0] is img and v.label is lab and v.mask is mask
     as_bool = Volume.create(img, lab.astype(bool))
     assert as_bool.label.dtype == np.uint8 and np.shares_memory(as_bool.label, as_bool.label.view(bool))
     wide = lab.astype(np.uint16) * 300
@@ -142,7 +144,7 @@ def test_c_patches_of_real_data_equal_those_of_before():
     for images, labels in pairs:
         for path in sorted(images.iterdir())[:3]:
             lab.append(Volume.create(read_image(path)[0], read_image(labels / path.name)[0], name=path.name))
-    assert any(v.image.dtype == np.uint8 for v in lab)
+    assert any(v.image.arrays[0].dtype == np.uint8 for v in lab)
     new = batches(lab, [], (16, 32, 32), n=6)
     assert_same_batches(new, batches([normalised_first(v) for v in lab], [], (16, 32, 32), n=6))
     assert_same_batches(new, batches([normalised_first(v, old_normalize) for v in lab], [], (16, 32, 32), n=6),
@@ -152,14 +154,14 @@ def test_c_patches_of_real_data_equal_those_of_before():
 def test_c_compact_float_volumes_are_normalised_float16():
     img, lab = make_case(5, scale=1e6)
     v = Volume.create(img, lab, compact=True)
-    assert v.image.dtype == np.float16 and v.known_stats == IntensityStats.identity()
-    np.testing.assert_allclose(v.stats.apply(v.image), normalize_intensity(img), atol=5e-3)
+    assert v.image.arrays[0].dtype == np.float16 and v.known_stats == (IntensityStats.identity(),)
+    np.testing.assert_allclose(v.stats[0].apply(v.image.arrays[0]), normalize_intensity(img), atol=5e-3)
     f64 = Volume.create(img.astype(np.float64), compact=True)
-    assert f64.image.dtype == np.float16
+    assert f64.image.arrays[0].dtype == np.float16
     ints = (img / 1e4).astype(np.int16)
-    assert Volume.create(ints, compact=True).image is ints  # integer images stay as they are
+    assert Volume.create(ints, compact=True).image.arrays[0] is ints  # integer images stay as they are
     half = (img / 1e4).astype(np.float16)
-    assert Volume.create(half, compact=True).image is half  # not smaller as float16 copy
+    assert Volume.create(half, compact=True).image.arrays[0] is half  # not smaller as float16 copy
 
 
 # ---------------------------------------------------------------- (d) the memory-mapped cache
@@ -188,8 +190,9 @@ def stamps(folder):
 def same_volumes(a, b):
     for x, y in zip(a.labeled + a.unlabeled, b.labeled + b.unlabeled):
         assert x.name == y.name and x.stats == y.stats and x.spacing == y.spacing
+        assert x.image.names == y.image.names
         for k in ("image", "label", "mask"):
-            u, w = getattr(x, k), getattr(y, k)
+            u, w = (x.image.arrays[0], y.image.arrays[0]) if k == "image" else (getattr(x, k), getattr(y, k))
             assert (u is None) == (w is None), k
             if u is not None:
                 assert u.dtype == w.dtype
@@ -205,10 +208,10 @@ def test_d_cache_is_written_once_reused_memory_mapped_and_gives_the_same_batches
     again = load(files, cache)
     assert stamps(cache) == written and not again.notes  # nothing rewritten, nothing to report
     for v in again.labeled + again.unlabeled:
-        assert isinstance(v.image, np.memmap)
+        assert isinstance(v.image.arrays[0], np.memmap)
     assert all(isinstance(v.label, np.memmap) for v in again.labeled)
-    assert plain.labeled[1].image.dtype == again.labeled[1].image.dtype == np.float16  # compact float
-    assert plain.labeled[0].image.dtype == np.int16
+    assert plain.labeled[1].image.arrays[0].dtype == again.labeled[1].image.arrays[0].dtype == np.float16  # compact float
+    assert plain.labeled[0].image.arrays[0].dtype == np.int16
     for other in (first, again):
         same_volumes(plain, other)
         assert {k.name: v.tolist() for k, v in other.values.items()} == \
@@ -226,10 +229,10 @@ def entry(cache, case):
 @pytest.mark.parametrize("harm,message", [
     ("source", "stale: case0.nii.gz changed"),
     ("sidecar", "stale: case0.reviewed.json changed"),
-    ("truncate", "damaged: image.npy has"),
+    ("truncate", "damaged: channel_0.npy has"),
     ("flip", "damaged: label.npy does not match its checksum"),
     ("manifest", "damaged: manifest.json is unreadable"),
-    ("missing", "damaged: image.npy is missing"),
+    ("missing", "damaged: channel_0.npy is missing"),
 ])
 def test_d_stale_or_damaged_cache_is_reported_in_one_line_and_rebuilt(files, harm, message):
     from napari_dmd.review import Reviewed, save_reviewed, sidecar_path
@@ -244,7 +247,7 @@ def test_d_stale_or_damaged_cache_is_reported_in_one_line_and_rebuilt(files, har
     elif harm == "sidecar":
         save_reviewed(Reviewed((16, 32, 32), slices={5}), sidecar_path(files / "labels" / "case0.nii.gz"))
     elif harm == "truncate":
-        with open(folder / "image.npy", "r+b") as f:
+        with open(folder / "channel_0.npy", "r+b") as f:
             f.truncate(1000)
     elif harm == "flip":
         raw = bytearray((folder / "label.npy").read_bytes())
@@ -253,7 +256,7 @@ def test_d_stale_or_damaged_cache_is_reported_in_one_line_and_rebuilt(files, har
     elif harm == "manifest":
         (folder / "manifest.json").write_text("{not json")
     else:
-        (folder / "image.npy").unlink()
+        (folder / "channel_0.npy").unlink()
     got = load(files, cache)
     notes = [n for n in got.notes if "cache of" in n]
     assert len(notes) == 1 and message in notes[0] and notes[0].endswith("rebuilding it") and "\n" not in notes[0]

@@ -39,7 +39,7 @@ def test_uniform_sampling_centres_foreground_crops_off_the_reviewed_slice():
 
 def draws_of_partial(sampling: str, n: int = 1000) -> float:
     """Share of labeled crops drawn from a volume with one reviewed slice of 16, beside a fully labeled one."""
-    full = Volume.create(*[a[:16] for a in (one_reviewed_slice().image, one_reviewed_slice().label)])
+    full = Volume.create(*[a[:16] for a in (one_reviewed_slice().image.arrays[0], one_reviewed_slice().label)])
     partial = one_reviewed_slice(shape=(16, 24, 28))
     s = PatchSampler([full, partial], [], PATCH, np.random.default_rng(1), 0.0, sampling)
     shapes = []

@@ -179,14 +179,14 @@ def test_resume_needs_a_checkpoint(tiny_cases):
 def test_volume_validation_and_normalisation():
     img, lab = make_case(0, dtype=np.uint8, scale=60)
     v = Volume.create(img, lab)
-    assert v.image is img  # held as given; patches are normalised with its statistics
-    x = v.stats.apply(v.image)
+    assert v.image.arrays[0] is img  # held as given; patches are normalised with its statistics
+    x = v.stats[0].apply(v.image.arrays[0])
     assert x.dtype == np.float32 and abs(x.mean()) < 1e-4 and abs(x.std() - 1) < 1e-3
     big = Volume.create(make_case(0, scale=1e6)[0])
-    assert abs(big.stats.apply(big.image).std() - 1) < 1e-3
+    assert abs(big.stats[0].apply(big.image.arrays[0]).std() - 1) < 1e-3
     with pytest.raises(DataError, match="shape"):
         Volume.create(img, lab[:-1])
-    with pytest.raises(DataError, match="one channel"):
+    with pytest.raises(DataError, match="per channel"):
         Volume.create(np.zeros((4, 8, 8, 3)))
     with pytest.raises(DataError, match="negative"):
         Volume.create(img, lab.astype(int) - 1)
@@ -222,17 +222,17 @@ def test_foreground_fraction_centres_labeled_crops_on_the_structure():
 def test_augmentation_keeps_the_slice_order_and_the_labels_aligned():
     z, y, x = np.meshgrid(np.arange(16), np.arange(32), np.arange(32), indexing="ij")
     v = Volume.create((1000 * z + 30 * y + x).astype(np.float32), (30 * y + x > 500).astype(np.uint8))
-    label_of = dict(zip(v.stats.apply(v.image).ravel().tolist(), v.label.ravel().tolist()))  # one label each
+    label_of = dict(zip(v.stats[0].apply(v.image.arrays[0]).ravel().tolist(), v.label.ravel().tolist()))  # one label each
     s = PatchSampler([v], [v], (8, 16, 16), np.random.default_rng(0))
     flipped_in_plane = 0
     for _ in range(40):
-        image, label, _ = s.labeled_patch()
+        (image,), label, _ = s.labeled_patch()  # one channel
         assert (np.diff(image, axis=0) > 0).all()  # the slice axis is never flipped
         np.testing.assert_array_equal(label, np.vectorize(label_of.get)(image))
         flipped_in_plane += bool((np.diff(image, axis=-1) < 0).any())
     assert 0 < flipped_in_plane < 40
     for _ in range(10):
-        assert (np.diff(s.unlabeled_patch(), axis=0) > 0).all()
+        assert (np.diff(s.unlabeled_patch()[0], axis=0) > 0).all()
 
 
 @pytest.mark.parametrize("shape", [(5, 7, 9), (6, 8)])
