@@ -315,9 +315,9 @@ def predict(model: ModelPair, image: np.ndarray | Channels, patch_size: tuple[in
     whole volume's grid that touch them, so they equal the whole prediction's rows. ``measures`` adds
     per-slice scores under those ``ranking.MEASURES`` to ``Prediction.scores``. ``weighting`` weighs each
     window's voxels (``window_weights``). ``stats`` are the image's normalisation statistics, one per
-    channel, when already known (a training volume's, ``Volume.stats``); else they are computed here. ``progress(done, total)``
-    is called after each batch of ``batch_size`` windows (``done`` goes back by the windows computed again
-    after a fall-back to fp32). Memory: the output arrays (3 bytes per voxel),
+    channel, when already known (a training volume's, ``Volume.stats``); else they are computed here.
+    ``progress(done, total)`` is called after each batch of ``batch_size`` windows (``done`` goes back by the
+    windows computed again after a fall-back to fp32). Memory: the output arrays (3 bytes per voxel),
     one batch of windows and the open rows (about patch[0] + stride[0] rows, K channels, both networks)
     on the model's device. The precision is the model's setting as checked on this machine for this
     plan of windows (``plan.Plan.choose_precision``).

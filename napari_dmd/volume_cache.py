@@ -1,12 +1,13 @@
 """Training volumes kept in a folder as uncompressed ``.npy`` files and opened memory-mapped (``train --cache``).
 
 Each volume is an entry, a subfolder: its arrays (each channel of the image in its own type, or normalised
-float16; labels; review mask) and ``manifest.json``, which records the source files (path, size, mtime_ns), the options the
-entry was made with, each array's dtype, shape, size and SHA-256, the channels' names and intensity statistics and what the
-loader found besides (label values, review record). An entry is used only while all of that holds; one
-that is stale (a source changed) or damaged (a file missing, cut short, altered, or an unreadable manifest)
-is reported in one line and written again, never trained on. Every file is written atomically (a temporary
-file beside it, then a rename), the manifest last. Entries are never deleted: delete the folder to free it.
+float16; labels; review mask) and ``manifest.json``, which records the source files (path, size, mtime_ns),
+the options the entry was made with, each array's dtype, shape, size and SHA-256, the channels' names and
+intensity statistics and what the loader found besides (label values, review record). An entry is used only
+while all of that holds; one that is stale (a source changed) or damaged (a file missing, cut short, altered,
+or an unreadable manifest) is reported in one line and written again, never trained on. Every file is written
+atomically (a temporary file beside it, then a rename), the manifest last. Entries are never deleted: delete
+the folder to free it.
 """
 from __future__ import annotations
 

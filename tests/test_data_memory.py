@@ -210,7 +210,8 @@ def test_d_cache_is_written_once_reused_memory_mapped_and_gives_the_same_batches
     for v in again.labeled + again.unlabeled:
         assert isinstance(v.image.arrays[0], np.memmap)
     assert all(isinstance(v.label, np.memmap) for v in again.labeled)
-    assert plain.labeled[1].image.arrays[0].dtype == again.labeled[1].image.arrays[0].dtype == np.float16  # compact float
+    compact = plain.labeled[1].image.arrays[0].dtype, again.labeled[1].image.arrays[0].dtype
+    assert compact == (np.float16, np.float16)  # compact float
     assert plain.labeled[0].image.arrays[0].dtype == np.int16
     for other in (first, again):
         same_volumes(plain, other)

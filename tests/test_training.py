@@ -222,7 +222,8 @@ def test_foreground_fraction_centres_labeled_crops_on_the_structure():
 def test_augmentation_keeps_the_slice_order_and_the_labels_aligned():
     z, y, x = np.meshgrid(np.arange(16), np.arange(32), np.arange(32), indexing="ij")
     v = Volume.create((1000 * z + 30 * y + x).astype(np.float32), (30 * y + x > 500).astype(np.uint8))
-    label_of = dict(zip(v.stats[0].apply(v.image.arrays[0]).ravel().tolist(), v.label.ravel().tolist()))  # one label each
+    values = v.stats[0].apply(v.image.arrays[0])
+    label_of = dict(zip(values.ravel().tolist(), v.label.ravel().tolist()))  # one label each
     s = PatchSampler([v], [v], (8, 16, 16), np.random.default_rng(0))
     flipped_in_plane = 0
     for _ in range(40):
