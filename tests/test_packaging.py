@@ -161,3 +161,10 @@ def test_metadata_is_declared_once_in_setup_cfg(src, wheel):
     assert cfg["metadata"]["name"] == "napari-dmd" and "install_requires" in cfg["options"]
     meta = metadata(wheel, "METADATA")
     assert "License-Expression: BSD-3-Clause" in meta and "Name: napari-dmd" in meta
+
+
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md", "docs/precision.md", "docs/distributed.md"])
+def test_the_documents_close_every_code_block(doc):
+    """An unclosed fence turns the rest of a page into code on PyPI and GitHub."""
+    fences = [line for line in (ROOT / doc).read_text(encoding="utf-8").splitlines() if line.startswith("```")]
+    assert len(fences) % 2 == 0 and all(f == "```" for f in fences[1::2]), fences
