@@ -1,7 +1,9 @@
 """npe2 reader: NIfTI, NRRD, MetaImage files and DICOM folders through SimpleITK.
 
 Each file becomes one layer with ``scale`` from the voxel spacing, ``translate`` from the origin
-and the full geometry (spacing, origin, direction) in ``metadata['geometry']``. A file opens as
+and the full geometry (spacing, origin, direction) in ``metadata['geometry']``; a file of several channels
+(colour, vector or 4D) one image layer per channel, named as nnU-Net names channel files (``case_0000``,
+``case_0001``, ...), so the dock takes them as the channels of one case. A file opens as
 Labels when its voxels are integers with at most ``MAX_LABEL_VALUES`` distinct values and its name
 or its folder's name says so ('label' or 'seg' in it); everything else opens as an Image. A labels
 file's review record (``<case>.reviewed.json`` beside it) comes along in ``metadata['reviewed']``;
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import case_name, is_supported, read_image
+from ..io import case_name, is_supported, read_channels
 from ..review import load_reviewed, sidecar_path
 from ._layers import GEOMETRY, REVIEWED
 
@@ -51,10 +53,15 @@ def as_label_array(array: np.ndarray) -> np.ndarray:
     return array.astype(dtype) if array.dtype != dtype else array
 
 
-def layer_data(path: str | Path) -> LayerData:
-    """One napari layer-data tuple for the image at ``path``."""
-    array, geometry = read_image(path)
-    name = case_name(path)
+def layer_data(path: str | Path) -> list[LayerData]:
+    """The napari layer-data tuples of the image at ``path``: one, or one per channel (views, not copies)."""
+    image, geometry = read_channels(path)
+    if image.count > 1:
+        return [(array, {"name": f"{case_name(path)}_{c:04d}", "scale": geometry.scale,
+                         "translate": geometry.translate, "colormap": "gray", "blending": "additive",
+                         "metadata": {GEOMETRY: geometry.to_dict(), "path": str(path)}}, "image")
+                for c, array in enumerate(image.arrays)]
+    array, name = image.arrays[0], case_name(path)
     kind = "labels" if looks_like_labels(path, array) else "image"
     if kind == "labels":
         array = as_label_array(array)
@@ -70,10 +77,10 @@ def layer_data(path: str | Path) -> LayerData:
         meta["colormap"] = "gray"
     elif sidecar_path(path).is_file():
         meta["metadata"][REVIEWED] = load_reviewed(sidecar_path(path), array.shape).to_dict()
-    return array, meta, kind
+    return [(array, meta, kind)]
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
     """Layer-data tuples for one path or a list of paths."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    return [layer_data(p) for p in paths]
+    return [layer for p in paths for layer in layer_data(p)]

@@ -14,11 +14,11 @@ def hippocampus_sample() -> list[LayerData]:
     """Image layers for all cases and Labels layers ('<case> labels') for the labeled ones."""
     layers: list[LayerData] = []
     for i, (image, label) in enumerate(sample_cases()):
-        data, meta, _ = layer_data(image)
+        (data, meta, _), = layer_data(image)
         meta["visible"] = i == 0
         layers.append((data, meta, "image"))
         if label is not None:
-            data, meta, _ = layer_data(label)
+            (data, meta, _), = layer_data(label)
             data = as_label_array(data)
             meta.update(name=f"{meta['name'].removesuffix(' labels')} labels", visible=i == 0,
                         features=class_features(CLASS_NAMES))

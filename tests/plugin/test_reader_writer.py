@@ -118,3 +118,18 @@ def test_reader_refuses_a_dicom_series_with_a_damaged_slice(tmp_path):
     reader = napari_get_reader(str(folder))
     with pytest.raises(DataError, match=f"{damaged} in the DICOM series"):
         reader(str(folder))
+
+
+def test_a_file_of_several_channels_opens_as_one_layer_per_channel(make_napari_viewer, tmp_path):
+    import SimpleITK as sitk
+
+    img, _ = cube_case(0)
+    vector = sitk.Compose([sitk.GetImageFromArray(img), sitk.GetImageFromArray(2 * img + 5)])
+    GEO.apply(vector)
+    sitk.WriteImage(vector, str(tmp_path / "brain.nrrd"))
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "brain.nrrd"), plugin="napari-dmd")
+    assert [layer.name for layer in layers] == ["brain_0000", "brain_0001"]  # channel files' names: one case
+    assert all(type(layer).__name__ == "Image" and layer.data.shape == img.shape for layer in layers)
+    np.testing.assert_allclose(layers[1].data, 2 * img + 5)
+    np.testing.assert_allclose(layers[1].scale, (2.5, 0.9, 0.8))
