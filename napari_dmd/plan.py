@@ -7,7 +7,7 @@ plan when it is set up and carries it in its ``Started`` message. No Qt here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,7 +31,8 @@ class Plan:
     patch: tuple[int, ...]
     batch: int
     precision: str  # as asked for: auto, fp32, bf16, fp16
-    spacing: tuple[float, ...] | None = None  # the data's, which sets the pooling per axis (not part of the keys)
+    spacing: tuple[float, ...] | None = None  # the data's, which sets the pooling per axis
+    channels: int = 1  # input channels of the networks
 
     @classmethod
     def of_config(cls, config: TrainConfig, device: torch.device, patch: tuple[int, ...],
@@ -40,15 +41,16 @@ class Plan:
         config's labeled + unlabeled patches)."""
         batch = batch if batch is not None else config.labeled_batch + config.unlabeled_batch
         return cls(torch.device(device), len(patch), config.num_classes, tuple(patch), batch, config.precision,
-                   config.spacing)
+                   config.spacing, len(config.channels))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one step's input: (batch, 1, *patch)."""
-        return (self.batch, 1, *self.patch)
+        """The shape of one step's input: (batch, channels, *patch)."""
+        return (self.batch, self.channels, *self.patch)
 
     def _key_args(self) -> tuple:
-        return (self.device, self.ndim, out_channels(self.num_classes), self.input_shape, memory_format(self.ndim))
+        return (self.device, self.ndim, out_channels(self.num_classes), self.input_shape, memory_format(self.ndim),
+                self.spacing)
 
     def known_precision(self) -> Precision | None:
         """The precision the run computes in when known without a self-check (``precision.known_precision``)."""
@@ -90,7 +92,8 @@ def preparing_text(config: TrainConfig, shapes: list[tuple[int, ...]], spacing: 
     machine and network the precision self-check, with how long it takes."""
     setting_up = "Setting up the networks…"
     try:
-        patch = config.patch_size or choose_patch(shapes, config.spacing or spacing)
+        config = replace(config, spacing=config.spacing or spacing)
+        patch = config.patch_size or choose_patch(shapes, config.spacing)
         plan = Plan.of_config(config, resolve_device(config.device), tuple(patch))
         if plan.known_precision() is not None:
             return setting_up

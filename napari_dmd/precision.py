@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .networks import build_network
+from .spacing import is_isotropic, pooling
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = {v: k for k, v in DTYPES.items()}
@@ -287,28 +288,32 @@ def _target(requested: str, device: torch.device) -> torch.dtype | Precision:
 
 
 def run_key(device: torch.device, ndim: int, out_channels: int, shape: tuple[int, ...],
-            fmt: torch.memory_format) -> list[str]:
-    """What a measurement of a run depends on: the machine, torch, the network and its input (keys of the
-    verdict cache here and of the dock's measured speeds)."""
-    return [machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}",
+            fmt: torch.memory_format, spacing: tuple[float, ...] | None = None) -> list[str]:
+    """What a measurement of a run depends on: the machine, torch, the network (its pooling where the spacing
+    is anisotropic) and its input (batch, channels, patch): keys of the verdict cache here and of the dock's
+    measured speeds."""
+    pools = pooling(spacing, ndim)
+    shown = [] if is_isotropic(pools) else ["pools " + ",".join("x".join(map(str, level)) for level in pools)]
+    return [machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}", *shown,
             f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch.")]
 
 
 def _verdict_key(requested: str, dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
-                 shape: tuple[int, ...], fmt: torch.memory_format) -> str:
-    key = "|".join([*run_key(device, ndim, out_channels, shape, fmt), NAMES[dtype],
+                 shape: tuple[int, ...], fmt: torch.memory_format, spacing: tuple[float, ...] | None) -> str:
+    key = "|".join([*run_key(device, ndim, out_channels, shape, fmt, spacing), NAMES[dtype],
                     "if faster" if requested == "auto" else "asked for"])
     return f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def known_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
-                    shape: tuple[int, ...], fmt: torch.memory_format) -> Precision | None:
+                    shape: tuple[int, ...], fmt: torch.memory_format,
+                    spacing: tuple[float, ...] | None = None) -> Precision | None:
     """The precision a run will compute in when it is known without a self-check: fp32 asked for, a CPU
     without bf16, or this machine's cached verdict (``cache_key`` set); ``None`` when the check must run."""
     target = _target(requested, device)
     if isinstance(target, Precision):
         return target
-    key = _verdict_key(requested, target, device, ndim, out_channels, shape, fmt)
+    key = _verdict_key(requested, target, device, ndim, out_channels, shape, fmt, spacing)
     cached = _read_cache().get(key)
     try:
         return None if cached is None else replace(Precision.from_dict(cached), cache_key=key)
@@ -317,15 +322,18 @@ def known_precision(requested: str, device: torch.device, ndim: int, out_channel
 
 
 def choose_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
-                     shape: tuple[int, ...], fmt: torch.memory_format) -> Precision:
+                     shape: tuple[int, ...], fmt: torch.memory_format,
+                     spacing: tuple[float, ...] | None = None) -> Precision:
     """The precision to run in: ``requested`` ('auto', 'fp32', 'bf16', 'fp16') as far as this machine
-    computes it correctly (and, for 'auto', faster) for the network at input ``shape`` (batch, 1, *patch)."""
-    known = known_precision(requested, device, ndim, out_channels, shape, fmt)
+    computes it correctly (and, for 'auto', faster) for the network (pooled for ``spacing``) at input ``shape``
+    (batch, channels, *patch)."""
+    known = known_precision(requested, device, ndim, out_channels, shape, fmt, spacing)
     if known is not None:
         return known
     dtype = _target(requested, device)
-    key = _verdict_key(requested, dtype, device, ndim, out_channels, shape, fmt)
-    choice = self_check(dtype, device, ndim, out_channels, shape, fmt, faster_only=requested == "auto")
+    key = _verdict_key(requested, dtype, device, ndim, out_channels, shape, fmt, spacing)
+    choice = self_check(dtype, device, ndim, out_channels, shape, fmt, faster_only=requested == "auto",
+                        spacing=spacing)
     _write_cache(key, choice.to_dict())
     return replace(choice, cache_key=key)
 
@@ -338,16 +346,18 @@ def remember_fallback(checked: Precision, fallback: Precision) -> None:
 
 
 def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
-               shape: tuple[int, ...], fmt: torch.memory_format, faster_only: bool = False) -> Precision:
-    """Run the check (uncached): whole network, then each layer alone, then the network again with
-    the failing layers in fp32; with ``faster_only``, a correct reduced precision must also make a
-    step ``MIN_SPEEDUP`` times faster than fp32."""
+               shape: tuple[int, ...], fmt: torch.memory_format, faster_only: bool = False,
+               spacing: tuple[float, ...] | None = None) -> Precision:
+    """Run the check (uncached) of the run's own network (its input channels ``shape[1]``, its pooling for
+    ``spacing``): whole network, then each layer alone, then the network again with the failing layers in
+    fp32; with ``faster_only``, a correct reduced precision must also make a step ``MIN_SPEEDUP`` times faster
+    than fp32."""
     t0 = time.perf_counter()
     state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     try:
         torch.manual_seed(1234)
-        net = _prepare(build_network(ndim, out_channels), device, fmt)
+        net = _prepare(build_network(ndim, out_channels, spacing, shape[1]), device, fmt)
         x = torch.randn(shape, device=device).contiguous(memory_format=fmt)
         name = NAMES[dtype]
         whole = check_network(net, x, device, dtype)

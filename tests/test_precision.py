@@ -82,6 +82,24 @@ def test_self_check_passes_a_sound_machine_and_is_cached_per_shape(monkeypatch):
     assert P.choose_precision("fp32", CPU, 3, 1, (2, 1, 16, 16, 32), FMT).dtype == torch.float32
 
 
+def test_the_self_check_builds_the_run_s_own_network(monkeypatch):
+    """Two input channels and thick slices: the check runs that network (a one-channel isotropic one could not
+    take the input), and its verdict is kept apart from the isotropic one-channel network's."""
+    built = []
+    build = P.build_network
+    monkeypatch.setattr(P, "build_network", lambda *a: built.append(a) or build(*a))
+    two = (2, 2, 8, 16, 16)
+    assert P.choose_precision("bf16", CPU, 3, 1, two, FMT, (4.0, 1.0, 1.0)).dtype == torch.bfloat16
+    assert built == [(3, 1, (4.0, 1.0, 1.0), 2)]
+    net = build(*built[0])
+    assert net.enc[0][0].in_channels == 2 and net.pools[0] == (1, 2, 2)
+    P.choose_precision("bf16", CPU, 3, 1, two, FMT, (1.0, 1.0, 1.0))
+    assert len(built) == 2  # isotropic pooling: another network, another verdict
+    keys = list(json.loads(P.cache_path().read_text()))
+    assert any("pools 1x2x2" in k and "input 2x2x8x16x16" in k for k in keys)
+    assert any("pools" not in k for k in keys)  # isotropic keys are as before: their verdicts stay valid
+
+
 def test_a_non_finite_step_is_skipped_and_batch_norm_statistics_restored(tiny_cases, monkeypatch, tmp_path):
     t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(iterations=3), run_dir=tmp_path)
     fault = NaNFault(monkeypatch)
