@@ -133,10 +133,11 @@ def measure_train(images: Path, labels: Path, cache: Path | None, iterations: in
     stamps = [time.perf_counter() - t0 for _ in trainer.run()]
     memory = peaks.stop()
     images_bytes = sum(v.image.nbytes for v in data.labeled + data.unlabeled)
+    channels = [a for v in data.unlabeled for a in v.image.arrays]
     return {"volumes": len(data.labeled) + len(data.unlabeled), "load_s": loaded, "first_iteration_s": stamps[0],
             "iteration_s": float(np.mean(np.diff(stamps[:iterations]))) if iterations > 1 else None,
-            "images_bytes_held": images_bytes, "image_dtypes": sorted({str(v.image.dtype) for v in data.unlabeled}),
-            "memmapped": all(isinstance(v.image, np.memmap) for v in data.unlabeled), **memory,
+            "images_bytes_held": images_bytes, "image_dtypes": sorted({str(a.dtype) for a in channels}),
+            "memmapped": all(isinstance(a, np.memmap) for a in channels), **memory,
             "precision": trainer.precision.describe()}
 
 
