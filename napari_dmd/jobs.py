@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channels import Channels
 from .config import PREDICT_BATCH, RANKING_SLAB, REFRESH_WHOLE_MVOXELS, RunOptions, TrainConfig
 from .data import Volume
 from .errors import DMDError
@@ -212,10 +213,10 @@ def _failure(exc: BaseException, what: str) -> Failed:
     return Failed(f"unexpected error while {what}: {type(exc).__name__}: {exc}")
 
 
-Item = tuple[str, np.ndarray, tuple[int, int] | None]  # an image to predict: name, array, rows (None: whole)
+Item = tuple[str, np.ndarray | Channels, tuple[int, int] | None]  # an image to predict: name, image, rows (None: whole)
 
 
-def refresh_items(images: list[tuple[str, np.ndarray]], view: View | None, final: bool) -> list[Item]:
+def refresh_items(images: list[tuple[str, np.ndarray | Channels]], view: View | None, final: bool) -> list[Item]:
     """What a refresh predicts. At the end of a run: every image whole (the ranking covers them all). During
     training: only the image in view (nothing when none is), whole while it holds at most
     ``REFRESH_WHOLE_MVOXELS``, else the slab of ``RANKING_SLAB`` slices around the slice in view of a 3D image,
@@ -226,11 +227,12 @@ def refresh_items(images: list[tuple[str, np.ndarray]], view: View | None, final
     shown = next((image for name, image in images if view is not None and name == view.image), None)
     if shown is None:
         return []
-    if np.size(shown) <= REFRESH_WHOLE_MVOXELS * 1e6 or np.ndim(shown) != 3:
+    channels = Channels.of(shown)
+    if channels.size <= REFRESH_WHOLE_MVOXELS * 1e6 or channels.ndim != 3:
         return [(view.image, shown, None)]
     half = RANKING_SLAB // 2
-    start = int(np.clip(view.index - half, 0, shown.shape[0] - 1))
-    return [(view.image, shown, (start, min(shown.shape[0], view.index + half + 1)))]
+    start = int(np.clip(view.index - half, 0, channels.shape[0] - 1))
+    return [(view.image, shown, (start, min(channels.shape[0], view.index + half + 1)))]
 
 
 def predict_images(model, items: list[Item], patch: tuple[int, ...] | None, iteration: int,
@@ -344,11 +346,11 @@ def _timed(messages: Iterator[object], items: list[Item], spent: list[float]) ->
         yield msg
     if done == len(items):
         spent[0] += time.perf_counter() - t0
-        spent[1] += sum(np.size(image) if rows is None else (rows[1] - rows[0]) * np.prod(np.shape(image)[1:])
-                        for _, image, rows in items) / 1e6
+        spent[1] += sum(Channels.of(image).size if rows is None else
+                        (rows[1] - rows[0]) * np.prod(Channels.of(image).shape[1:]) for _, image, rows in items) / 1e6
 
 
-def predict_only(model, images: list[tuple[str, np.ndarray]], control: Control) -> Iterator[object]:
+def predict_only(model, images: list[tuple[str, np.ndarray | Channels]], control: Control) -> Iterator[object]:
     """The prediction thread for a loaded model: one ``ImageResult`` per image, then ``Refreshed``."""
     try:
         yield from predict_images(model, [(name, image, None) for name, image in images], None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .channels import Channels
 from .config import default_class_names
 from .data import Volume
 from .errors import DataError
@@ -20,26 +21,65 @@ from .review import Reviewed
 
 _SUFFIX = re.compile(r"([\s_.\-]*(labels?|seg(mentation)?s?|masks?|gt|annotations?|ground[\s_-]?truth))+$")
 _COPY = re.compile(r"\s*\[\d+\]$")  # napari's " [1]" suffix for a repeated name
+# a channel of a case: nnU-Net's _0000, _0001 ... or an MR/CT/PET modality word, after _ - . or a space
+MODALITIES = "t1 t1c t1ce t1gd t1w t2 t2w flair adc dwi hbv pd ct pet dce".split()
+_CHANNEL = re.compile(rf"^(?P<stem>.+?)[\s_.\-](?P<token>\d{{4}}|{'|'.join(MODALITIES)})$", re.IGNORECASE)
+COLOURS = ("red", "green", "blue", "alpha")  # the channel names of an RGB(A) layer
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """What pairing needs to know of a layer."""
+    """What pairing needs to know of a layer: its data's shape (a colour layer's with its colour axis last)."""
 
     name: str
     shape: tuple[int, ...]
     rgb: bool = False
 
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The shape of one channel: a colour layer's without its last axis."""
+        return tuple(self.shape[:-1]) if self.rgb else tuple(self.shape)
+
 
 def image_problem(info: LayerInfo) -> str | None:
     """Why an image layer cannot be used for training, or None."""
-    if info.rgb:
-        return "RGB image: use a single-channel (grayscale) image"
-    if len(info.shape) not in (2, 3):
-        return f"{len(info.shape)}D image {tuple(info.shape)}: only 2D images and 3D volumes can be used"
-    if min(info.shape) < 2:
+    shape = info.spatial
+    if info.rgb and info.shape[-1] not in (3, 4):
+        return f"colour image of {info.shape[-1]} values per pixel: only RGB and RGBA images can be used"
+    if len(shape) not in (2, 3):
+        return f"{len(shape)}D image {tuple(info.shape)}: only 2D images and 3D volumes can be used"
+    if min(shape) < 2:
         return f"image of shape {tuple(info.shape)} is too small"
     return None
+
+
+def layer_channels(data: np.ndarray, rgb: bool) -> np.ndarray | Channels:
+    """A layer's data as the engine's image: an RGB(A) layer's colours as channels (views), else the data."""
+    return Channels.split(data, -1, COLOURS[:np.shape(data)[-1]]) if rgb else data
+
+
+def channel_token(name: str) -> tuple[str, str] | None:
+    """(stem, channel) of a layer name ending in a channel token ('brain_T1' -> ('brain', 'T1'),
+    'case_0001' -> ('case', '0001')), or None."""
+    match = _CHANNEL.match(name.strip())
+    return None if match is None else (match["stem"].lower(), match["token"])
+
+
+def default_groups(images: list[LayerInfo]) -> dict[str, str]:
+    """The image layers that are channels of another one's case, as name -> the case's first layer.
+
+    Layers of the same shape whose names differ only by a channel token are one case; a colour layer,
+    an unusable one or a token repeated within the stem (two 'brain_T1' copies) stays its own case."""
+    groups: dict[tuple, list[tuple[str, str]]] = {}
+    for info in images:
+        token = channel_token(info.name)
+        if token is not None and not info.rgb and image_problem(info) is None:
+            groups.setdefault((token[0], info.spatial), []).append((info.name, token[1].lower()))
+    out: dict[str, str] = {}
+    for members in groups.values():
+        if len(members) > 1 and len({t for _, t in members}) == len(members):
+            out.update({name: members[0][0] for name, _ in members[1:]})
+    return out
 
 
 def base_name(name: str) -> str:
@@ -61,7 +101,7 @@ def default_pairs(images: list[LayerInfo], labels: list[LayerInfo]) -> dict[str,
     candidates = sorted(
         ((similarity(i.name, lab.name), -n, -m, i.name, lab.name)
          for n, i in enumerate(images) for m, lab in enumerate(labels)
-         if tuple(i.shape) == tuple(lab.shape) and image_problem(i) is None),
+         if i.spatial == tuple(lab.shape) and image_problem(i) is None),
         reverse=True)
     pairs: dict[str, str | None] = {i.name: None for i in images}
     used: set[str] = set()
@@ -74,14 +114,14 @@ def default_pairs(images: list[LayerInfo], labels: list[LayerInfo]) -> dict[str,
 
 @dataclass
 class Row:
-    """One image of the training table with what the user chose for it."""
+    """One case of the training table (its image: one layer's data, or the ``Channels`` of a colour layer or
+    of several layers) with what the user chose for it."""
 
     name: str
-    image: np.ndarray
+    image: np.ndarray | Channels
     include: bool = True
     labels: np.ndarray | None = None
     labels_name: str | None = None
-    rgb: bool = False
     class_names: tuple[str, ...] | None = None  # from the labels layer's metadata
     reviewed: Reviewed | None = None  # what of the labels supervises (None: all of it)
     spacing: tuple[float, ...] | None = None  # the image's voxel spacing (its layer's scale)
@@ -91,8 +131,8 @@ class Row:
 class TrainingSet:
     """Checked training data (arrays by reference: ``frozen()`` before handing it to a worker)."""
 
-    labeled: list[tuple[str, np.ndarray, np.ndarray]]
-    unlabeled: list[tuple[str, np.ndarray]]
+    labeled: list[tuple[str, Channels, np.ndarray]]
+    unlabeled: list[tuple[str, Channels]]
     num_classes: int
     class_names: tuple[str, ...]
     ndim: int
@@ -107,7 +147,7 @@ class TrainingSet:
                        reviewed={n: Reviewed.from_dict(r.to_dict()) for n, r in self.reviewed.items()})
 
     @property
-    def images(self) -> list[tuple[str, np.ndarray]]:
+    def images(self) -> list[tuple[str, Channels]]:
         """Every image of the set (labeled first), for prediction."""
         return [(n, i) for n, i, _ in self.labeled] + list(self.unlabeled)
 
@@ -121,17 +161,18 @@ def choose_class_names(num_classes: int, *candidates: tuple[str, ...] | None) ->
 
 
 def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = None,
-                 model_ndim: int | None = None) -> TrainingSet:
+                 model_ndim: int | None = None, model_channels: tuple[str, ...] | None = None) -> TrainingSet:
     """Check the chosen rows; ``DataError`` with a message naming the layer for anything wrong.
 
-    ``model_class_names``/``model_ndim`` describe the model a warm start continues from: the class
-    count is at least the model's, and its dimension must be the data's.
+    ``model_class_names``/``model_ndim``/``model_channels`` describe the model a warm start continues from:
+    the class count is at least the model's, its dimension and its channels' count must be the data's.
     """
     notes: list[str] = []
     labeled, unlabeled = [], []
     reviewed: dict[str, Reviewed] = {}
     for row in rows:
-        problem = image_problem(LayerInfo(row.name, tuple(np.shape(row.image)), row.rgb))
+        image = Channels.of(row.image)
+        problem = image_problem(LayerInfo(row.name, image.shape))
         if not row.include:
             if problem:
                 notes.append(f"'{row.name}' is not used ({problem})")
@@ -140,9 +181,9 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
             raise DataError(f"'{row.name}' cannot be used: {problem}")
         if row.labels is not None:
             lab = np.asarray(row.labels)
-            if lab.shape != np.shape(row.image):
+            if lab.shape != image.shape:
                 raise DataError(f"labels '{row.labels_name}' have shape {lab.shape} but image '{row.name}' has "
-                                f"shape {np.shape(row.image)}: pair them with an image of the same shape")
+                                f"shape {image.shape}: pair them with an image of the same shape")
             if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
                 raise DataError(f"labels '{row.labels_name}' hold {lab.dtype} values, not whole numbers")
             if lab.size and lab.min() < 0:
@@ -155,9 +196,9 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
                                 f"'{row.name}' to none")
             if rec is not None and not rec.whole:
                 reviewed[row.name] = rec
-            labeled.append((row.name, np.asarray(row.image), lab, row.class_names))
+            labeled.append((row.name, image, lab, row.class_names))
         else:
-            unlabeled.append((row.name, np.asarray(row.image)))
+            unlabeled.append((row.name, image))
     if not labeled:
         raise DataError("no image has labels: paint labels on a few slices of an image and pair that "
                         "labels layer with it in the training table")
@@ -177,6 +218,7 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
         if img.ndim != ndim:
             notes.append(f"'{name}' is not used: it is {img.ndim}D, the labeled images are {ndim}D")
             unlabeled.remove((name, img))
+    check_channels([(n, img) for n, img, _, _ in labeled] + unlabeled, model_channels)
     if not unlabeled:
         notes.append("no unlabeled image: training on the labeled images only (the two networks still "
                      "distil on them); open more images of the same kind to use unlabeled data")
@@ -187,6 +229,25 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
     spacing = {row.name: row.spacing for row in rows if row.include}
     return TrainingSet([(n, i, lab) for n, i, lab, _ in labeled], unlabeled, num_classes, names, ndim, notes,
                        reviewed, spacing)
+
+
+def describe_channels(names: tuple[str, ...]) -> str:
+    """'2 channel(s) (T1, T2)'."""
+    return f"{len(names)} channel(s) ({', '.join(names)})"
+
+
+def check_channels(images: list[tuple[str, Channels]], model_channels: tuple[str, ...] | None = None) -> None:
+    """``DataError`` naming the first case whose channel count is not the first case's (or the model's)."""
+    if not images:
+        return
+    first, want = (("the current model", model_channels) if model_channels is not None
+                   else (f"'{images[0][0]}'", images[0][1].names))
+    for name, img in images:
+        if img.count != len(want):
+            advice = ("untick 'continue from the current model' to train a new one" if model_channels is not None
+                      else "group its channel layers into one case (or untick it) in the training table")
+            raise DataError(f"'{name}' has {describe_channels(img.names)} but {first} takes "
+                            f"{describe_channels(want)}: {advice}")
 
 
 def shows_structure(labels: np.ndarray, rec: Reviewed | None) -> bool:

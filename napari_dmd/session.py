@@ -17,10 +17,22 @@ from typing import Any
 
 import numpy as np
 
+from .channels import Channels
 from .config import RANKING_SLAB, RunOptions, TrainConfig
 from .errors import DataError
 from .jobs import Finished, TrainJob
-from .pairing import LayerInfo, Row, TrainingSet, default_pairs, image_problem, training_set
+from .pairing import (
+    LayerInfo,
+    Row,
+    TrainingSet,
+    channel_token,
+    default_groups,
+    default_pairs,
+    describe_channels,
+    image_problem,
+    layer_channels,
+    training_set,
+)
 from .ranking import Suggestion, suggest
 from .review import Reviewed, write_run_record
 from .spacing import data_spacing
@@ -73,6 +85,8 @@ class Choice:
     include: bool = True
     labels: str | None = None  # the labels layer picked by hand ('' = none)
     manual: bool = False
+    channel_of: str | None = None  # the image whose case this one is a channel of, picked by hand ('' = own case)
+    grouped: bool = False  # whether channel_of was picked by hand
 
 
 @dataclass
@@ -86,8 +100,13 @@ class Layer:
     spacing: tuple[float, ...] | None = None  # of an image layer: its scale
 
     @property
+    def info(self) -> LayerInfo:
+        return LayerInfo(self.name, tuple(np.shape(self.data)), self.rgb)
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(np.shape(self.data))
+        """The spatial shape (a colour image's without its colour axis)."""
+        return self.info.spatial
 
 
 @dataclass
@@ -144,8 +163,7 @@ class Session:
     def add_image(self, name: str, data: Any, rgb: bool = False, spacing: tuple[float, ...] | None = None) -> None:
         """An image layer; ``spacing`` (its scale, array order) sets the networks' pooling per axis."""
         self.images[name] = Layer(name, data, rgb, spacing=spacing)
-        problem = image_problem(LayerInfo(name, tuple(np.shape(data)), rgb))
-        self.choices.setdefault(name, Choice(include=problem is None))
+        self.choices.setdefault(name, Choice(include=image_problem(self.images[name].info) is None))
 
     def add_labels(self, name: str, data: Any, class_names: tuple[str, ...] | None = None,
                    reviewed: Reviewed | None = None) -> None:
@@ -206,14 +224,80 @@ class Session:
         for choice in self.choices.values():
             if choice.labels == old:
                 choice.labels = new
+            if choice.channel_of == old:
+                choice.channel_of = new
+
+    # ------------------------------------------------------------ cases (image layers grouped as channels)
+    def members(self) -> dict[str, str]:
+        """Image layers that are channels of another layer's case -> that case (its first layer): the user's
+        pick, else the default grouping by name (``pairing.default_groups``). A layer picked as a case by the
+        user stays its own case unless picked into another; a pick that no longer fits is ignored."""
+        auto = default_groups([lay.info for lay in self.images.values()])
+        targets = {c.channel_of for c in self.choices.values() if c.grouped and c.channel_of}
+        picked: dict[str, str | None] = {}
+        for name in self.images:
+            choice = self.choices.setdefault(name, Choice())
+            if choice.grouped and choice.channel_of and choice.channel_of not in self.images:
+                choice.channel_of, choice.grouped = None, False  # the picked case is gone
+            picked[name] = (choice.channel_of or None) if choice.grouped else \
+                (None if name in targets else auto.get(name))
+        out = {}
+        for name, target in picked.items():
+            seen = {name}
+            while target is not None and target not in seen and picked.get(target) is not None:
+                seen.add(target)  # a channel of a channel: of that one's case
+                target = picked[target]
+            if target is not None and target not in seen and target in self.groupable(name):
+                out[name] = target
+        return out
+
+    def groupable(self, image: str) -> list[str]:
+        """The other images ``image`` may be a channel of: usable single-channel layers of its shape."""
+        layer = self.images[image]
+        if layer.rgb or image_problem(layer.info) is not None:
+            return []
+        return [n for n, other in self.images.items() if n != image and not other.rgb
+                and other.shape == layer.shape and image_problem(other.info) is None]
+
+    def group(self, image: str, case: str | None) -> None:
+        """The user's pick: ``image`` is a channel of ``case``'s case (None: its own case)."""
+        choice = self.choices.setdefault(image, Choice())
+        choice.channel_of, choice.grouped = case or "", True
+
+    def cases(self) -> list[str]:
+        """The cases (rows that train), each named after its first layer, in the viewer's order."""
+        members = self.members()
+        return [n for n in self.images if n not in members]
+
+    def case_of(self, image: str | None) -> str | None:
+        """The case an image layer belongs to (itself, or the case it is a channel of); None for no image."""
+        if image not in self.images:
+            return None
+        return self.members().get(image, image)
+
+    def channels_of(self, case: str) -> list[str]:
+        """The image layers of a case, its own first."""
+        return [case, *(n for n, c in self.members().items() if c == case)]
+
+    def case_image(self, case: str) -> np.ndarray | Channels:
+        """The image a case trains on: its layer's data, a colour layer's channels, or the ``Channels`` of its
+        layers (data by reference) named by their channel tokens (else by the layers' names)."""
+        layers = self.channels_of(case)
+        if len(layers) == 1:
+            return layer_channels(self.images[case].data, self.images[case].rgb)
+        tokens = [channel_token(n) for n in layers]
+        names = [t[1] for t in tokens] if all(tokens) and len({t[1].lower() for t in tokens}) == len(layers) \
+            else layers
+        return Channels([self.images[n].data for n in layers], names)
 
     # ------------------------------------------------------------ pairing
     def pairs(self) -> dict[str, str | None]:
-        """Image name -> its labels layer name (the user's pick, else the best match), or None."""
-        auto = default_pairs([LayerInfo(n, lay.shape, lay.rgb) for n, lay in self.images.items()],
+        """Case name -> its labels layer name (the user's pick, else the best match), or None."""
+        cases = self.cases()
+        auto = default_pairs([self.images[n].info for n in cases],
                              [LayerInfo(n, self.stats[n].shape) for n in self.labels])
         out = {}
-        for name in self.images:
+        for name in cases:
             choice = self.choices.setdefault(name, Choice())
             if choice.manual and choice.labels and choice.labels not in self.labels:
                 choice.labels, choice.manual = None, False  # the picked labels layer is gone
@@ -234,32 +318,38 @@ class Session:
         return self.reviewed.get(labels) if labels else None
 
     def info(self, image: str, labels: str | None) -> str:
-        """The table's Info text of one row: shape, what is labeled and reviewed, or why not usable."""
+        """The table's Info text of one row: the case it is a channel of, or its channels, what is labeled and
+        reviewed, or why it is not usable."""
         layer = self.images[image]
-        problem = image_problem(LayerInfo(image, layer.shape, layer.rgb))
+        problem = image_problem(layer.info)
         if problem:
             return problem
+        case = self.case_of(image)
+        if case != image:
+            return f"channel of {case}"
+        channels = Channels.of(self.case_image(image))
+        prefix = f"{channels.count} channels ({', '.join(channels.names)}) · " if channels.count > 1 else ""
         if not labels:
-            return "unlabeled"
+            return f"{prefix}unlabeled"
         st = self.stats[labels]
         if st.shape != layer.shape:
             return f"labels are {'×'.join(map(str, st.shape))}, the image {'×'.join(map(str, layer.shape))}"
-        return review_summary(self.reviewed[labels], st)
+        return prefix + review_summary(self.reviewed[labels], st)
 
     def unpaired_reasons(self) -> dict[str, str]:
         """Labels layers no image can take, and why (shown in the table, never silently dropped)."""
-        shapes = {lay.shape for lay in self.images.values()}
+        shapes = {self.images[n].shape for n in self.cases()}
         used = {v for v in self.pairs().values() if v}
         return {n: f"no image of shape {'×'.join(map(str, st.shape))}" for n, st in self.stats.items()
                 if n not in used and st.shape not in shapes}
 
     def rows(self) -> list[Row]:
-        """The table as ``pairing.Row`` objects (arrays by reference)."""
+        """The cases as ``pairing.Row`` objects (arrays by reference)."""
         rows = []
         for name, labels in self.pairs().items():
             img, lab = self.images[name], self.labels.get(labels) if labels else None
-            rows.append(Row(name, img.data, self.choices[name].include, None if lab is None else lab.data,
-                            labels, img.rgb, None if lab is None else lab.class_names,
+            rows.append(Row(name, self.case_image(name), self.choices[name].include,
+                            None if lab is None else lab.data, labels, None if lab is None else lab.class_names,
                             None if lab is None else self.reviewed.get(labels), img.spacing))
         return rows
 
@@ -271,8 +361,8 @@ class Session:
         """The shapes of the ticked usable images of the labeled images' dimension, and the number of
         classes their labels show (at least 2): what a Start would train on, from the cached statistics."""
         pairs = self.pairs()
-        shapes = {n: layer.shape for n, layer in self.images.items() if self.choices[n].include
-                  and image_problem(LayerInfo(n, layer.shape, layer.rgb)) is None}
+        shapes = {n: self.images[n].shape for n in pairs if self.choices[n].include
+                  and image_problem(self.images[n].info) is None}
         tops = {n: self.stats[lab].top for n, lab in pairs.items()
                 if lab and n in shapes and self.stats[lab].shape == shapes[n]}
         ndim = len(shapes[next(iter(tops))]) if tops else len(next(iter(shapes.values()), ()))
@@ -281,7 +371,9 @@ class Session:
     def training_set(self, warm: bool = False) -> TrainingSet:
         """The checked training data (``DataError`` saying what is wrong)."""
         model = self.model if warm else None
-        return training_set(self.rows(), *((model.class_names, model.ndim) if model is not None else (None, None)))
+        if model is None:
+            return training_set(self.rows())
+        return training_set(self.rows(), model.class_names, model.ndim, model.channels)
 
     # ------------------------------------------------------------ review
     def mark(self, image: str, index: int, reviewed: bool = True) -> Reviewed:
@@ -324,13 +416,19 @@ class Session:
         self.results.clear()
         return TrainJob(data.frozen(), config, options, run_dir, init)
 
-    def begin_prediction(self) -> list[tuple[str, Any]]:
-        """The ticked images of the current model's dimension, to predict with it (``DataError`` without a model
-        or such an image). The results of the last run are cleared."""
+    def begin_prediction(self) -> list[tuple[str, Channels]]:
+        """The ticked cases of the current model's dimension and channel count, to predict with it (``DataError``
+        without a model or such a case). The results of the last run are cleared."""
         if self.model is None:
             raise DataError("no model yet: train one or load a saved model first")
-        images = [(n, self.images[n].data) for n, choice in self.choices.items()
-                  if choice.include and n in self.images and np.ndim(self.images[n].data) == self.model.ndim]
+        ticked = [(n, Channels.of(self.case_image(n))) for n in self.cases()
+                  if self.choices[n].include and image_problem(self.images[n].info) is None]
+        dimension = [(n, image) for n, image in ticked if image.ndim == self.model.ndim]
+        images = [(n, image) for n, image in dimension if image.count == len(self.model.channels)]
+        if dimension and not images:
+            raise DataError(f"the model takes {describe_channels(self.model.channels)}; no ticked "
+                            f"{self.model.ndim}D case has {len(self.model.channels)}: group the channel layers of "
+                            "a case in the training table, or load a model of this data")
         if not images:
             raise DataError("no ticked image fits the model: tick the images to predict in the training table")
         self.class_names = self.model.class_names

@@ -2,13 +2,18 @@
 import numpy as np
 import pytest
 
+from napari_dmd.channels import Channels
 from napari_dmd.errors import DataError
 from napari_dmd.pairing import (
     LayerInfo,
     Row,
     base_name,
     build_volumes,
+    channel_token,
+    default_groups,
     default_pairs,
+    image_problem,
+    layer_channels,
     training_set,
 )
 
@@ -28,9 +33,23 @@ def test_default_pairs_by_shape_then_name():
     assert default_pairs(images, labels) == {"brain_a": None, "brain_b": "brain_b_seg", "c": None}
 
 
-def test_default_pairs_skips_rgb_images():
+def test_rgb_images_are_three_channels_paired_by_their_spatial_shape():
     images = [LayerInfo("photo", (20, 20, 3), rgb=True)]
     assert default_pairs(images, [LayerInfo("photo labels", (20, 20, 3))]) == {"photo": None}
+    assert default_pairs(images, [LayerInfo("photo labels", (20, 20))]) == {"photo": "photo labels"}
+    assert image_problem(images[0]) is None
+    rgba = layer_channels(np.zeros((20, 20, 4), np.uint8), rgb=True)
+    assert (rgba.count, rgba.shape, rgba.names) == (4, (20, 20), ("red", "green", "blue", "alpha"))
+
+
+def test_channel_tokens_and_default_groups():
+    assert channel_token("brain_T1") == ("brain", "T1") and channel_token("case_0001") == ("case", "0001")
+    assert channel_token("brain-flair") == ("brain", "flair") and channel_token("x.T1ce") == ("x", "T1ce")
+    assert channel_token("scan 1") is None and channel_token("T1") is None
+    infos = [LayerInfo("brain_T1", (8, 9, 9)), LayerInfo("brain_T2", (8, 9, 9)), LayerInfo("other_T2", (8, 9, 9)),
+             LayerInfo("case_0000", (8, 9, 9)), LayerInfo("case_0001", (8, 9, 9)), LayerInfo("scan 1", (8, 9, 9)),
+             LayerInfo("scan 2", (8, 9, 9)), LayerInfo("big_T1", (8, 9, 9)), LayerInfo("big_T2", (8, 9, 10))]
+    assert default_groups(infos) == {"brain_T2": "brain_T1", "case_0001": "case_0000"}
 
 
 def rows():
@@ -61,7 +80,7 @@ def test_training_set_class_names_from_layer_metadata_and_model():
     (lambda r: setattr(r[0], "labels", np.zeros_like(r[0].labels)), "empty"),
     (lambda r: setattr(r[0], "labels", None), "no image has labels"),
     (lambda r: setattr(r[1], "image", np.zeros((2, 4, 8, 8))), "4D"),
-    (lambda r: (setattr(r[1], "image", np.zeros((8, 8, 3))), setattr(r[1], "rgb", True)), "RGB"),
+    (lambda r: setattr(r[1], "image", Channels([r[1].image] * 2)), "'b' has 2 channel"),
     (lambda r: setattr(r[0], "labels", r[0].labels.astype(np.int16) - 1), "negative"),
 ])
 def test_training_set_bad_input_names_the_problem(change, words):
@@ -71,12 +90,26 @@ def test_training_set_bad_input_names_the_problem(change, words):
         training_set(r)
 
 
-def test_unticked_rgb_image_is_only_a_note_and_no_unlabeled_is_said():
+def test_unticked_4d_image_is_only_a_note_and_no_unlabeled_is_said():
     r = rows()
-    r[1] = Row("photo", np.zeros((8, 8, 3)), include=False, rgb=True)
+    r[1] = Row("movie", np.zeros((2, 4, 8, 8)), include=False)
     data = training_set(r)
-    assert any("RGB" in n for n in data.notes)
+    assert any("4D" in n for n in data.notes)
     assert any(n.startswith("no unlabeled image") for n in data.notes)
+
+
+def test_multichannel_cases_train_together_and_a_model_of_other_channels_is_refused():
+    img0, lab0 = cube_case(0)
+    img1, _ = cube_case(1)
+    r = [Row("a", Channels([img0, -img0], ("T1", "T2")), True, lab0, "a labels"),
+         Row("b", Channels([img1, -img1], ("T1", "T2")))]
+    data = training_set(r)
+    assert [img.count for _, img in data.images] == [2, 2] and data.images[0][1].arrays[0] is img0  # by reference
+    with pytest.raises(DataError, match="the current model takes 1 channel"):
+        training_set(r, model_class_names=("bg", "fg"), model_ndim=3, model_channels=("image",))
+    r[1].image = img1
+    with pytest.raises(DataError, match="'b' has 1 channel.*'a' takes 2"):
+        training_set(r)
 
 
 def test_unlabeled_of_other_dimension_is_skipped_with_a_note():

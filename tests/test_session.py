@@ -155,3 +155,90 @@ def test_slices_of_paint_atoms():
 
     legacy = ((np.array([7, 7, 9]), np.array([0, 1, 2]), np.array([0, 0, 0])), np.zeros(3), 1)
     assert slices_of([Atom(), legacy]) == {3, 4, 7, 9}
+
+
+def channel_session():
+    """brain_T1 + brain_T2 (one case, labeled), scan 1 / scan 2 (two cases), big_T1 / big_T2 (different shapes)."""
+    s = Session()
+    img, lab = make_case(0)
+    for name in ("brain_T1", "brain_T2", "scan 1", "scan 2", "big_T1"):
+        s.add_image(name, img.copy())
+    s.add_image("big_T2", np.zeros((16, 24, 25), np.float32))
+    s.add_labels("brain labels", lab)
+    return s
+
+
+def test_channel_layers_of_one_case_are_grouped_by_default():
+    s = channel_session()
+    assert s.members() == {"brain_T2": "brain_T1"}
+    assert s.cases() == ["brain_T1", "scan 1", "scan 2", "big_T1", "big_T2"]
+    assert s.pairs()["brain_T1"] == "brain labels" and "brain_T2" not in s.pairs()
+    image = s.rows()[0].image
+    assert image.names == ("T1", "T2") and image.arrays[1] is s.images["brain_T2"].data  # by reference
+    assert s.info("brain_T2", None) == "channel of brain_T1"
+    assert s.info("brain_T1", "brain labels").startswith("2 channels (T1, T2) · 16/16 reviewed")
+    assert s.case_of("brain_T2") == "brain_T1" and s.channels_of("brain_T1") == ["brain_T1", "brain_T2"]
+
+
+def test_channel_grouping_is_changeable_and_survives_renames_and_removals():
+    s = channel_session()
+    s.group("brain_T2", None)  # own case by hand
+    assert s.members() == {}
+    s.group("scan 2", "scan 1")
+    s.group("brain_T1", "brain_T2")  # the other way round: the picked case stays a case
+    assert s.members() == {"scan 2": "scan 1", "brain_T1": "brain_T2"}
+    s.group("big_T2", "big_T1")  # another shape: not a channel
+    assert "big_T2" not in s.members() and s.groupable("big_T2") == []
+    s.rename("scan 1", "patient")
+    assert s.members()["scan 2"] == "patient"
+    s.remove("patient")
+    assert "scan 2" in s.cases() and not s.choices["scan 2"].grouped  # the picked case is gone
+    s.group("brain_T1", None)
+    s.group("brain_T2", None)
+    s.choices["brain_T2"].grouped = False  # back to the default
+    assert s.members() == {"brain_T2": "brain_T1"}
+
+
+def test_rgb_layer_is_a_case_of_three_channels():
+    s = Session()
+    s.add_image("photo", np.zeros((20, 30, 3), np.uint8), rgb=True)
+    lab = np.zeros((20, 30), np.uint8)
+    lab[5:9, 5:9] = 1
+    s.add_labels("photo labels", lab)
+    assert s.choices["photo"].include and s.pairs() == {"photo": "photo labels"}
+    image = s.rows()[0].image
+    assert (image.count, image.shape, image.names) == (3, (20, 30), ("red", "green", "blue"))
+    assert s.info("photo", "photo labels") == "3 channels (red, green, blue) · reviewed"
+    assert s.training_set().ndim == 2
+
+
+def test_a_model_of_another_channel_count_is_refused_for_warm_start_and_prediction():
+    from types import SimpleNamespace
+
+    s = channel_session()
+    s.include("big_T2", False)
+    s.include("scan 1", False)
+    s.include("scan 2", False)
+    s.include("big_T1", False)
+    assert s.training_set().labeled[0][1].count == 2
+    s.model = SimpleNamespace(class_names=("bg", "fg"), ndim=3, channels=("image",))
+    with pytest.raises(DataError, match="the current model takes 1 channel"):
+        s.training_set(warm=True)
+    with pytest.raises(DataError, match=r"the model takes 1 channel\(s\) \(image\); no ticked 3D case has 1"):
+        s.begin_prediction()
+    s.include("scan 1", True)
+    assert [n for n, _ in s.begin_prediction()] == ["scan 1"]
+    s.include("scan 1", False)
+    s.model = SimpleNamespace(class_names=("bg", "fg"), ndim=3, channels=("T1", "T2"))
+    assert [(n, img.count) for n, img in s.begin_prediction()] == [("brain_T1", 2)]
+
+
+def test_a_refresh_measures_a_multichannel_case_by_one_channel(monkeypatch):
+    from napari_dmd import jobs
+    from napari_dmd.channels import Channels
+    from napari_dmd.jobs import View, refresh_items
+
+    big = np.broadcast_to(np.zeros(1, np.float32), (40, 512, 512))  # 10.5 megavoxels a channel, no memory
+    monkeypatch.setattr(jobs, "REFRESH_WHOLE_MVOXELS", 10)
+    items = refresh_items([("a", Channels([big, big], ("T1", "T2")))], View("a", 20), final=False)
+    assert items[0][2] is not None and items[0][2][0] < 20 < items[0][2][1]  # the slab in view, not the whole case

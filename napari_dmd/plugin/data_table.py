@@ -1,5 +1,8 @@
-"""The training table: one row per image (use it, its labels, what is reviewed) as a view of a ``Session``;
-a click on a row shows that case (also during a run, when the choices are locked)."""
+"""The training table: one row per image layer (use it, its case, its labels, what is reviewed) as a view of a
+``Session``; a click on a row shows that case (also during a run, when the choices are locked).
+
+An image layer is its own case or a channel of another's ("Case" column: the layers of one case, e.g.
+brain_T1 and brain_T2, are grouped by default); a channel's row says so and takes no labels of its own."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,21 +13,28 @@ from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView,
 from ..session import Session
 
 NONE = "— none —"
+OWN = "own case"
+CHANNEL_OF = "channel of "
 ROW = 22  # pixels
+USE, IMAGE, LABELS, INFO, CASE = range(5)  # the columns (CASE is shown after IMAGE)
 
 
 class TrainingTable(QTableWidget):
     """Shows the session's rows; the user's picks go back through the callbacks, never read from the widgets."""
 
     def __init__(self, include: Callable[[str, bool], None], pair: Callable[[str, str | None], None],
-                 clicked: Callable[[str], None]) -> None:
-        super().__init__(0, 4)
-        self._include, self._pair, self._clicked = include, pair, clicked
+                 clicked: Callable[[str], None], group: Callable[[str, str | None], None]) -> None:
+        super().__init__(0, 5)
+        self._include, self._pair, self._clicked, self._group = include, pair, clicked, group
         self._layout: tuple = ()
         self._busy = False  # during a run: the choices are locked
-        self.setHorizontalHeaderLabels(["Use", "Image", "Labels", "Info"])
-        self.horizontalHeaderItem(3).setToolTip("how many slices of the labels are reviewed (they supervise, "
-                                                "background included) and how many hold a label")
+        self._channels: set[str] = set()  # rows that are a channel of another image's case
+        self.setHorizontalHeaderLabels(["Use", "Image", "Labels", "Info", "Case"])
+        self.horizontalHeaderItem(INFO).setToolTip("how many slices of the labels are reviewed (they supervise, "
+                                                   "background included) and how many hold a label")
+        self.horizontalHeaderItem(CASE).setToolTip("an image is its own case, or a channel of another image's case "
+                                                   "(MR sequences, nnU-Net's _0000/_0001 files): layers of one shape "
+                                                   "named alike (brain_T1, brain_T2) are one case by default")
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(ROW)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -33,60 +43,78 @@ class TrainingTable(QTableWidget):
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a cut name keeps its case number, a cut Info its end
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        self.setColumnWidth(2, 150)
+        header.setSectionResizeMode(LABELS, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(CASE, QHeaderView.ResizeMode.Interactive)
+        header.moveSection(CASE, LABELS)
+        self.setColumnWidth(LABELS, 150)
+        self.setColumnWidth(CASE, 130)
         self.setMinimumHeight(12 * ROW + 30)  # a dozen rows in view
         self.cellClicked.connect(self._on_clicked)
 
     def show_session(self, session: Session, case: str | None = None) -> None:
         """Render the session with the row of ``case`` (the case in view) selected: widgets are rebuilt only
         when the images or labels layers changed."""
-        pairs = session.pairs()
-        labels = list(session.labels)
-        layout = (tuple(pairs), tuple(labels))
+        pairs, members = session.pairs(), session.members()
+        labels, names = list(session.labels), list(session.images)
+        groupable = {n: session.groupable(n) for n in names}
+        layout = (tuple(groupable.items()), tuple(labels))
         if layout != self._layout:
-            self._rebuild(list(pairs), labels)
+            self._rebuild(groupable, labels)
             self._layout = layout
-        for r, (name, paired) in enumerate(pairs.items()):
-            use, combo = self.cellWidget(r, 0), self.cellWidget(r, 2)
-            for widget, value in ((use, session.choices[name].include), (combo, paired or NONE)):
+        self._channels = set(members)
+        for r, name in enumerate(names):
+            paired, owner = pairs.get(name), members.get(name)
+            use, combo, grouping = (self.cellWidget(r, c) for c in (USE, LABELS, CASE))
+            for widget, value in ((use, session.choices[name].include), (combo, paired or NONE),
+                                  (grouping, CHANNEL_OF + owner if owner else OWN)):
                 widget.blockSignals(True)
                 widget.setChecked(value) if widget is use else widget.setCurrentText(value)
                 widget.blockSignals(False)
+            self._lock(r)
             combo.setToolTip(f"labels of '{name}': {paired or 'none'}")
             text = session.info(name, paired)
             item = QTableWidgetItem(text)
             item.setToolTip(f"{'×'.join(map(str, session.images[name].shape))} · {text}")
-            self.setItem(r, 3, item)
-        names = list(pairs)
+            self.setItem(r, INFO, item)
         if case in names:
             self.selectRow(names.index(case))
         else:
             self.clearSelection()
 
     def set_busy(self, busy: bool) -> None:
-        """During a run the choices (use, labels) are locked; a row still shows its case."""
+        """During a run the choices (use, case, labels) are locked; a row still shows its case."""
         self._busy = busy
         for r in range(self.rowCount()):
-            for column in (0, 2):
-                self.cellWidget(r, column).setEnabled(not busy)
+            self._lock(r)
 
-    def _rebuild(self, images: list[str], labels: list[str]) -> None:
-        self.setRowCount(len(images))
-        for r, name in enumerate(images):
-            use = QCheckBox(enabled=not self._busy)
+    def _lock(self, row: int) -> None:
+        """Enable a row's choices unless a run is on; a channel of another case has no use or labels of its own."""
+        channel = self.item(row, IMAGE).text() in self._channels
+        for column in (USE, LABELS, CASE):
+            self.cellWidget(row, column).setEnabled(not self._busy and not (channel and column != CASE))
+
+    def _rebuild(self, groupable: dict[str, list[str]], labels: list[str]) -> None:
+        self.setRowCount(len(groupable))
+        for r, (name, cases) in enumerate(groupable.items()):
+            use = QCheckBox()
             use.toggled.connect(lambda checked, n=name: self._include(n, checked))
-            self.setCellWidget(r, 0, use)
+            self.setCellWidget(r, USE, use)
             item = QTableWidgetItem(name)
             item.setToolTip(name)
-            self.setItem(r, 1, item)
-            combo = QComboBox(enabled=not self._busy)
+            self.setItem(r, IMAGE, item)
+            combo = QComboBox()
             combo.addItems([NONE] + labels)
             combo.currentTextChanged.connect(lambda text, n=name: self._pair(n, None if text == NONE else text))
-            self.setCellWidget(r, 2, combo)
+            self.setCellWidget(r, LABELS, combo)
+            grouping = QComboBox()
+            grouping.addItems([OWN] + [CHANNEL_OF + c for c in cases])
+            grouping.setToolTip(f"'{name}' is its own case, or a channel of another image's case (same shape)")
+            grouping.currentTextChanged.connect(
+                lambda text, n=name: self._group(n, None if text == OWN else text.removeprefix(CHANNEL_OF)))
+            self.setCellWidget(r, CASE, grouping)
 
     def _on_clicked(self, row: int, _column: int) -> None:
-        item = self.item(row, 1)
+        item = self.item(row, IMAGE)
         if item is not None:
             self._clicked(item.text())
