@@ -467,11 +467,12 @@ class Session:
             table[image][rows[0]:rows[1]] = part
 
     def ranking_coverage(self) -> str:
-        """Which images 'label this next' ranks: those predicted whole by the current model."""
-        ranked = sum(n in self.results.slice_scores for n in self.images)
-        if ranked == len(self.images):
+        """Which cases 'label this next' ranks: those predicted whole by the current model."""
+        cases = self.cases()
+        ranked = sum(n in self.results.slice_scores for n in cases)
+        if ranked == len(cases):
             return f"Ranks all {ranked} image(s)." if ranked else ""
-        return (f"Ranks the {ranked} of {len(self.images)} images predicted whole; during training on large images "
+        return (f"Ranks the {ranked} of {len(cases)} images predicted whole; during training on large images "
                 "only the slices in view are refreshed, every image is predicted whole at the end of the run.")
 
     def suggestions(self, count: int = 10) -> list[Suggestion]:

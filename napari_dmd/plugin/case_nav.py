@@ -1,12 +1,14 @@
 """The case navigator: one case (an image with its labels and results) in view at a time.
 
-Previous/Next step through the images of the training table (a click on a row of the table does the same);
-the dock shows the case alone (``result_layers.focus``). The toggle shows or hides the case's disagreement
+Previous/Next step through the cases of the training table (a click on a row of the table does the same);
+the dock shows the case alone (``result_layers.focus``, and ``show_channels`` for the image layers that are
+channels of a case). The toggle shows or hides the case's disagreement
 layer ("… unsure"), hidden at first so the image and the brush stay in view.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QWidget
 
@@ -26,6 +28,23 @@ def neighbour(cases: list[str], current: str | None, step: int) -> str | None:
     return cases[i] if 0 <= i < len(cases) else None
 
 
+def show_channels(viewer: Any, members: dict[str, str], case: str, hidden: set[str]) -> None:
+    """Hide the channel layers of the other cases (``members``: layer -> its case), remembering in ``hidden``
+    those that were shown, and show again those of ``case`` hidden so: the layers of the case in view stay as
+    the user set them."""
+    for name, owner in members.items():
+        if name not in viewer.layers:
+            continue
+        layer = viewer.layers[name]
+        if owner == case and name in hidden:
+            layer.visible = True
+        elif owner != case and layer.visible:
+            layer.visible = False
+            hidden.add(name)
+        if owner == case:
+            hidden.discard(name)
+
+
 class CaseNavigator(QWidget):
     """'◀ Case 2 of 12: name ▶' and the disagreement toggle; ``go(name)`` shows a case,
     ``unsure(on)`` shows or hides the disagreement."""
@@ -34,6 +53,7 @@ class CaseNavigator(QWidget):
         super().__init__()
         self.case: str | None = None  # the case in view
         self.cases: list[str] = []
+        self.hidden: set[str] = set()  # channel layers of other cases hidden by the navigator (``show_channels``)
         self._go = go
         self.previous_button, self.next_button = QPushButton("◀"), QPushButton("▶")
         for button in (self.previous_button, self.next_button):

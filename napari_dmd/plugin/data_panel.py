@@ -22,7 +22,7 @@ class DataPanel(QGroupBox):
 
     def show_session(self, s: Session) -> None:
         """The case in view, the table, how many images train, and unusable labels with the reason."""
-        self.nav.show_cases(list(s.images))
+        self.nav.show_cases(s.cases())
         self.table.show_session(s, self.nav.case)
         pairs = s.pairs()
         labeled = [n for n, lab in pairs.items() if lab and s.choices[n].include

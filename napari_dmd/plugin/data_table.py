@@ -47,8 +47,8 @@ class TrainingTable(QTableWidget):
         header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(CASE, QHeaderView.ResizeMode.Interactive)
         header.moveSection(CASE, LABELS)
-        self.setColumnWidth(LABELS, 150)
-        self.setColumnWidth(CASE, 130)
+        self.setColumnWidth(LABELS, 130)
+        self.setColumnWidth(CASE, 90)  # with Labels: Info keeps some room in the dock's 520 pixels
         self.setMinimumHeight(12 * ROW + 30)  # a dozen rows in view
         self.cellClicked.connect(self._on_clicked)
 

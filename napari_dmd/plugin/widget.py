@@ -42,7 +42,7 @@ from ..ranking import Suggestion
 from ..session import Session
 from ..speed_store import record_speed
 from ._layers import DISAGREEMENT, PREDICTION, source
-from .case_nav import CaseNavigator
+from .case_nav import CaseNavigator, show_channels
 from .closing import ClosingHooks
 from .corrections import Corrections
 from .curves import LossCurves
@@ -116,7 +116,7 @@ class DMDWidget(QWidget):
         outer = QVBoxLayout(body)
         outer.setSpacing(4)
         self.setMinimumWidth(520)
-        self.table = TrainingTable(self._on_include, self._on_pair, self.show_case)
+        self.table = TrainingTable(self._on_include, self._on_pair, self.show_case, self._on_group)
         self.nav = CaseNavigator(self.show_case, self._show_unsure)
         self.data = DataPanel(self.nav, self.table)
         self.settings = SettingsForm(cpu)
@@ -140,8 +140,9 @@ class DMDWidget(QWidget):
     # ---------------------------------------------------------------- the session's view
     def refresh_view(self) -> None:
         """Show the session: the case in view, the training data, its review record, what Start will do."""
-        if self.nav.case not in self.session.images and self.session.images:  # the case in view was removed
-            self.show_case(next(iter(self.session.images)), select=False)
+        cases = self.session.cases()
+        if self.nav.case not in cases and cases:  # the case in view was removed or is a channel of another now
+            self.show_case(self.session.case_of(self.nav.case) or cases[0], select=False)
         image = self._current_image()
         self.data.show_session(self.session)
         self.next.show_review(image, self.session.reviewed_for(image) if image else None)
@@ -176,12 +177,18 @@ class DMDWidget(QWidget):
         self.session.pair(name, labels)
         self._schedule()
 
+    def _on_group(self, name: str, case: str | None) -> None:
+        self.session.group(name, case)
+        self._schedule()
+
     # ---------------------------------------------------------------- the case in view
     def show_case(self, image: str, index: int | None = None, select: bool = True) -> None:
         """Show the case of ``image`` alone (its image, labels and prediction; its disagreement when toggled
         on) at slice ``index`` (None: where it was left, else its middle slice; the same case stays where it
-        is), and with ``select`` select its labels (else the image) for the brush."""
-        if image not in self.session.images or image not in self.viewer.layers:
+        is), and with ``select`` select its labels (else the image) for the brush. A channel layer of a case
+        shows that case."""
+        image = self.session.case_of(image)
+        if image is None or image not in self.viewer.layers:
             return
         old, layer = self._current_image(), self.viewer.layers[image]
         if old is not None and old != image:
@@ -193,6 +200,7 @@ class DMDWidget(QWidget):
         self.nav.case = image
         pairs = self.session.pairs()
         go_to(self.viewer, image, index, pairs, self.nav.unsure)
+        show_channels(self.viewer, self.session.members(), image, self.nav.hidden)
         if select:
             self.results.select(self.viewer.layers[pairs[image]] if pairs.get(image) else layer)
         self._look()
@@ -211,10 +219,11 @@ class DMDWidget(QWidget):
                                tuple(names))
 
     def _case_of(self, layer) -> str | None:
-        """The image (case) a layer belongs to: itself, the image its labels are paired with, or its source."""
+        """The case a layer belongs to: its own or the one it is a channel of, the case its labels are paired
+        with, or its source's."""
         name = source(layer) or layer.name
         if name in self.session.images:
-            return name
+            return self.session.case_of(name)
         return next((img for img, lab in self.session.pairs().items() if lab == name), None)
 
     def _inserted(self, event) -> None:

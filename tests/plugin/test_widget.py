@@ -201,7 +201,7 @@ def test_bad_input_notifies_and_keeps_every_layer(dock, qtbot, notes):
     viewer.add_image(np.zeros((2, 4, 8, 8)), name="movie")
     widget.refresh_view()
     rows = {widget.table.item(r, 1).text(): widget.table.item(r, 3).text() for r in range(widget.table.rowCount())}
-    assert "RGB" in rows["photo"] and "4D" in rows["movie"]
+    assert rows["photo"] == "3 channels (red, green, blue) · unlabeled" and "4D" in rows["movie"]  # RGB: 3 channels
     assert "'wrong labels' (no image of shape 16×32×31)" in widget.data.summary.text()  # says why it is unpaired
     assert len(viewer.layers) == n + 2
 
