@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -289,7 +289,8 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
 
         labeled, unlabeled = build_volumes(job.data)
         what = "setting up the networks"
-        yield Preparing(preparing_text(job.config, [v.image.shape for v in labeled + unlabeled],
+        yield Preparing(preparing_text(replace(job.config, channels=labeled[0].image.names),
+                                       [v.image.shape for v in labeled + unlabeled],
                                        data_spacing([v.spacing for v in labeled + unlabeled])))
         trainer = Trainer(labeled, unlabeled, job.config, run_dir=job.run_dir, init=job.init)
         volumes = {v.name: v for v in labeled + unlabeled}  # their statistics normalise the predictions too

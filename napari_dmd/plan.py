@@ -121,14 +121,14 @@ def parse_patch(text: str, ndim: int) -> tuple[int, ...] | None:
 
 
 def make_plan(shapes: dict[str, tuple[int, ...]], num_classes: int, device: str, precision: str, patch: str,
-              batch: int, spacing: tuple[float, ...] | None = None) -> Plan | None:
-    """The plan of a Start on images of ``shapes`` and ``spacing`` with these settings; ``None`` without an image,
-    ``DataError`` for an unknown device or a bad patch size."""
+              batch: int, spacing: tuple[float, ...] | None = None, channels: int = 1) -> Plan | None:
+    """The plan of a Start on images of ``shapes``, ``spacing`` and ``channels`` with these settings; ``None``
+    without an image, ``DataError`` for an unknown device or a bad patch size."""
     if not shapes:
         return None
     ndim = len(next(iter(shapes.values())))
     size = parse_patch(patch, ndim) or choose_patch(list(shapes.values()), spacing)
-    return Plan(resolve_device(device), ndim, num_classes, tuple(size), batch, precision, spacing)
+    return Plan(resolve_device(device), ndim, num_classes, tuple(size), batch, precision, spacing, channels)
 
 
 def display_name(device: torch.device) -> str:

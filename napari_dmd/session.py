@@ -357,6 +357,11 @@ class Session:
         """The median voxel spacing of the images a Start would train on (None where one has none)."""
         return data_spacing([self.images[n].spacing for n in self.training_shapes()[0]])
 
+    def training_channels(self) -> int:
+        """The input channels of a Start: the first case's it would train on (1 without any)."""
+        first = next(iter(self.training_shapes()[0]), None)
+        return 1 if first is None else Channels.of(self.case_image(first)).count
+
     def training_shapes(self) -> tuple[dict[str, tuple[int, ...]], int]:
         """The shapes of the ticked usable images of the labeled images' dimension, and the number of
         classes their labels show (at least 2): what a Start would train on, from the cached statistics."""

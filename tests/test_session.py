@@ -178,6 +178,9 @@ def test_channel_layers_of_one_case_are_grouped_by_default():
     assert s.info("brain_T2", None) == "channel of brain_T1"
     assert s.info("brain_T1", "brain labels").startswith("2 channels (T1, T2) · 16/16 reviewed")
     assert s.case_of("brain_T2") == "brain_T1" and s.channels_of("brain_T1") == ["brain_T1", "brain_T2"]
+    assert s.training_channels() == 2  # the plan (time and precision check) is of a 2-channel network
+    s.group("brain_T2", None)
+    assert s.training_channels() == 1
 
 
 def test_channel_grouping_is_changeable_and_survives_renames_and_removals():

@@ -158,7 +158,7 @@ class DMDWidget(QWidget):
         try:
             plan = make_plan(shapes, classes, form.device(), form["precision"].value, str(form["patch_size"].value),
                              form["labeled_batch"].value + form["unlabeled_batch"].value,
-                             self.session.training_spacing())
+                             self.session.training_spacing(), self.session.training_channels())
             options = form.options()
         except DataError as exc:
             return f"Start cannot run yet: {exc}", ""
