@@ -247,17 +247,19 @@ class Session:
             while target is not None and target not in seen and picked.get(target) is not None:
                 seen.add(target)  # a channel of a channel: of that one's case
                 target = picked[target]
-            if target is not None and target not in seen and target in self.groupable(name):
+            if target is not None and target not in seen and self._fits(name, target):
                 out[name] = target
         return out
 
+    def _fits(self, image: str, case: str) -> bool:
+        """Whether ``image`` may be a channel of ``case``: two usable single-channel layers of one shape."""
+        a, b = self.images[image], self.images[case]
+        return image != case and not (a.rgb or b.rgb) and a.shape == b.shape \
+            and image_problem(a.info) is None and image_problem(b.info) is None
+
     def groupable(self, image: str) -> list[str]:
         """The other images ``image`` may be a channel of: usable single-channel layers of its shape."""
-        layer = self.images[image]
-        if layer.rgb or image_problem(layer.info) is not None:
-            return []
-        return [n for n, other in self.images.items() if n != image and not other.rgb
-                and other.shape == layer.shape and image_problem(other.info) is None]
+        return [n for n in self.images if self._fits(image, n)]
 
     def group(self, image: str, case: str | None) -> None:
         """The user's pick: ``image`` is a channel of ``case``'s case (None: its own case)."""
