@@ -315,10 +315,12 @@ def _reviews(cases: list[Case], labels: Path | None) -> dict[str, Path]:
     from .io import image_shape
 
     found = by_case(folder_images(labels)) if labels else {}
-    pairs = {case: (found[case], paths[0]) for case, paths in cases if case in found}
-    for label, path in pairs.values():
-        reviewed_of(label, image_shape(path))
-    return {case: label for case, (label, _) in pairs.items()}
+    pairs = {}
+    for case, paths in cases:
+        if case in found:
+            reviewed_of(found[case], image_shape(paths[0]))
+            pairs[case] = found[case]
+    return pairs
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

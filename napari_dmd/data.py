@@ -218,13 +218,12 @@ class Volume:
         if spacing is not None and len(spacing) != image.ndim:
             raise DataError(f"{who}: spacing {spacing} does not have {image.ndim} values")
         stats = None
-        if compact and any(a.dtype.kind == "f" and a.dtype.itemsize > 2 for a in image.arrays):
-            arrays, stats = [], []
-            for a in image.arrays:
-                s = IntensityStats.of(a)
-                arrays.append(normalised_float16(a, s) if a.dtype.kind == "f" and a.dtype.itemsize > 2 else a)
-                stats.append(IntensityStats.identity() if arrays[-1] is not a else s)
-            image, stats = Channels(arrays, image.names), tuple(stats)
+        wide = [a.dtype.kind == "f" and a.dtype.itemsize > 2 for a in image.arrays]  # float32 or float64
+        if compact and any(wide):
+            found = [IntensityStats.of(a) for a in image.arrays]
+            image = Channels([normalised_float16(a, s) if w else a for a, s, w in zip(image.arrays, found, wide)],
+                             image.names)
+            stats = tuple(IntensityStats.identity() if w else s for s, w in zip(found, wide))
         return cls(image, label, mask, name, tuple(map(float, spacing)) if spacing else None, stats)
 
     @property

@@ -80,8 +80,7 @@ def image_cases(paths: list[Path], channels: bool) -> dict[str, list[Path]]:
         if other != p:
             raise DataError(f"{other.name} and {p.name} in {p.parent.absolute()} are the same channel of "
                             f"{m['case']!r}: keep one of them")
-    counts = {case: len(files) for case, files in found.items()}
-    most = max(counts.values(), default=0)
+    most = max(map(len, found.values()), default=0)
     for case, files in found.items():
         if sorted(files) != list(range(most)):
             have = ", ".join(f"{c:04d}" for c in sorted(files))

@@ -420,7 +420,8 @@ def _size_limit() -> int | None:
 
 
 def image_shape(path: str | Path) -> tuple[int, ...]:
-    """The array shape (z, y, x) of an image file from its header; a DICOM folder is read whole."""
+    """The array shape (z, y, x) of one channel of an image file from its header (a 4D file's channels are its
+    fourth axis, as ``read_channels`` reads them); a DICOM folder is read whole."""
     path = Path(path)
     if path.is_dir() or extension(path) == ".dcm":
         return read_image(path)[0].shape
@@ -430,7 +431,7 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise DataError(f"cannot read {path.absolute()}: damaged or not a valid image ({_reason(exc)})") from exc
-    return tuple(reader.GetSize()[::-1])
+    return tuple(reader.GetSize()[:3][::-1])
 
 
 def write_failure(path: str | Path, exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from napari_dmd.data import PatchSampler, Volume, normalize_intensity
 from napari_dmd.errors import DataError
 from napari_dmd.folders import image_cases, load_training_data, read_case
 from napari_dmd.inference import predict
-from napari_dmd.io import Geometry, read_channels, read_image, write_image
+from napari_dmd.io import Geometry, image_shape, read_channels, read_image, write_image
 from napari_dmd.mixing import copy_paste
 from napari_dmd.runtime import resolve_device
 
@@ -133,6 +133,7 @@ def test_colour_vector_and_4d_files_are_read_as_channels(tmp_path):
     for name in ("vector.nrrd", "four.nii.gz"):
         image, geometry = read_channels(tmp_path / name)
         assert image.count == 2 and image.shape == t1.shape and geometry.ndim == 3
+        assert image_shape(tmp_path / name) == t1.shape  # one channel's, from the header (predict --labels)
         np.testing.assert_allclose(image.arrays[1], t2)
     assert read_channels(tmp_path / "vector.nrrd")[1] == GEOM
     with pytest.raises(DataError, match="2 values per voxel"):
