@@ -53,13 +53,13 @@ def by_case(paths: list[Path]) -> dict[str, Path]:
 
 def channel_files(paths: list[Path], label_cases: set[str]) -> bool:
     """Whether ``paths`` are named as nnU-Net names the channels of a case (``case_0000``, ``case_0001``, ...):
-    every name ends in ``_NNNN`` and, with it cut off, names a label file, which no name does whole."""
+    names ending in ``_NNNN`` name label files with it cut off, and no name does whole (``image_cases`` then
+    refuses a file named otherwise)."""
     from .channels import CHANNEL_FILE
     from .io import case_name
 
     matches = [CHANNEL_FILE.match(case_name(p)) for p in paths]
-    return bool(paths) and all(matches) and not label_cases & {case_name(p) for p in paths} \
-        and bool(label_cases & {m["case"] for m in matches if m})
+    return not label_cases & {case_name(p) for p in paths} and bool(label_cases & {m["case"] for m in matches if m})
 
 
 def image_cases(paths: list[Path], channels: bool) -> dict[str, list[Path]]:
@@ -90,22 +90,27 @@ def image_cases(paths: list[Path], channels: bool) -> dict[str, list[Path]]:
 
 
 def read_case(paths: list[Path], names: Sequence[str] = ()) -> tuple[Channels, Geometry]:
-    """The image of a case: the channels of one file (``io.read_channels``), or one channel per file, the
-    files checked to lie on one grid."""
+    """The image of a case, its channels named ``names`` (default: ``channels.default_names``): the channels of
+    one file (``io.read_channels``), or one channel per file, the files checked to lie on one grid."""
     from .channels import Channels
     from .io import read_channels, read_image
 
     if len(paths) == 1:
-        return read_channels(paths[0], names)
-    arrays, geometry = [], None
-    for p in paths:
-        array, g = read_image(p)
-        if geometry is None:
-            geometry = g
-        else:
-            check_geometry(paths[0], p, arrays[0].shape, array.shape, geometry, g, what="channel file")
-        arrays.append(array)
-    return Channels(arrays, names), geometry
+        image, geometry = read_channels(paths[0])
+    else:
+        arrays, geometry = [], None
+        for p in paths:
+            array, g = read_image(p)
+            if geometry is None:
+                geometry = g
+            else:
+                check_geometry(paths[0], p, arrays[0].shape, array.shape, geometry, g, what="channel file")
+            arrays.append(array)
+        image = Channels(arrays)
+    if names and len(names) != image.count:
+        raise DataError(f"{paths[0].absolute()} is a case of {image.count} channel(s), but {len(names)} channel "
+                        f"names were given ({', '.join(names)})")
+    return (Channels(image.arrays, names) if names else image), geometry
 
 
 def _values(v: Sequence[float]) -> str:

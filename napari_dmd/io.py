@@ -389,11 +389,10 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
     return _finite(sitk.GetArrayFromImage(image), path), Geometry.of(image)
 
 
-def read_channels(path: str | Path, names: Sequence[str] = ()) -> tuple[Channels, Geometry]:
-    """An image of one or several channels and its (2D or 3D) geometry: a colour or vector image gives one
-    channel per value of a voxel, a 4D image one per 3D volume along its fourth axis (as MSD stores MR
-    sequences), any other image one channel. ``names`` names the channels (default: ``channels.default_names``).
-    """
+def read_channels(path: str | Path) -> tuple[Channels, Geometry]:
+    """An image of one or several channels (named by ``channels.default_names``) and its (2D or 3D) geometry: a
+    colour or vector image gives one channel per value of a voxel, a 4D image one per 3D volume along its fourth
+    axis (as MSD stores MR sequences), any other image one channel."""
     path = Path(path)
     image = _read(path)
     components, dim = image.GetNumberOfComponentsPerPixel(), image.GetDimension()
@@ -405,8 +404,8 @@ def read_channels(path: str | Path, names: Sequence[str] = ()) -> tuple[Channels
     if dim == 4:  # (C, z, y, x): the channels are the fourth axis of the file
         direction = np.reshape(geometry.direction, (4, 4))[:3, :3].ravel()
         geometry = Geometry(geometry.spacing[:3], geometry.origin[:3], tuple(direction))
-        return Channels.split(array, 0, names), geometry
-    return (Channels.split(array, -1, names) if components > 1 else Channels([array], names)), geometry
+        return Channels.split(array, 0), geometry
+    return (Channels.split(array, -1) if components > 1 else Channels([array])), geometry
 
 
 def _size_limit() -> int | None:

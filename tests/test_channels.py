@@ -110,6 +110,13 @@ def test_channel_files_are_grouped_by_case_and_checked(tmp_path):
     data = load_training_data(root / "images", root / "labels", [], channel_names=("T1", "T2"))
     assert len(data.labeled) == 2 and len(data.unlabeled) == 1
     assert all(v.image.count == 2 and v.image.names == ("T1", "T2") for v in data.labeled + data.unlabeled)
+    with pytest.raises(DataError, match=r"case0_0000.nii.gz is a case of 2 channel\(s\), but 1 channel names"):
+        load_training_data(root / "images", root / "labels", [], channel_names=("T1",))
+    t1, _, _ = two_channels(0)
+    write_image(root / "images" / "extra.nii.gz", t1, GEOM)  # a file named otherwise among channel files
+    with pytest.raises(DataError, match="extra.nii.gz is not named as a channel file"):
+        load_training_data(root / "images", root / "labels", [])
+    (root / "images" / "extra.nii.gz").unlink()
     files = sorted((root / "images").iterdir())
     (root / "images" / "case2_0001.nii.gz").unlink()
     with pytest.raises(DataError, match="case 'case2' has channel files 0000; every case needs 2 channels"):
