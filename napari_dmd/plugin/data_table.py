@@ -13,8 +13,7 @@ from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView,
 from ..session import Session
 
 NONE = "— none —"
-OWN = "own case"
-CHANNEL_OF = "channel of "
+OWN = "own"  # the Case column: "own" (its own case) or the name of the image whose case it is a channel of
 ROW = 22  # pixels
 USE, IMAGE, LABELS, INFO, CASE = range(5)  # the columns (CASE is shown after IMAGE)
 
@@ -47,8 +46,8 @@ class TrainingTable(QTableWidget):
         header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(CASE, QHeaderView.ResizeMode.Interactive)
         header.moveSection(CASE, LABELS)
-        self.setColumnWidth(LABELS, 130)
-        self.setColumnWidth(CASE, 90)  # with Labels: Info keeps some room in the dock's 520 pixels
+        self.setColumnWidth(LABELS, 118)
+        self.setColumnWidth(CASE, 102)  # with Labels: Info keeps some room in the dock's 520 pixels
         self.setMinimumHeight(12 * ROW + 30)  # a dozen rows in view
         self.cellClicked.connect(self._on_clicked)
 
@@ -67,12 +66,16 @@ class TrainingTable(QTableWidget):
             paired, owner = pairs.get(name), members.get(name)
             use, combo, grouping = (self.cellWidget(r, c) for c in (USE, LABELS, CASE))
             for widget, value in ((use, session.choices[name].include), (combo, paired or NONE),
-                                  (grouping, CHANNEL_OF + owner if owner else OWN)):
+                                  (grouping, groupable[name].index(owner) + 1 if owner else 0)):
                 widget.blockSignals(True)
-                widget.setChecked(value) if widget is use else widget.setCurrentText(value)
+                widget.setChecked(value) if widget is use else widget.setCurrentText(value) if widget is combo \
+                    else widget.setCurrentIndex(value)
                 widget.blockSignals(False)
             self._lock(r)
             combo.setToolTip(f"labels of '{name}': {paired or 'none'}")
+            grouping.setToolTip(f"'{name}' is a channel of the case of '{owner}'" if owner else
+                                f"'{name}' is its own case; picking an image makes it a channel of that image's case "
+                                "(same shape)")
             text = session.info(name, paired)
             item = QTableWidgetItem(text)
             item.setToolTip(f"{'×'.join(map(str, session.images[name].shape))} · {text}")
@@ -108,10 +111,9 @@ class TrainingTable(QTableWidget):
             combo.currentTextChanged.connect(lambda text, n=name: self._pair(n, None if text == NONE else text))
             self.setCellWidget(r, LABELS, combo)
             grouping = QComboBox()
-            grouping.addItems([OWN] + [CHANNEL_OF + c for c in cases])
-            grouping.setToolTip(f"'{name}' is its own case, or a channel of another image's case (same shape)")
-            grouping.currentTextChanged.connect(
-                lambda text, n=name: self._group(n, None if text == OWN else text.removeprefix(CHANNEL_OF)))
+            grouping.addItems([OWN, *cases])
+            grouping.currentIndexChanged.connect(
+                lambda i, n=name, c=tuple(cases): self._group(n, c[i - 1] if i > 0 else None))
             self.setCellWidget(r, CASE, grouping)
 
     def _on_clicked(self, row: int, _column: int) -> None:

@@ -68,8 +68,8 @@ def test_regrouping_in_the_table_refuses_a_run_of_mixed_channel_counts(make_napa
     widget.refresh_view()
     combo = widget.table.cellWidget(row_of(widget, "other_T2"), 4)
     assert [combo.itemText(i) for i in range(combo.count())] == [
-        "own case", "channel of brain_T1", "channel of brain_T2", "channel of other_T1"]
-    combo.setCurrentText("own case")  # the user splits the unlabeled case into two one-channel cases
+        "own", "brain_T1", "brain_T2", "other_T1"]
+    combo.setCurrentText("own")  # the user splits the unlabeled case into two one-channel cases
     widget.refresh_view()
     assert widget.session.cases() == ["brain_T1", "other_T1", "other_T2"]
     widget.start()
