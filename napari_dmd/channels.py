@@ -17,6 +17,11 @@ CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net's cas
 SINGLE = ("image",)  # the channel names of a one-channel model
 
 
+def describe(names: Sequence[str]) -> str:
+    """'2 channel(s) (T1, T2)': what a model takes or an image has, in messages."""
+    return f"{len(names)} channel(s) ({', '.join(names)})"
+
+
 def default_names(count: int) -> tuple[str, ...]:
     """'image' for one channel; 'channel 0', 'channel 1', ... for several."""
     return SINGLE if count == 1 else tuple(f"channel {c}" for c in range(count))

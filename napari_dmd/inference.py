@@ -22,7 +22,7 @@ from functools import reduce
 import numpy as np
 import torch
 
-from .channels import Channels
+from .channels import Channels, describe
 from .checkpoint import ModelPair
 from .config import PREDICT_BATCH, WEIGHTING, WEIGHTINGS
 from .data import IntensityStats, normalised
@@ -288,8 +288,7 @@ def _check(model: ModelPair, image: Channels, patch: tuple[int, ...], stride: tu
     if image.ndim != model.ndim:
         raise DataError(f"the model is {model.ndim}-D, the image has shape {image.shape}")
     if image.count != len(model.channels):
-        raise DataError(f"the model takes {len(model.channels)} channel(s) ({', '.join(model.channels)}); the image "
-                        f"has {image.count}")
+        raise DataError(f"the model takes {describe(model.channels)}; the image has {image.count}")
     if len(patch) != image.ndim or len(stride) != image.ndim or min(stride) < 1:
         raise DataError(f"patch {patch} and stride {stride} need {image.ndim} positive values")
     if any(t > p for t, p in zip(stride, patch)):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .channels import Channels
+from .channels import Channels, describe
 from .config import default_class_names
 from .data import Volume
 from .errors import DataError
@@ -231,11 +231,6 @@ def training_set(rows: list[Row], model_class_names: tuple[str, ...] | None = No
                        reviewed, spacing)
 
 
-def describe_channels(names: tuple[str, ...]) -> str:
-    """'2 channel(s) (T1, T2)'."""
-    return f"{len(names)} channel(s) ({', '.join(names)})"
-
-
 def check_channels(images: list[tuple[str, Channels]], model_channels: tuple[str, ...] | None = None) -> None:
     """``DataError`` naming the first case whose channel count is not the first case's (or the model's)."""
     if not images:
@@ -246,8 +241,8 @@ def check_channels(images: list[tuple[str, Channels]], model_channels: tuple[str
         if img.count != len(want):
             advice = ("untick 'continue from the current model' to train a new one" if model_channels is not None
                       else "group its channel layers into one case (or untick it) in the training table")
-            raise DataError(f"'{name}' has {describe_channels(img.names)} but {first} takes "
-                            f"{describe_channels(want)}: {advice}")
+            raise DataError(f"'{name}' has {describe(img.names)} but {first} takes "
+                            f"{describe(want)}: {advice}")
 
 
 def shows_structure(labels: np.ndarray, rec: Reviewed | None) -> bool:

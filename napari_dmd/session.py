@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .channels import Channels
+from .channels import Channels, describe
 from .config import RANKING_SLAB, RunOptions, TrainConfig
 from .errors import DataError
 from .jobs import Finished, TrainJob
@@ -28,7 +28,6 @@ from .pairing import (
     channel_token,
     default_groups,
     default_pairs,
-    describe_channels,
     image_problem,
     layer_channels,
     training_set,
@@ -433,7 +432,7 @@ class Session:
         dimension = [(n, image) for n, image in ticked if image.ndim == self.model.ndim]
         images = [(n, image) for n, image in dimension if image.count == len(self.model.channels)]
         if dimension and not images:
-            raise DataError(f"the model takes {describe_channels(self.model.channels)}; no ticked "
+            raise DataError(f"the model takes {describe(self.model.channels)}; no ticked "
                             f"{self.model.ndim}D case has {len(self.model.channels)}: group the channel layers of "
                             "a case in the training table, or load a model of this data")
         if not images:

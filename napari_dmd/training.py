@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .augment import Augmentation
+from .channels import describe
 from .checkpoint import ModelPair, load_checkpoint, save_model
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainConfig
 from .data import PatchSampler, Volume
@@ -123,8 +124,8 @@ class Trainer:
         if init is not None:  # the networks keep the pooling and channels they were built with
             model, state = load_checkpoint(init, self.device)
             if len(model.channels) != labeled[0].image.count:
-                raise CheckpointError(f"{Path(init).name} takes {len(model.channels)} channel(s) "
-                                      f"({', '.join(model.channels)}); the images have {labeled[0].image.count}")
+                raise CheckpointError(f"{Path(init).name} takes {describe(model.channels)}; the images have "
+                                      f"{labeled[0].image.count}")
             config = replace(config, spacing=model.config.spacing, channels=model.channels)
         else:
             config = replace(config, channels=labeled[0].image.names)
