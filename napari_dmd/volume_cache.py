@@ -26,11 +26,11 @@ from .channels import Channels
 from .data import IntensityStats, Volume
 from .errors import DataError
 from .io import write_failure, write_text
+from .outputs import file_hash
 
 FORMAT = 2  # version of the entry layout; entries of another version are rebuilt
 MANIFEST = "manifest.json"
 ARRAYS = ("label", "mask")  # besides the image's channels, channel_0.npy, channel_1.npy, ...
-HASH_CHUNK = 1 << 20
 
 Built = tuple[Volume, dict[str, Any]]  # a volume and what its loader found besides it (JSON values)
 
@@ -51,15 +51,6 @@ def file_state(path: Path) -> list[dict[str, Any]]:
     return [{"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}]
 
 
-def checksum(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
     """Write ``array`` as ``path`` (.npy) atomically; what the manifest records of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -67,7 +58,7 @@ def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
         record = {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape),
-                  "bytes": tmp.stat().st_size, "sha256": checksum(tmp)}
+                  "bytes": tmp.stat().st_size, "sha256": file_hash(tmp)}
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -83,7 +74,7 @@ def _open_array(folder: Path, record: dict[str, Any], verify: bool) -> np.ndarra
         raise Unusable(f"damaged: {path.name} is missing")
     if path.stat().st_size != record["bytes"]:
         raise Unusable(f"damaged: {path.name} has {path.stat().st_size} bytes, {record['bytes']} were written")
-    if verify and checksum(path) != record["sha256"]:
+    if verify and file_hash(path) != record["sha256"]:
         raise Unusable(f"damaged: {path.name} does not match its checksum")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
