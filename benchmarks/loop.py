@@ -28,10 +28,11 @@ each round:
 After every round network A is scored on the test volumes (the first ``--test`` of the fixed test split):
 Dice, 95HD and ASD in voxels, mean over the foreground classes. Methods:
 
-- ``dmd``: λ = 4 throughout (the paper);
-- ``dmd-rampup``: λ ramped up over the model's first ``--rampup`` iterations, counted over its own iterations as
-  in the dock (default: half of the start training, so the warm rounds run at full λ; a longer ramp goes on
-  into the rounds);
+- ``dmd``: the dock's defaults: λ = 4 ramped up over the model's first ``--rampup`` iterations (default: the
+  training settings' ``lambda_rampup``), counted over its own iterations, labeled and unlabeled patches
+  normalised apart (``batch_norm`` split);
+- ``dmd-joint``: the same with one batch-norm pass over labeled and unlabeled patches (the earlier default);
+- ``dmd-constant``: the same with λ = 4 throughout (the paper);
 - ``supervised``: the same pair with λ = 0 on the labeled data only (no unlabeled batch).
 
 The first method given (``dmd`` by default) chooses the reviews of each strategy and seed (the ranking
@@ -42,10 +43,12 @@ ends (atomically), and a re-run continues every loop from its last recorded roun
 unchanged (``--runs`` keeps the last checkpoint of each loop).
 
 Defaults (``DEFAULTS``): 2 seeds, strategies ranking-entropy (the dock's), random, even and none (the other
-rankings with ``--strategies``), dmd-rampup with random reviews only, pool 8, K 5, 8 rounds, stride half the patch (the
-dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2 unlabeled; hippocampus patch
-16x32x32, 150 start iterations + 40 per round, the first 10 of the 39 test cases; la_half patch 32x64x64,
-300 start + 50 per round, the first 5 of the 20 test cases. ``--minutes`` stops starting rounds after a
+rankings with ``--strategies``), the variants dmd-joint and dmd-constant with random reviews only, pool 8, K 5, 8
+rounds, stride half the patch (the dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2
+unlabeled; hippocampus the data's patch (the dock's: 32x48x32), 300 start iterations + 40 per round, the first 10
+of the 39 test cases; la_half patch 32x64x64, 300 start + 50 per round, the first 5 of the 20 test cases. The
+hippocampus start was 150 iterations at patch 16x32x32 before: README, "Batch-norm statistics", for why that
+under-trained start scored 14-30 Dice. ``--minutes`` stops starting rounds after a
 time; ``--threads 1`` is steadier than two threads on a CPU shared with other jobs.
 
 Measured on the 2-core development CPU (bf16), the defaults end to end: la_half 100 minutes (start trainings
@@ -88,10 +91,11 @@ RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "m
 SCORED = {**RANKINGS, f"even-{MEASURE}": MEASURE}  # the strategies that read per-slice scores, and their measure
 CONTROL = "none"  # the control arm: the same rounds of training, without reviews
 STRATEGIES = (*SCORED, "random", "even", CONTROL)
-METHODS = ("dmd", "dmd-rampup", "supervised")
+METHODS = ("dmd", "dmd-joint", "dmd-constant", "supervised")
+VARIANTS = ("dmd-joint", "dmd-constant")  # run with --variant-strategies only
 AXIS = 0
 DEFAULTS = {
-    "hippocampus": {"patch": (16, 32, 32), "start_iterations": 150, "iterations": 40, "test": 10},
+    "hippocampus": {"patch": None, "start_iterations": 300, "iterations": 40, "test": 10},
     "la_half": {"patch": (32, 64, 64), "start_iterations": 300, "iterations": 50, "test": 5},
 }
 
@@ -205,13 +209,14 @@ def volumes(setup: Setup, reviewed: Mapping[str, Reviewed], method: str) -> tupl
     return labeled, unlabeled
 
 
-def method_config(base: TrainConfig, method: str, iterations: int, seed: int, rampup: int) -> TrainConfig:
+def method_config(base: TrainConfig, method: str, iterations: int, seed: int) -> TrainConfig:
     """The settings of one training run of ``method``."""
     dmd = method != "supervised"
     return replace(base, iterations=iterations, checkpoint_every=iterations, seed=seed,
                    lambda_distill=base.lambda_distill if dmd else 0.0,
                    unlabeled_batch=base.unlabeled_batch if dmd else 0,
-                   lambda_rampup=rampup if method == "dmd-rampup" else 0)
+                   lambda_rampup=0 if method == "dmd-constant" else base.lambda_rampup,
+                   batch_norm="joint" if method == "dmd-joint" else base.batch_norm)
 
 
 def train(labeled: list[Volume], unlabeled: list[Volume], cfg: TrainConfig, run_dir: Path,
@@ -224,20 +229,22 @@ def train(labeled: list[Volume], unlabeled: list[Volume], cfg: TrainConfig, run_
     return trainer.model, time.perf_counter() - t0, trainer.precision.describe()
 
 
-def refresh(model: ModelPair, setup: Setup, patch: tuple[int, ...], strategy: str) -> dict[str, np.ndarray]:
-    """The pool's per-slice scores under ``strategy``'s measure as ``model`` predicts it (the dock's refresh)."""
+def refresh(model: ModelPair, setup: Setup, strategy: str) -> dict[str, np.ndarray]:
+    """The pool's per-slice scores under ``strategy``'s measure as ``model`` predicts it (the dock's refresh, at the
+    model's patch)."""
     out = {}
     for c in setup.pool:
-        pred = predict(model, c.image, patch, batch_size=8, measures=(SCORED[strategy],))  # along axis 0 (AXIS)
+        pred = predict(model, c.image, batch_size=8, measures=(SCORED[strategy],))  # along axis 0 (AXIS)
         out[c.name] = pred.scores[SCORED[strategy]]
     return out
 
 
-def score(model: ModelPair, setup: Setup, patch: tuple[int, ...]) -> dict:
-    """Network A on the test cases: metrics per class and their mean over the foreground classes."""
+def score(model: ModelPair, setup: Setup) -> dict:
+    """Network A on the test cases (windows of the model's patch): metrics per class and their mean over the
+    foreground classes."""
     rows = []
     for c in setup.test:
-        rows += evaluate_case(predict(model, c.image, patch, batch_size=8).labels, c.label, len(setup.class_names))
+        rows += evaluate_case(predict(model, c.image, batch_size=8).labels, c.label, len(setup.class_names))
     per_class = summarize(rows)
     return {"per_class": per_class, **{k: float(np.mean([m[k] for m in per_class])) for k in ("dice", "hd95", "asd")}}
 
@@ -261,7 +268,7 @@ def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: a
                 settings: dict) -> tuple[Path, dict]:
     """The model trained from scratch on the start volume (and the pool, unlabeled, for DMD), shared by the
     strategies; reused when recorded with the same settings. Returns its checkpoint and its round-0 record."""
-    cfg = method_config(base, method, opts.start_iterations, seed, opts.rampup)
+    cfg = method_config(base, method, opts.start_iterations, seed)
     folder = opts.runs / f"loop_{setup.name}" / f"{method}_start_s{seed}"
     key, settings = f"{method}/start/seed{seed}", {**settings, "config": model_settings(cfg)}
     done = saved_entry(opts.out, key, settings)
@@ -271,7 +278,7 @@ def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: a
     model, seconds, precision = train(
         *volumes(setup, {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool}, method), cfg, folder, None)
     t0 = time.perf_counter()
-    record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup, opts.patch), "precision": precision,
+    record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup), "precision": precision,
               "seconds": {"review": 0.0, "train": seconds, "refresh": 0.0}}
     record["seconds"]["evaluate"] = time.perf_counter() - t0
     save_entry(opts.out, key, {"method": method, "seed": seed, "settings": settings, "round": record})
@@ -291,7 +298,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     ranks = driver is None and loop.strategy in SCORED
     if ranks and loop.scores is None:  # after the start, or continued
         t0 = time.perf_counter()
-        loop.scores = refresh(load_model(loop.checkpoint), setup, opts.patch, loop.strategy)
+        loop.scores = refresh(load_model(loop.checkpoint), setup, loop.strategy)
         refresh_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if driver is None:
@@ -307,15 +314,15 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
             raise AssertionError(f"{loop.key}: slice {index} of {name} reviewed twice")
         loop.reviewed[name].mark(index)
     review_s = time.perf_counter() - t0
-    cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r, opts.rampup)
+    cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r)
     run_dir = loop.folder / f"round_{r:02d}"
     model, train_s, precision = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
     if ranks:
         t0 = time.perf_counter()
-        loop.scores = refresh(model, setup, opts.patch, loop.strategy)
+        loop.scores = refresh(model, setup, loop.strategy)
         refresh_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics = score(model, setup, opts.patch)
+    metrics = score(model, setup)
     record = {"round": r, "slices_reviewed": loop.rounds[-1]["slices_reviewed"] + len(new),
               "new": [[n, int(i)] for n, i in new], **metrics, "precision": precision,
               "seconds": {"review": review_s, "train": train_s, "refresh": refresh_s,
@@ -351,11 +358,11 @@ def resume_loop(loop: Loop, saved: dict | None, driver: Loop | None) -> bool:
 def run(setup: Setup, opts: argparse.Namespace) -> dict:
     """Every loop (seed x strategy x method) for ``opts.rounds`` rounds, round-robin; returns the results."""
     base = TrainConfig(num_classes=len(setup.class_names), class_names=setup.class_names, patch_size=opts.patch,
-                       precision=opts.precision)
+                       precision=opts.precision, lambda_rampup=opts.rampup)
     settings = {"data": setup.name, "start": setup.start.name, "pool": [c.name for c in setup.pool],
                 "test": [c.name for c in setup.test], "slices_per_round": opts.slices,
                 "iterations_per_round": opts.iterations, "start_iterations": opts.start_iterations,
-                "rampup": opts.rampup, "patch": list(opts.patch), "driver": opts.methods[0], "axis": AXIS,
+                "rampup": opts.rampup, "patch": list(opts.patch) if opts.patch else "auto", "driver": opts.methods[0], "axis": AXIS,
                 "slab": RANKING_SLAB, "config": model_settings(base)}
     deadline = time.time() + 60 * opts.minutes if opts.minutes else None
     loops: dict[tuple[int, str, str], Loop] = {}
@@ -365,7 +372,7 @@ def run(setup: Setup, opts: argparse.Namespace) -> dict:
         for strategy in opts.strategies:
             driver = None
             for method in opts.methods:
-                if method == "dmd-rampup" and strategy not in opts.rampup_strategies:
+                if method in VARIANTS and strategy not in opts.variant_strategies:
                     continue
                 loop = Loop(method, strategy, seed, opts.runs / f"loop_{setup.name}" / f"{method}_{strategy}_s{seed}",
                             {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool})
@@ -479,7 +486,7 @@ def plot(sets: dict[str, dict], path: Path) -> None:
 
     colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green", "ranking-structure": "tab:orange",
               "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown", f"even-{MEASURE}": "tab:olive",
-              "dmd": "tab:red", "dmd-rampup": "tab:orange", "supervised": "tab:gray", CONTROL: "black"}
+              "dmd": "tab:red", "dmd-joint": "tab:orange", "dmd-constant": "tab:pink", "supervised": "tab:gray", CONTROL: "black"}
     styles = {"random": "-", "ranking-entropy": "--", "ranking": ":", "even": "-."}
     fig, axes = plt.subplots(2, len(sets), figsize=(6.5 * len(sets), 9), squeeze=False)
     for col, results in enumerate(sets.values()):
@@ -530,14 +537,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--slices", type=int, default=5, help="slices reviewed per round (K)")
     ap.add_argument("--iterations", type=int, help="training iterations per round (R)")
     ap.add_argument("--start-iterations", type=int, help="iterations of the start training")
-    ap.add_argument("--rampup", type=int, help="dmd-rampup: λ ramp over the model's first N iterations")
+    ap.add_argument("--rampup", type=int, help="λ ramp over the model's first N iterations (default: the training "
+                                               "settings' lambda_rampup)")
     ap.add_argument("--pool", type=int, default=8, help="unlabeled training volumes loaded")
     ap.add_argument("--test", type=int, help="test volumes scored (the first of the test split)")
     ap.add_argument("--patch", type=int, nargs=3)
     ap.add_argument("--precision", choices=PRECISIONS, default="auto")
     ap.add_argument("--threads", type=int, help="CPU threads of torch (default torch's; 1 is steadier on a busy CPU)")
-    ap.add_argument("--rampup-strategies", nargs="+", choices=STRATEGIES, default=["random"],
-                    help="run dmd-rampup only with these strategies (default: random)")
+    ap.add_argument("--variant-strategies", nargs="+", choices=STRATEGIES, default=["random"],
+                    help=f"run {' and '.join(VARIANTS)} only with these strategies (default: random)")
     ap.add_argument("--minutes", type=float, help="start no round after this many minutes (re-run to continue)")
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/loop_<data>.json)")
@@ -548,8 +556,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for k, v in DEFAULTS[opts.data].items():
         if getattr(opts, k) is None:
             setattr(opts, k, v)
-    opts.patch = tuple(opts.patch)
-    opts.rampup = opts.start_iterations // 2 if opts.rampup is None else opts.rampup
+    opts.patch = tuple(opts.patch) if opts.patch else None
+    opts.rampup = TrainConfig().lambda_rampup if opts.rampup is None else opts.rampup
     opts.root = opts.root or DATASETS[opts.data].root
     opts.out = opts.out or Path(f"benchmarks/results/loop_{opts.data}.json")
     return opts

@@ -25,7 +25,8 @@ PREDICT_BATCH = 4  # windows per forward pass when predicting
 RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around the suggested slice)
 WEIGHTINGS = ("uniform", "gaussian")  # how a prediction weighs the voxels of each sliding window
 WEIGHTING = "uniform"  # measured better than nnU-Net's Gaussian on la_half and hippocampus (benchmarks/weighting.py)
-SAMPLINGS = ("uniform", "reviewed")  # how labeled crops are drawn (TrainConfig.labeled_sampling)
+SAMPLINGS = ("uniform", "reviewed")
+BATCH_NORMS = ("split", "joint")  # how a training batch's patches share batch-norm statistics (TrainConfig.batch_norm)  # how labeled crops are drawn (TrainConfig.labeled_sampling)
 REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts the image in view whole up to this many megavoxels
 
 
@@ -161,6 +162,14 @@ class TrainConfig:
                                      "(BCP: 2/3)", label="copy-paste box side", minimum=0.0, maximum=1.0)
     mix_start: int = setting(0, "copy-paste only from this iteration of the model on (counted as the λ ramp-up)",
                              label="copy-paste from iteration", minimum=0)
+    pseudo_weight: float = setting(
+        0.0, "weight of cross pseudo-supervision: where no label is (unlabeled patches, unreviewed voxels, the "
+             "unlabeled part of a copy-paste patch) each network is also trained towards the other's hard prediction, "
+             "the weight ramped up as λ (0: off)", label="pseudo-label weight", minimum=0.0)
+    batch_norm: str = setting(
+        "split", "batch-norm statistics of a training batch: 'split': the labeled patches and the unlabeled ones "
+                 "normalised apart (measured far better with one labeled image, README); 'joint': all together, as the "
+                 "authors' code", label="batch-norm statistics", choices=BATCH_NORMS)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", affects_model=False)
     precision: str = setting("auto", "numeric precision of training and prediction", choices=PRECISIONS,
                              affects_model=False)

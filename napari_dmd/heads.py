@@ -28,3 +28,8 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """One probability channel per class, background first (B, C, *S), whatever K is."""
     p = probabilities(logits)
     return torch.cat([1 - p, p], dim=1) if p.shape[1] == 1 else p
+
+
+def hard_labels(logits: torch.Tensor) -> torch.Tensor:
+    """The class each voxel is predicted (B, 1, *S): ``z > 0`` for one channel, the largest channel otherwise."""
+    return (logits > 0).long() if logits.shape[1] == 1 else logits.argmax(1, keepdim=True)

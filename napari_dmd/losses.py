@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from .heads import foreground, probabilities
+from .heads import foreground, hard_labels, probabilities
 
 EPS = 1e-5
 Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over the processes of a run (differentiably)
@@ -64,3 +64,10 @@ def distillation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, temperatur
     """
     return dice_loss(foreground(probabilities(logits_a, temperature)), foreground(probabilities(logits_b, temperature)),
                      reduce=reduce)
+
+
+def pseudo_label_loss(logits: torch.Tensor, other: torch.Tensor, where: torch.Tensor,
+                      reduce: Reduce | None = None) -> torch.Tensor:
+    """Dice loss of a network against the other network's hard prediction (no gradient to it) on the voxels
+    where ``where`` (B, 1, *S) is 1: cross pseudo-supervision of the voxels without a label."""
+    return supervised_loss(logits, hard_labels(other.detach()), where, reduce)

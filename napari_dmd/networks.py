@@ -7,9 +7,12 @@ paper's networks exactly.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .spacing import divisors, pooling
 
@@ -36,6 +39,41 @@ class PaddedNet(nn.Module):
 
     def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class SplitStatistics(nn.Module):
+    """A network run apart on the first ``first`` patches of a batch (the labeled ones) and on the others (the
+    unlabeled ones), so that batch norm normalises each part with statistics of its own, and its running
+    statistics, which a prediction normalises with, are the unlabeled part's alone: gathered over many images
+    like those predicted. Normalised together, a network trained on one labeled image learns to tell that image
+    from the others through the batch statistics, and predicts the others wrongly once running statistics
+    replace them (README, "Batch-norm statistics")."""
+
+    def __init__(self, net: nn.Module, first: int):
+        super().__init__()
+        self.net, self.first = net, first
+        self._norms = [m for m in net.modules() if isinstance(m, _BatchNorm)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= self.first:
+            return self.net(x)
+        momenta = [m.momentum for m in self._norms]
+        for m in self._norms:
+            m.momentum = 0.0  # the labeled part leaves the running statistics as they are
+        try:
+            first = self.net(x[:self.first])
+        finally:
+            for m, momentum in zip(self._norms, momenta):
+                m.momentum = momentum
+        return torch.cat([first, self.net(x[self.first:])])
+
+
+def splits_statistics(net: PaddedNet, patch: tuple[int, ...], labeled: int, unlabeled: int) -> bool:
+    """Whether both parts of a batch of ``labeled`` + ``unlabeled`` patches (all processes together: their batch
+    norm is global) give batch norm more than one value per channel at the network's coarsest level (else it
+    cannot normalise them apart)."""
+    coarsest = math.prod(-(-p // d) for p, d in zip(patch, net.divisors))
+    return unlabeled > 0 and min(labeled, unlabeled) * coarsest > 1
 
 
 def _conv_stage(conv: type, norm: type, c_in: int, c_out: int, n: int) -> nn.Sequential:

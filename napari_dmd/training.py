@@ -32,8 +32,9 @@ from .distributed import (
 )
 from .errors import CheckpointError, DataError, DMDError
 from .io import write_text
-from .losses import distillation_loss, supervised_loss
+from .losses import Reduce, distillation_loss, pseudo_label_loss, supervised_loss
 from .mixing import copy_paste
+from .networks import SplitStatistics, splits_statistics
 from .outputs import Outputs
 from .plan import Plan
 from .precision import Precision, remember_fallback, reset_fp32_layers
@@ -184,8 +185,11 @@ class Trainer:
         if world.rank > 0:  # its own patches and dropout masks
             self.rng, torch_seed = rank_generators(config.seed, world.rank, self.start)
             torch.manual_seed(torch_seed)
-        self._nets = [data_parallel(net, world) for net in self.model.nets] if world.distributed \
-            else list(self.model.nets)
+        nets: list[torch.nn.Module] = list(self.model.nets)
+        if config.batch_norm == "split" and splits_statistics(nets[0], self.patch, config.labeled_batch,
+                                                              config.unlabeled_batch):  # the global batch's parts
+            nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
+        self._nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
         self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction,
                                     config.labeled_sampling,
                                     Augmentation(config.augment_intensity, config.augment_spatial))
@@ -209,15 +213,19 @@ class Trainer:
         """Step schedule: ``lr × gamma^(iteration // lr_step)``."""
         return self.config.lr * self.config.lr_gamma ** (iteration // self.config.lr_step)
 
-    def lambda_at(self, iteration: int) -> float:
-        """λ at this run's ``iteration``, ramped up as ``exp(-5 (1 - t)²)`` over the model's first
-        ``lambda_rampup`` iterations (constant when 0): counted over the model's own iterations, so a
-        warm start of a model trained past the ramp keeps the full λ."""
+    def ramp_at(self, iteration: int) -> float:
+        """The share of the unlabeled terms' weights at this run's ``iteration``: ``exp(-5 (1 - t)²)`` over the
+        model's first ``lambda_rampup`` iterations (1 when 0), counted over the model's own iterations, so a
+        warm start of a model trained past the ramp keeps the full weights."""
         cfg = self.config
         if cfg.lambda_rampup == 0:
-            return cfg.lambda_distill
+            return 1.0
         t = min((self.model.trained_before + iteration) / cfg.lambda_rampup, 1.0)
-        return cfg.lambda_distill * float(np.exp(-5.0 * (1.0 - t) ** 2))
+        return float(np.exp(-5.0 * (1.0 - t) ** 2))
+
+    def lambda_at(self, iteration: int) -> float:
+        """λ at this run's ``iteration`` (ramped up, ``ramp_at``)."""
+        return self.config.lambda_distill * self.ramp_at(iteration)
 
     def _mixes(self, iteration: int) -> bool:
         """Whether this step's batch is mixed by copy-paste: with probability ``mix_probability`` from the model's
@@ -251,6 +259,8 @@ class Trainer:
             with self.precision.autocast(self.device):
                 logits = [net(x) for net in self._nets]
             sup = sum(supervised_loss(z[:len(y)], y, m, reduce) for z in logits)
+            if cfg.pseudo_weight > 0:
+                sup = sup + cfg.pseudo_weight * self.ramp_at(iteration) * self._pseudo_loss(logits, m, reduce)
             dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else torch.zeros(())
             loss = sup + self.lambda_at(iteration) * dis
             self.optimizer.zero_grad(set_to_none=True)
@@ -272,6 +282,15 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return Step(*values)
+
+    @staticmethod
+    def _pseudo_loss(logits: list[torch.Tensor], mask: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+        """Cross pseudo-supervision of both networks on the voxels without a label: the unreviewed voxels of the
+        labeled patches (``mask`` 0) and every voxel of the unlabeled patches after them."""
+        free = torch.ones_like(logits[0][:, :1], dtype=torch.float32)
+        free[:len(mask)] = 1 - mask
+        a, b = logits
+        return pseudo_label_loss(a, b, free, reduce) + pseudo_label_loss(b, a, free, reduce)
 
     def _restore(self, buffers: list[torch.Tensor]) -> None:
         """Batch-norm statistics back to ``buffers``, no gradient left."""

@@ -113,9 +113,10 @@ def test_a_step_on_two_processes_is_the_step_of_one_process_on_the_global_batch(
         np.testing.assert_allclose(losses, one_losses, rtol=1e-5)  # the Dice of the global batch
         assert all(torch.equal(a, b) for a, b in zip(before, initial))  # the same networks to start from
         assert all(torch.equal(a, b) for a, b in zip(state, one_state) if not a.is_floating_point())
-        # batch-norm statistics: of the whole batch, to rounding
+        # batch-norm statistics: of the whole batch's labeled and unlabeled parts, to rounding (at the coarsest level
+        # a part has 2 values per channel, whose variance two ways of summing round differently by up to 2e-5)
         torch.testing.assert_close(_update(state, before, names, "statistics"),
-                                   _update(one_state, initial, names, "statistics"), rtol=1e-3, atol=1e-6)
+                                   _update(one_state, initial, names, "statistics"), rtol=1e-3, atol=5e-5)
         # the weight update: conv weights before a batch norm and their biases have near-zero gradient
         # components made of rounding, so one process alone moves them by ~2 % (of the update's norm)
         # with another thread count; a gradient of the wrong scale or of half the batch is off by 50 % or more

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from napari_dmd.heads import probabilities
-from napari_dmd.losses import EPS, dice_loss, distillation_loss, one_hot_foreground, supervised_loss
+from napari_dmd.heads import hard_labels, probabilities
+from napari_dmd.losses import (EPS, dice_loss, distillation_loss, one_hot_foreground, pseudo_label_loss,
+                               supervised_loss)
 
 
 def test_dice_loss_hand_computed():
@@ -67,3 +68,25 @@ def test_gradients_reach_both_networks_through_distillation():
     zb = torch.randn(2, 3, 5, 5, requires_grad=True)
     distillation_loss(za, zb, 2.0).backward()
     assert za.grad.abs().sum() > 0 and zb.grad.abs().sum() > 0
+
+
+def test_hard_labels_follow_the_heads_convention():
+    binary = torch.tensor([-1.0, 0.5, 3.0, -0.1]).view(1, 1, 4)
+    assert hard_labels(binary).view(-1).tolist() == [0, 1, 1, 0]
+    multi = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 5.0]]).T.reshape(1, 3, 3)  # voxels: 1, 0, 2
+    assert hard_labels(multi).shape == (1, 1, 3) and hard_labels(multi).view(-1).tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pseudo_label_loss_is_supervision_by_the_other_networks_prediction_where_no_label_is(channels):
+    torch.manual_seed(0)
+    za = torch.randn(2, channels, 6, 6, requires_grad=True)
+    zb = torch.randn(2, channels, 6, 6, requires_grad=True)
+    where = torch.zeros(2, 1, 6, 6)
+    where[1] = 1  # the second patch has no label
+    loss = pseudo_label_loss(za, zb, where)
+    assert loss.item() == pytest.approx(supervised_loss(za, hard_labels(zb), where).item(), rel=1e-6)
+    loss.backward()
+    assert zb.grad is None  # the other network is the teacher of this term: no gradient
+    assert za.grad[1].abs().sum() > 0 and za.grad[0].abs().sum() == 0  # only where no label is
+    assert pseudo_label_loss(zb, zb, where).item() < loss.item()  # its own hard prediction fits a network better

@@ -1,4 +1,6 @@
 """DMD training loop: progress reports, stop, checkpoints, resume, warm start, bad input."""
+from dataclasses import replace as replace_config
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from napari_dmd.checkpoint import load_checkpoint, load_model
 from napari_dmd.config import TrainConfig
 from napari_dmd.data import PatchSampler, Volume, VoxelPicker
 from napari_dmd.errors import CheckpointError, DataError
+from napari_dmd.networks import SplitStatistics
 from napari_dmd.outputs import LOCK, MANIFEST
 from napari_dmd.review import Reviewed
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
@@ -254,3 +257,30 @@ def test_sampler_pads_small_volumes_and_batches():
     assert b["image"].shape == (4, 1, 16, 16, 16) and b["label"].shape == (2, 1, 16, 16, 16)
     assert (b["mask"].reshape(2, -1).sum(axis=1) == 10 * 12 * 12).all()  # padding is not annotated
 
+
+
+def test_pseudo_labels_supervise_only_voxels_without_a_label(tiny_cases):
+    """Cross pseudo-supervision adds to the supervised loss where no label is, ramped as λ, nothing elsewhere."""
+    lab, unl = volumes(tiny_cases[:1]), volumes(tiny_cases[2:3], False)
+    cfg = config(iterations=1, precision="fp32", lambda_distill=0.0, lambda_rampup=0, labeled_batch=2)
+    losses = {}
+    for weight in (0.0, 2.0):
+        for unlabeled in (0, 1):
+            torch.manual_seed(3)
+            t = Trainer(lab, unl, replace_config(cfg, pseudo_weight=weight, unlabeled_batch=unlabeled))
+            losses[weight, unlabeled] = t.step(0).sup_loss
+    assert losses[2.0, 0] == pytest.approx(losses[0.0, 0], rel=1e-6)  # fully labeled patches: no pseudo term
+    assert losses[2.0, 1] > losses[0.0, 1] + 0.1  # an unlabeled patch: the other network's labels supervise it
+    ramped = Trainer(lab, unl, replace_config(cfg, pseudo_weight=2.0, lambda_rampup=100))
+    assert ramped.ramp_at(0) == pytest.approx(np.exp(-5.0)) and ramped.ramp_at(100) == 1.0
+
+
+def test_labeled_and_unlabeled_patches_get_batch_norm_statistics_apart_by_default(tiny_cases):
+    lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
+    assert TrainConfig().batch_norm == "split"
+    split = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2))
+    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in split._nets)
+    joint = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, batch_norm="joint"))
+    assert joint._nets == list(joint.model.nets)
+    tiny = Trainer(lab, unl, config())  # 1 + 1 patches of 16³: one value per channel at the coarsest level
+    assert not any(isinstance(n, SplitStatistics) for n in tiny._nets)
