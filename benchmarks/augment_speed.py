@@ -4,10 +4,10 @@ shared machine's load falls on all alike.
 
 Variants: ``joint`` (the earlier defaults: one batch-norm pass over labeled and unlabeled patches, the baseline of
 the ratios), ``off`` (today's defaults: the two parts normalised apart, ``batch_norm`` split), ``intensity``
-(augment_intensity), ``spatial`` (augment_spatial), ``mixing``
-(mix_probability 1), ``reviewed`` (labeled_sampling), ``all`` (each on today's defaults). Data: the first 4 labeled and 4 unlabeled la_half
-scans, patch 32x64x64, batch 2 + 2 (the speed benchmark's). Reported: median seconds per step, its ratio to
-``joint`` (the goal: at most 1.10), and the milliseconds of sampling a batch alone.
+(augment_intensity), ``spatial`` (augment_spatial), ``mixing`` (mix_probability 1), ``reviewed``
+(labeled_sampling), ``all`` (each on today's defaults). Data: the first 4 labeled and 4 unlabeled la_half scans,
+patch 32x64x64, batch 2 + 2 (the speed benchmark's). Reported: median seconds per step, its ratio to ``joint``
+(the goal: at most 1.10), and the milliseconds of sampling a batch alone.
 
     python benchmarks/augment_speed.py --steps 5 --rounds 4
 """
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto")
     ap.add_argument("--threads", type=int, help="CPU threads of torch (default torch's)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/augment_speed.json"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu/augment_speed.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,8 +31,8 @@ Dice, 95HD and ASD in voxels, mean over the foreground classes. Methods:
 - ``dmd``: the dock's defaults: λ = 4 ramped up over the model's first ``--rampup`` iterations (default: the
   training settings' ``lambda_rampup``), counted over its own iterations, labeled and unlabeled patches
   normalised apart (``batch_norm`` split);
-- ``dmd-joint``: the same with one batch-norm pass over labeled and unlabeled patches (the earlier default);
-- ``dmd-constant``: the same with λ = 4 throughout (the paper);
+- ``dmd-before``: the defaults before the batch-norm change: one batch-norm pass over labeled and unlabeled patches
+  (``batch_norm`` joint), the running statistics as training leaves them (``Trainer.settle_statistics`` skipped);
 - ``supervised``: the same pair with λ = 0 on the labeled data only (no unlabeled batch).
 
 The first method given (``dmd`` by default) chooses the reviews of each strategy and seed (the ranking
@@ -43,7 +43,7 @@ ends (atomically), and a re-run continues every loop from its last recorded roun
 unchanged (``--runs`` keeps the last checkpoint of each loop).
 
 Defaults (``DEFAULTS``): 2 seeds, strategies ranking-entropy (the dock's), random, even and none (the other
-rankings with ``--strategies``), the variants dmd-joint and dmd-constant with random reviews only, pool 8, K 5, 8
+rankings with ``--strategies``), dmd-before with random reviews only, pool 8, K 5, 8
 rounds, stride half the patch (the dock's default), precision auto (bf16 on this CPU), batch 2 labeled + 2
 unlabeled; hippocampus the data's patch (the dock's: 32x48x32), 300 start iterations + 40 per round, the first 10
 of the 39 test cases; la_half patch 32x64x64, 300 start + 50 per round, the first 5 of the 20 test cases. The
@@ -91,8 +91,8 @@ RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "m
 SCORED = {**RANKINGS, f"even-{MEASURE}": MEASURE}  # the strategies that read per-slice scores, and their measure
 CONTROL = "none"  # the control arm: the same rounds of training, without reviews
 STRATEGIES = (*SCORED, "random", "even", CONTROL)
-METHODS = ("dmd", "dmd-joint", "dmd-constant", "supervised")
-VARIANTS = ("dmd-joint", "dmd-constant")  # run with --variant-strategies only
+METHODS = ("dmd", "dmd-before", "supervised")
+VARIANTS = ("dmd-before",)  # run with --variant-strategies only
 AXIS = 0
 DEFAULTS = {
     "hippocampus": {"patch": None, "start_iterations": 300, "iterations": 40, "test": 10},
@@ -215,15 +215,17 @@ def method_config(base: TrainConfig, method: str, iterations: int, seed: int) ->
     return replace(base, iterations=iterations, checkpoint_every=iterations, seed=seed,
                    lambda_distill=base.lambda_distill if dmd else 0.0,
                    unlabeled_batch=base.unlabeled_batch if dmd else 0,
-                   lambda_rampup=0 if method == "dmd-constant" else base.lambda_rampup,
-                   batch_norm="joint" if method == "dmd-joint" else base.batch_norm)
+                   batch_norm="joint" if method == "dmd-before" else base.batch_norm)
 
 
 def train(labeled: list[Volume], unlabeled: list[Volume], cfg: TrainConfig, run_dir: Path,
-          init: Path | None) -> tuple[ModelPair, float, str]:
-    """One training run (warm from ``init`` when given); the trained pair, its seconds and the precision it ran."""
+          init: Path | None, method: str) -> tuple[ModelPair, float, str]:
+    """One training run of ``method`` (warm from ``init`` when given); the trained pair, its seconds and the
+    precision it ran."""
     t0 = time.perf_counter()
     trainer = Trainer(labeled, unlabeled, cfg, run_dir=run_dir, init=init)
+    if method == "dmd-before":
+        trainer.settle_statistics = lambda iteration: None  # the running statistics as training leaves them
     for _ in trainer.run():
         pass
     return trainer.model, time.perf_counter() - t0, trainer.precision.describe()
@@ -276,7 +278,8 @@ def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: a
         return folder / CHECKPOINT_NAME, done["round"]
     print(f"{setup.name} {method} seed {seed}: start training, {cfg.iterations} iterations", flush=True)
     model, seconds, precision = train(
-        *volumes(setup, {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool}, method), cfg, folder, None)
+        *volumes(setup, {c.name: Reviewed(c.image.shape, AXIS) for c in setup.pool}, method), cfg, folder, None,
+        method)
     t0 = time.perf_counter()
     record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup), "precision": precision,
               "seconds": {"review": 0.0, "train": seconds, "refresh": 0.0}}
@@ -316,7 +319,8 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
     review_s = time.perf_counter() - t0
     cfg = method_config(base, loop.method, opts.iterations, loop.seed * 1000 + r)
     run_dir = loop.folder / f"round_{r:02d}"
-    model, train_s, precision = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint)
+    model, train_s, precision = train(*volumes(setup, loop.reviewed, loop.method), cfg, run_dir, loop.checkpoint,
+                                      loop.method)
     if ranks:
         t0 = time.perf_counter()
         loop.scores = refresh(model, setup, loop.strategy)
@@ -362,8 +366,8 @@ def run(setup: Setup, opts: argparse.Namespace) -> dict:
     settings = {"data": setup.name, "start": setup.start.name, "pool": [c.name for c in setup.pool],
                 "test": [c.name for c in setup.test], "slices_per_round": opts.slices,
                 "iterations_per_round": opts.iterations, "start_iterations": opts.start_iterations,
-                "rampup": opts.rampup, "patch": list(opts.patch) if opts.patch else "auto", "driver": opts.methods[0], "axis": AXIS,
-                "slab": RANKING_SLAB, "config": model_settings(base)}
+                "rampup": opts.rampup, "patch": list(opts.patch) if opts.patch else "auto", "driver": opts.methods[0],
+                "axis": AXIS, "slab": RANKING_SLAB, "config": model_settings(base)}
     deadline = time.time() + 60 * opts.minutes if opts.minutes else None
     loops: dict[tuple[int, str, str], Loop] = {}
     drivers: dict[tuple[int, str], Loop] = {}  # the loop choosing the reviews of each seed and strategy
@@ -486,7 +490,7 @@ def plot(sets: dict[str, dict], path: Path) -> None:
 
     colors = {"ranking": "tab:red", "random": "tab:blue", "even": "tab:green", "ranking-structure": "tab:orange",
               "ranking-peak": "tab:purple", "ranking-entropy": "tab:brown", f"even-{MEASURE}": "tab:olive",
-              "dmd": "tab:red", "dmd-joint": "tab:orange", "dmd-constant": "tab:pink", "supervised": "tab:gray", CONTROL: "black"}
+              "dmd": "tab:red", "dmd-before": "tab:orange", "supervised": "tab:gray", CONTROL: "black"}
     styles = {"random": "-", "ranking-entropy": "--", "ranking": ":", "even": "-."}
     fig, axes = plt.subplots(2, len(sets), figsize=(6.5 * len(sets), 9), squeeze=False)
     for col, results in enumerate(sets.values()):

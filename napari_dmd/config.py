@@ -25,8 +25,8 @@ PREDICT_BATCH = 4  # windows per forward pass when predicting
 RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around the suggested slice)
 WEIGHTINGS = ("uniform", "gaussian")  # how a prediction weighs the voxels of each sliding window
 WEIGHTING = "uniform"  # measured better than nnU-Net's Gaussian on la_half and hippocampus (benchmarks/weighting.py)
-SAMPLINGS = ("uniform", "reviewed")
-BATCH_NORMS = ("split", "joint")  # how a training batch's patches share batch-norm statistics (TrainConfig.batch_norm)  # how labeled crops are drawn (TrainConfig.labeled_sampling)
+SAMPLINGS = ("uniform", "reviewed")  # how labeled crops are drawn (TrainConfig.labeled_sampling)
+BATCH_NORMS = ("split", "joint")  # how a training batch's patches share batch-norm statistics (TrainConfig.batch_norm)
 REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts the image in view whole up to this many megavoxels
 
 

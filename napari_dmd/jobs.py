@@ -311,6 +311,8 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
                 control.stop()
             if job.options.refresh_due(last, progress.total) and not control.stopped and last != refreshed:
                 what = "predicting"
+                if last != progress.total:  # (the final checkpoint has settled them)
+                    trainer.settle_statistics(last)
                 items = refresh_items(job.data.images, control.view, last == progress.total)
                 yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control, volumes),
                                   items, predicting)

@@ -44,6 +44,7 @@ from .spacing import choose_patch, data_spacing
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
 DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
+SETTLE_BATCHES = 16  # batches whose batch-norm statistics, at the current weights, replace the running ones
 PROBLEMS = ("", "loss", "gradient", "batch-norm statistics")  # what a step may find not finite, in check order
 
 
@@ -189,6 +190,7 @@ class Trainer:
         if config.batch_norm == "split" and splits_statistics(nets[0], self.patch, config.labeled_batch,
                                                               config.unlabeled_batch):  # the global batch's parts
             nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
+        self._split = nets[0] is not self.model.nets[0]
         self._nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
         self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction,
                                     config.labeled_sampling,
@@ -291,6 +293,50 @@ class Trainer:
         free[:len(mask)] = 1 - mask
         a, b = logits
         return pseudo_label_loss(a, b, free, reduce) + pseudo_label_loss(b, a, free, reduce)
+
+    def settle_statistics(self, iteration: int) -> None:
+        """Replace the batch-norm running statistics, which predictions normalise with, by their average over
+        ``SETTLE_BATCHES`` batches at the current weights (dropout off): the unlabeled part of a training batch
+        when the parts are normalised apart, the whole batch otherwise. The running statistics trail the
+        weights by about ten steps, which early in a run, while the weights move fast, mispredicts images
+        other than the labeled ones (README, "Batch-norm statistics"). Patches come from a generator of their
+        own (seeded by the seed and ``iteration``), so training draws the same patches with or without it;
+        statistics that come out not finite leave the old ones in place."""
+        nets = self.model.nets
+        norms = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        drops = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+        modes, momenta, saved = [net.training for net in nets], [m.momentum for m in norms], \
+            [b.clone() for b in self._buffers]
+        sampler_rng, self.sampler.rng = self.sampler.rng, np.random.default_rng([self.config.seed, iteration,
+                                                                                 self.world.rank])
+        try:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average
+            for net in nets:
+                net.train()
+            for d in drops:
+                d.eval()
+            with torch.no_grad(), self.precision.autocast(self.device):
+                for _ in range(SETTLE_BATCHES):
+                    x = torch.from_numpy(self._settle_batch()).to(self.device).contiguous(memory_format=self._memory)
+                    for net in nets:
+                        net(x)
+            if not all(torch.isfinite(b).all() for b in self._buffers if b.is_floating_point()):
+                for b, before in zip(self._buffers, saved):
+                    b.copy_(before)
+        finally:
+            self.sampler.rng = sampler_rng
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            for net, mode in zip(nets, modes):
+                net.train(mode)
+
+    def _settle_batch(self) -> np.ndarray:
+        """Images of one batch whose statistics the running ones follow (``settle_statistics``)."""
+        if self._split:
+            return np.stack([self.sampler.unlabeled_patch() for _ in range(self.unlabeled_batch)])
+        return self.sampler.batch(self.labeled_batch, self.unlabeled_batch)["image"]
 
     def _restore(self, buffers: list[torch.Tensor]) -> None:
         """Batch-norm statistics back to ``buffers``, no gradient left."""
@@ -411,6 +457,7 @@ class Trainer:
                        f"{elapsed:.3f}"))
             ckpt = None
             if done == cfg.iterations or done % cfg.checkpoint_every == 0:
+                self.settle_statistics(done)
                 ckpt, saved = self.save(done), done
             rate = (done - self.start) / elapsed
             last = Progress(done, cfg.iterations, step.sup_loss, step.distill_loss, step.loss, self.lr_at(it),
@@ -419,6 +466,7 @@ class Trainer:
             yield last
         if last is not None and saved != last.iteration:
             saved = last.iteration
+            self.settle_statistics(saved)
             yield replace(last, checkpoint=self.save(saved), note="")
         try:
             self.world.barrier()  # no process leaves before rank 0 has written the checkpoint

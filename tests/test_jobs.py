@@ -173,3 +173,25 @@ def test_the_self_check_is_announced_with_its_duration(tmp_path, monkeypatch):
     assert text.startswith("Checking once whether this machine computes bf16 correctly: about 20-60 s")
     assert preparing_text(replace(CONFIG, precision="bf16", patch_size=None), shapes, (0.0, 1.0, 1.0)) == \
         "Setting up the networks…"  # data the Trainer refuses: it says why
+
+
+def test_every_refresh_predicts_with_statistics_settled_at_its_iteration(tmp_path, monkeypatch):
+    """A refresh during the run settles the batch-norm statistics first; the final one has them from the checkpoint."""
+    from napari_dmd import jobs
+    from napari_dmd.training import Trainer
+
+    events = []
+    settle = Trainer.settle_statistics
+    monkeypatch.setattr(Trainer, "settle_statistics",
+                        lambda self, it: events.append(("settle", it)) or settle(self, it))
+    predict = jobs.predict_images
+
+    def predicting(model, items, patch, iteration, *args):
+        events.append(("predict", iteration))
+        yield from predict(model, items, patch, iteration, *args)
+
+    monkeypatch.setattr(jobs, "predict_images", predicting)
+    msgs = list(train_and_predict(job(tmp_path, iterations=3), Control()))
+    assert isinstance(msgs[-1], Finished)
+    # iterations 1 and 2: settled for the refresh; 3: settled for the final checkpoint, then predicted
+    assert events == [("settle", 1), ("predict", 1), ("settle", 2), ("predict", 2), ("settle", 3), ("predict", 3)]

@@ -12,7 +12,7 @@ from napari_dmd.errors import CheckpointError, DataError
 from napari_dmd.networks import SplitStatistics
 from napari_dmd.outputs import LOCK, MANIFEST
 from napari_dmd.review import Reviewed
-from napari_dmd.training import CHECKPOINT_NAME, Trainer
+from napari_dmd.training import CHECKPOINT_NAME, SETTLE_BATCHES, Trainer
 
 from synthetic import make_case
 
@@ -284,3 +284,44 @@ def test_labeled_and_unlabeled_patches_get_batch_norm_statistics_apart_by_defaul
     assert joint._nets == list(joint.model.nets)
     tiny = Trainer(lab, unl, config())  # 1 + 1 patches of 16³: one value per channel at the coarsest level
     assert not any(isinstance(n, SplitStatistics) for n in tiny._nets)
+
+
+def _statistics(trainer):
+    return [b.clone() for b in trainer._buffers if b.is_floating_point()]
+
+
+def test_settling_replaces_running_statistics_without_touching_training(tiny_cases):
+    """Before a checkpoint the running statistics are recomputed at the current weights from unlabeled patches of
+    their own generator: the patches and dropout masks training draws next stay the same."""
+    lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
+    t = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, precision="fp32"))
+    assert t._split
+    t.step(0)
+    before, rng, torch_rng = _statistics(t), t.sampler.rng.bit_generator.state, torch.get_rng_state()
+    momenta = [m.momentum for net in t.model.nets for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    t.settle_statistics(1)
+    settled = _statistics(t)
+    assert any(not torch.allclose(a, b) for a, b in zip(before, settled))
+    assert t.sampler.rng.bit_generator.state == rng and torch.equal(torch.get_rng_state(), torch_rng)
+    assert [m.momentum for net in t.model.nets for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)] == momenta
+    assert all(net.training for net in t.model.nets) and all(m.training for net in t.model.nets for m in net.modules())
+    t.settle_statistics(1)  # the same iteration: the same patches, the same statistics
+    assert all(torch.allclose(a, b) for a, b in zip(settled, _statistics(t)))
+    # the unlabeled part alone: by hand, a cumulative average over the batches of unlabeled patches
+    t.sampler.rng, saved = np.random.default_rng([t.config.seed, 1, 0]), t.sampler.rng
+    batches = [t._settle_batch() for _ in range(SETTLE_BATCHES)]
+    t.sampler.rng = saved
+    assert all(b.shape[0] == 2 for b in batches)
+    first = t.model.nets[0].enc[0][1]  # the first batch norm sees the first convolution of the raw patches
+    conv = t.model.nets[0].enc[0][0]
+    with torch.no_grad():
+        means = torch.stack([conv(torch.from_numpy(b)).mean((0, 2, 3, 4)) for b in batches])
+    assert torch.allclose(first.running_mean, means.mean(0), atol=1e-4)
+
+
+def test_settling_keeps_the_old_statistics_when_the_new_ones_are_not_finite(tiny_cases):
+    t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(labeled_batch=2, unlabeled_batch=2))
+    before = _statistics(t)
+    t._settle_batch = lambda: np.full((2, 1, 16, 16, 16), np.nan, np.float32)
+    t.settle_statistics(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, _statistics(t)))
