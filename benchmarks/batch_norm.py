@@ -14,6 +14,8 @@ loop's test volumes (Dice % per foreground class and their mean). Variants:
 - ``supervised``, ``supervised, settled``: the pair on the labeled volume alone (no unlabeled patch).
 
     python benchmarks/batch_norm.py --data hippocampus --seeds 0
+    python benchmarks/batch_norm.py --data hippocampus --seeds 0 --iterations 100 --variants split "split, settled" \
+        supervised "supervised, settled"          # a first look early in a run, as the dock's
 """
 from __future__ import annotations
 
@@ -78,8 +80,9 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             metrics = score(trainer.model, setup)
             dice = [100 * c["dice"] for c in metrics["per_class"]]
-            results[f"{name}/seed{seed}"] = {
-                "variant": name, "seed": seed, "dice": 100 * metrics["dice"], "dice_per_class": dice,
+            results[f"{name}/it{args.iterations}/seed{seed}"] = {
+                "variant": name, "seed": seed, "iterations": args.iterations, "dice": 100 * metrics["dice"],
+                "dice_per_class": dice,
                 "hd95": metrics["hd95"], "train_seconds": seconds, "patch": list(trainer.patch),
                 "precision": trainer.precision.describe(), "machine": machine_name(resolve_device()),
                 "data": args.data, "start": setup.start.name, "pool": len(setup.pool), "test": len(setup.test)}
@@ -88,7 +91,8 @@ def main() -> None:
                   f"({' / '.join(f'{d:.1f}' for d in dice)}), {seconds:.0f} s", flush=True)
     print("| variant | seeds | Dice % (mean of classes) | per class |\n|---|---|---|---|")
     for name in VARIANTS:
-        rows = [r for r in results.values() if r["variant"] == name and r["data"] == args.data]
+        rows = [r for r in results.values() if r["variant"] == name and r["data"] == args.data
+                and r["iterations"] == args.iterations]
         if rows:
             per = np.mean([r["dice_per_class"] for r in rows], axis=0)
             print(f"| {name} | {len(rows)} | {np.mean([r['dice'] for r in rows]):.1f} | "
