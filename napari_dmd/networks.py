@@ -68,12 +68,15 @@ class SplitStatistics(nn.Module):
         return torch.cat([first, self.net(x[self.first:])])
 
 
+SPLIT_MIN_VALUES = 16  # values per channel each part of a batch must give batch norm at the coarsest level
+
+
 def splits_statistics(net: PaddedNet, patch: tuple[int, ...], labeled: int, unlabeled: int) -> bool:
     """Whether both parts of a batch of ``labeled`` + ``unlabeled`` patches (all processes together: their batch
-    norm is global) give batch norm more than one value per channel at the network's coarsest level (else it
-    cannot normalise them apart)."""
+    norm is global) give batch norm at least ``SPLIT_MIN_VALUES`` values per channel at the network's coarsest
+    level. Fewer make each part's statistics noise (two 16³ patches: 2 values), so the batch stays one pass."""
     coarsest = math.prod(-(-p // d) for p, d in zip(patch, net.divisors))
-    return unlabeled > 0 and min(labeled, unlabeled) * coarsest > 1
+    return unlabeled > 0 and min(labeled, unlabeled) * coarsest >= SPLIT_MIN_VALUES
 
 
 def _conv_stage(conv: type, norm: type, c_in: int, c_out: int, n: int) -> nn.Sequential:

@@ -27,7 +27,7 @@ from napari_dmd.training import Trainer
 
 from synthetic import make_case
 
-PATCH = (16, 16, 16)
+PATCH = (32, 32, 32)  # 2 + 2 patches whose labeled and unlabeled parts are normalised apart (SPLIT_MIN_VALUES)
 STEPS = 1  # later steps amplify rounding (a batch in another order changes the loss of step 2 by 3e-4)
 LABELED, UNLABELED = 2, 2  # the global batch
 
@@ -74,6 +74,7 @@ def _train(world: World) -> tuple[list[tuple[float, ...]], list[torch.Tensor], l
     cases = [make_case(s) for s in range(2)]
     t = Trainer([Volume.create(*cases[0])], [Volume.create(cases[1][0])], _config(), world=world)
     t.sampler = _Fixed(world.rank, world.size)
+    t.settle_statistics = lambda iteration: None  # the step is compared; settling draws patches of its own
     for net in t.model.nets:
         net.dropout.p = 0.0  # dropout masks cannot match between a batch of 4 and two of 2
     before = _state(t)
@@ -113,10 +114,9 @@ def test_a_step_on_two_processes_is_the_step_of_one_process_on_the_global_batch(
         np.testing.assert_allclose(losses, one_losses, rtol=1e-5)  # the Dice of the global batch
         assert all(torch.equal(a, b) for a, b in zip(before, initial))  # the same networks to start from
         assert all(torch.equal(a, b) for a, b in zip(state, one_state) if not a.is_floating_point())
-        # batch-norm statistics: of the whole batch's labeled and unlabeled parts, to rounding (at the coarsest level
-        # a part has 2 values per channel, whose variance two ways of summing round differently by up to 2e-5)
+        # batch-norm statistics: of the whole batch, to rounding
         torch.testing.assert_close(_update(state, before, names, "statistics"),
-                                   _update(one_state, initial, names, "statistics"), rtol=1e-3, atol=5e-5)
+                                   _update(one_state, initial, names, "statistics"), rtol=1e-3, atol=1e-6)
         # the weight update: conv weights before a batch norm and their biases have near-zero gradient
         # components made of rounding, so one process alone moves them by ~2 % (of the update's norm)
         # with another thread count; a gradient of the wrong scale or of half the batch is off by 50 % or more

@@ -76,9 +76,10 @@ def test_split_statistics_normalise_each_part_of_a_batch_apart(ndim):
     assert all(m.momentum == 0.1 for m in norms)
 
 
-def test_statistics_are_split_only_where_both_parts_have_more_than_one_value():
+def test_statistics_are_split_only_where_both_parts_give_enough_values():
     net = build_network(3, 1)  # coarsest level: patch / 16 per axis
-    assert splits_statistics(net, (16, 16, 16), 2, 2)
-    assert not splits_statistics(net, (16, 16, 16), 1, 2)  # one labeled patch of one coarsest voxel
-    assert splits_statistics(net, (32, 16, 16), 1, 1)
+    assert splits_statistics(net, (32, 32, 32), 2, 2)  # 2 patches × 8 coarsest voxels = SPLIT_MIN_VALUES
+    assert not splits_statistics(net, (32, 32, 32), 1, 2)  # one labeled patch: 8 values
+    assert not splits_statistics(net, (16, 16, 16), 2, 2)  # 2 values per part: noise
+    assert splits_statistics(net, (32, 48, 32), 2, 2) and splits_statistics(net, (32, 64, 64), 1, 1)
     assert not splits_statistics(net, (32, 64, 64), 2, 0)  # no unlabeled part

@@ -278,11 +278,11 @@ def test_pseudo_labels_supervise_only_voxels_without_a_label(tiny_cases):
 def test_labeled_and_unlabeled_patches_get_batch_norm_statistics_apart_by_default(tiny_cases):
     lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
     assert TrainConfig().batch_norm == "split"
-    split = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2))
+    split = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, patch_size=(32, 32, 32)))
     assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in split._nets)
-    joint = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, batch_norm="joint"))
+    joint = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, patch_size=(32, 32, 32), batch_norm="joint"))
     assert joint._nets == list(joint.model.nets)
-    tiny = Trainer(lab, unl, config())  # 1 + 1 patches of 16³: one value per channel at the coarsest level
+    tiny = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
     assert not any(isinstance(n, SplitStatistics) for n in tiny._nets)
 
 
@@ -294,7 +294,7 @@ def test_settling_replaces_running_statistics_without_touching_training(tiny_cas
     """Before a checkpoint the running statistics are recomputed at the current weights from unlabeled patches of
     their own generator: the patches and dropout masks training draws next stay the same."""
     lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
-    t = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, precision="fp32"))
+    t = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, precision="fp32", patch_size=(32, 32, 32)))
     assert t._split
     t.step(0)
     before, rng, torch_rng = _statistics(t), t.sampler.rng.bit_generator.state, torch.get_rng_state()
@@ -316,12 +316,12 @@ def test_settling_replaces_running_statistics_without_touching_training(tiny_cas
     conv = t.model.nets[0].enc[0][0]
     with torch.no_grad():
         means = torch.stack([conv(torch.from_numpy(b)).mean((0, 2, 3, 4)) for b in batches])
-    assert torch.allclose(first.running_mean, means.mean(0), atol=1e-4)
+    assert torch.allclose(first.running_mean, means.mean(0), atol=1e-3)
 
 
 def test_settling_keeps_the_old_statistics_when_the_new_ones_are_not_finite(tiny_cases):
     t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False), config(labeled_batch=2, unlabeled_batch=2))
     before = _statistics(t)
-    t._settle_batch = lambda: np.full((2, 1, 16, 16, 16), np.nan, np.float32)
+    t._settle_batch = lambda: np.full((4, 1, 16, 16, 16), np.nan, np.float32)
     t.settle_statistics(1)
     assert all(torch.equal(a, b) for a, b in zip(before, _statistics(t)))
