@@ -323,8 +323,7 @@ class Trainer:
                     for net in nets:
                         net(x)
             if not all(torch.isfinite(b).all() for b in self._buffers if b.is_floating_point()):
-                for b, before in zip(self._buffers, saved):
-                    b.copy_(before)
+                self._restore(saved)
         finally:
             self.sampler.rng = sampler_rng
             for m, momentum in zip(norms, momenta):
