@@ -7,7 +7,9 @@ the ratios), ``off`` (today's defaults: the two parts normalised apart, ``batch_
 (augment_intensity), ``spatial`` (augment_spatial), ``mixing`` (mix_probability 1), ``reviewed``
 (labeled_sampling), ``all`` (each on today's defaults). Data: the first 4 labeled and 4 unlabeled la_half scans,
 patch 32x64x64, batch 2 + 2 (the speed benchmark's). Reported: median seconds per step, its ratio to ``joint``
-(the goal: at most 1.10), and the milliseconds of sampling a batch alone.
+(the goal: at most 1.10), the milliseconds of sampling a batch alone, and for ``joint`` and ``off`` the seconds of
+``Trainer.settle_statistics`` (what every checkpoint and every refresh of the dock adds), median of ``--rounds`` calls,
+also in steps of that variant.
 
     python benchmarks/augment_speed.py --steps 5 --rounds 4
 """
@@ -66,9 +68,21 @@ def main() -> None:
         for _ in range(20):
             t.sampler.batch(t.labeled_batch, t.unlabeled_batch)
         batch_ms[name] = (time.perf_counter() - t0) / 20 * 1000
+    settle_s = {}
+    for name in ("joint", "off"):
+        calls = []
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            trainers[name].settle_statistics(total + r)
+            if trainers[name].device.type == "cuda":
+                torch.cuda.synchronize()
+            calls.append(time.perf_counter() - t0)
+        settle_s[name] = float(np.median(calls))
     base = float(np.median(times["joint"]))
     rows = [{"variant": name, "options": VARIANTS[name], "median_s_per_step": float(np.median(ts)),
-             "ratio_to_joint": float(np.median(ts)) / base, "steps": len(ts), "batch_ms": batch_ms[name]}
+             "ratio_to_joint": float(np.median(ts)) / base, "steps": len(ts), "batch_ms": batch_ms[name],
+             **({"settle_s": settle_s[name], "settle_in_steps": settle_s[name] / float(np.median(ts))}
+                if name in settle_s else {})}
             for name, ts in times.items()]
     device = trainers["off"].device
     result = {"patch": PATCH, "batch": "2 labeled + 2 unlabeled", "precision": trainers["off"].precision.describe(),
@@ -79,6 +93,9 @@ def main() -> None:
     print("| variant | s/step (median) | × joint | sampling a batch (ms) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['median_s_per_step']:.3f} | {r['ratio_to_joint']:.3f} | {r['batch_ms']:.1f} |")
+    for r in rows:
+        if "settle_s" in r:
+            print(f"settling the statistics ({r['variant']}): {r['settle_s']:.2f} s = {r['settle_in_steps']:.1f} steps")
 
 
 if __name__ == "__main__":
