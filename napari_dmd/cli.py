@@ -208,7 +208,7 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, optio
     print(f"training on {len(data.labeled)} labeled + {len(data.unlabeled)} unlabeled volumes{inputs}, "
           f"{cfg.num_classes} classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch} "
           f"({describe(trainer.config.spacing, trainer.model.nets[0].pools)}), {trainer.device}, "
-          f"precision {trainer.precision.describe()}{note}", flush=True)
+          f"precision {trainer.precision.describe()}, batch norm {trainer.batch_norm}{note}", flush=True)
     progress = bar(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
     every = 0 if sys.stderr.isatty() else max(1, min(cfg.checkpoint_every, LOG_EVERY))  # no bar: a line instead
     received: list[int] = []

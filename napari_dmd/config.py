@@ -26,7 +26,7 @@ RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around 
 WEIGHTINGS = ("uniform", "gaussian")  # how a prediction weighs the voxels of each sliding window
 WEIGHTING = "uniform"  # measured better than nnU-Net's Gaussian on la_half and hippocampus (benchmarks/weighting.py)
 SAMPLINGS = ("uniform", "reviewed")  # how labeled crops are drawn (TrainConfig.labeled_sampling)
-BATCH_NORMS = ("split", "joint")  # how a training batch's patches share batch-norm statistics (TrainConfig.batch_norm)
+BATCH_NORMS = ("auto", "split", "joint")  # how a batch's patches share batch-norm statistics (TrainConfig.batch_norm)
 REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts the image in view whole up to this many megavoxels
 
 
@@ -167,9 +167,10 @@ class TrainConfig:
              "unlabeled part of a copy-paste patch) each network is also trained towards the other's hard prediction, "
              "the weight ramped up as λ (0: off)", label="pseudo-label weight", minimum=0.0)
     batch_norm: str = setting(
-        "split", "batch-norm statistics of a training batch: 'split': the labeled patches and the unlabeled ones "
-                 "normalised apart (measured far better with one labeled image, README); 'joint': all together, as the "
-                 "authors' code", label="batch-norm statistics", choices=BATCH_NORMS)
+        "auto", "batch-norm statistics of a training batch: 'split': the labeled patches and the unlabeled ones "
+                "normalised apart (measured far better with one labeled image); 'joint': all together, as the "
+                "authors' code (measured better with several labeled images); 'auto': split while the labeled "
+                "data is one image, else joint (README)", label="batch-norm statistics", choices=BATCH_NORMS)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", affects_model=False)
     precision: str = setting("auto", "numeric precision of training and prediction", choices=PRECISIONS,
                              affects_model=False)

@@ -187,7 +187,8 @@ class Trainer:
             self.rng, torch_seed = rank_generators(config.seed, world.rank, self.start)
             torch.manual_seed(torch_seed)
         nets: list[torch.nn.Module] = list(self.model.nets)
-        if config.batch_norm == "split" and splits_statistics(nets[0], self.patch, config.labeled_batch,
+        split = config.batch_norm == "split" or (config.batch_norm == "auto" and len(labeled) == 1)
+        if split and splits_statistics(nets[0], self.patch, config.labeled_batch,
                                                               config.unlabeled_batch):  # the global batch's parts
             nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
         self._split = nets[0] is not self.model.nets[0]
@@ -195,6 +196,11 @@ class Trainer:
         self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction,
                                     config.labeled_sampling,
                                     Augmentation(config.augment_intensity, config.augment_spatial))
+
+    @property
+    def batch_norm(self) -> str:
+        """How this run's batches share batch-norm statistics: 'split' or 'joint' (what 'auto' chose)."""
+        return "split" if self._split else "joint"
 
     def stop(self) -> None:
         """Ask the run to end after the current step (thread-safe); a checkpoint is written."""

@@ -275,14 +275,21 @@ def test_pseudo_labels_supervise_only_voxels_without_a_label(tiny_cases):
     assert ramped.ramp_at(0) == pytest.approx(np.exp(-5.0)) and ramped.ramp_at(100) == 1.0
 
 
-def test_labeled_and_unlabeled_patches_get_batch_norm_statistics_apart_by_default(tiny_cases):
-    lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
-    assert TrainConfig().batch_norm == "split"
-    split = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, patch_size=(32, 32, 32)))
-    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in split._nets)
-    joint = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, patch_size=(32, 32, 32), batch_norm="joint"))
+def test_one_labeled_image_gets_batch_norm_statistics_apart_from_the_unlabeled_patches(tiny_cases):
+    """'auto' (the default) splits the batch-norm pass while one image holds every label, and keeps one pass once
+    several do; 'split' and 'joint' force either; patches too small for two parts stay one pass."""
+    one, two, unl = volumes(tiny_cases[:1]), volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
+    assert TrainConfig().batch_norm == "auto"
+    patch = {"labeled_batch": 2, "unlabeled_batch": 2, "patch_size": (32, 32, 32)}
+    split = Trainer(one, unl, config(**patch))
+    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in split._nets) and split.batch_norm == "split"
+    several = Trainer(two, unl, config(**patch))
+    assert several._nets == list(several.model.nets) and several.batch_norm == "joint"
+    forced = Trainer(two, unl, config(**patch, batch_norm="split"))
+    assert all(isinstance(n, SplitStatistics) for n in forced._nets)
+    joint = Trainer(one, unl, config(**patch, batch_norm="joint"))
     assert joint._nets == list(joint.model.nets)
-    tiny = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
+    tiny = Trainer(one, unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
     assert not any(isinstance(n, SplitStatistics) for n in tiny._nets)
 
 
@@ -294,7 +301,8 @@ def test_settling_replaces_running_statistics_without_touching_training(tiny_cas
     """Before a checkpoint the running statistics are recomputed at the current weights from unlabeled patches of
     their own generator: the patches and dropout masks training draws next stay the same."""
     lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
-    t = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, precision="fp32", patch_size=(32, 32, 32)))
+    t = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, precision="fp32", patch_size=(32, 32, 32),
+                                   batch_norm="split"))
     assert t._split
     t.step(0)
     before, rng, torch_rng = _statistics(t), t.sampler.rng.bit_generator.state, torch.get_rng_state()
