@@ -30,7 +30,7 @@ Dice, 95HD and ASD in voxels, mean over the foreground classes. Methods:
 
 - ``dmd``: the dock's defaults: λ = 4 ramped up over the model's first ``--rampup`` iterations (default: the
   training settings' ``lambda_rampup``), counted over its own iterations, batch norm ``auto`` (labeled and
-  unlabeled patches normalised apart at the start, one image labeled; one pass once reviews label others);
+  unlabeled patches normalised apart while the start volume holds most of the reviewed voxels);
 - ``dmd-before``: the defaults before the batch-norm change: one batch-norm pass over labeled and unlabeled patches
   (``batch_norm`` joint), the running statistics as training leaves them (``Trainer.settle_statistics`` skipped);
 - ``supervised``: the same pair with λ = 0 on the labeled data only (no unlabeled batch).

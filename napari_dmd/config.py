@@ -169,8 +169,9 @@ class TrainConfig:
     batch_norm: str = setting(
         "auto", "batch-norm statistics of a training batch: 'split': the labeled patches and the unlabeled ones "
                 "normalised apart (measured far better with one labeled image); 'joint': all together, as the "
-                "authors' code (measured better with several labeled images); 'auto': split while the labeled "
-                "data is one image, else joint (README)", label="batch-norm statistics", choices=BATCH_NORMS)
+                "authors' code (measured better with several labeled images); 'auto': split where one image holds "
+                "more than half of the reviewed voxels, else joint (README)", label="batch-norm statistics",
+        choices=BATCH_NORMS)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", affects_model=False)
     precision: str = setting("auto", "numeric precision of training and prediction", choices=PRECISIONS,
                              affects_model=False)

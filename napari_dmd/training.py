@@ -44,6 +44,8 @@ from .spacing import choose_patch, data_spacing
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
 DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
+SPLIT_SHARE = 0.5  # 'auto' normalises labeled and unlabeled patches apart where one image holds more of the reviewed
+# voxels than this share: its statistics would single that image out (README, "Batch-norm statistics")
 SETTLE_BATCHES = 16  # batches whose batch-norm statistics, at the current weights, replace the running ones
 PROBLEMS = ("", "loss", "gradient", "batch-norm statistics")  # what a step may find not finite, in check order
 
@@ -186,16 +188,19 @@ class Trainer:
         if world.rank > 0:  # its own patches and dropout masks
             self.rng, torch_seed = rank_generators(config.seed, world.rank, self.start)
             torch.manual_seed(torch_seed)
-        nets: list[torch.nn.Module] = list(self.model.nets)
-        split = config.batch_norm == "split" or (config.batch_norm == "auto" and len(labeled) == 1)
-        if split and splits_statistics(nets[0], self.patch, config.labeled_batch,
-                                                              config.unlabeled_batch):  # the global batch's parts
-            nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
-        self._split = nets[0] is not self.model.nets[0]
-        self._nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
         self.sampler = PatchSampler(labeled, unlabeled, self.patch, self.rng, config.foreground_fraction,
                                     config.labeled_sampling,
                                     Augmentation(config.augment_intensity, config.augment_spatial))
+        nets: list[torch.nn.Module] = list(self.model.nets)
+        if config.batch_norm == "auto":  # apart while one image holds most of what supervises (README)
+            split = max(self.sampler.reviewed) > SPLIT_SHARE * sum(self.sampler.reviewed)
+        else:
+            split = config.batch_norm == "split"
+        if split and splits_statistics(nets[0], self.patch, config.labeled_batch,
+                                       config.unlabeled_batch):  # the global batch's parts
+            nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
+        self._split = nets[0] is not self.model.nets[0]
+        self._nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
 
     @property
     def batch_norm(self) -> str:

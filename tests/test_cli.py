@@ -32,7 +32,7 @@ def test_train_predict_evaluate(dataset, capsys):
     out = capsys.readouterr().out
     assert "2 labeled + 2 unlabeled" in out and "3 classes" in out
     assert "precision fp32" in out or "precision bf16" in out  # which precision runs, and why
-    assert "batch norm joint" in out  # two labeled images: 'auto' keeps one pass (16³ patches would anyway)
+    assert "batch norm joint" in out  # two images labeled whole: 'auto' keeps one pass (16³ patches would anyway)
     progress = [line for line in out.splitlines() if line.startswith("iteration ")]
     assert [line.split(":")[0] for line in progress] == ["iteration 2/3", "iteration 3/3"]  # no terminal: lines
     assert "skipped 0" in progress[-1]

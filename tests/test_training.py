@@ -275,22 +275,27 @@ def test_pseudo_labels_supervise_only_voxels_without_a_label(tiny_cases):
     assert ramped.ramp_at(0) == pytest.approx(np.exp(-5.0)) and ramped.ramp_at(100) == 1.0
 
 
-def test_one_labeled_image_gets_batch_norm_statistics_apart_from_the_unlabeled_patches(tiny_cases):
-    """'auto' (the default) splits the batch-norm pass while one image holds every label, and keeps one pass once
-    several do; 'split' and 'joint' force either; patches too small for two parts stay one pass."""
-    one, two, unl = volumes(tiny_cases[:1]), volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
+def test_batch_norm_statistics_are_apart_where_one_image_holds_most_of_the_supervision(tiny_cases):
+    """'auto' (the default) splits the batch-norm pass where one image holds more than half of the reviewed voxels
+    (one labeled volume, or one plus a few reviewed slices of others) and keeps one pass where several share them;
+    'split' and 'joint' force either; patches too small for two parts stay one pass."""
+    (image, label), (image2, label2) = tiny_cases[:2]
+    unl = volumes(tiny_cases[2:], False)
+    whole, other = Volume.create(image, label), Volume.create(image2, label2)
+    slices = np.zeros(image2.shape, bool)
+    slices[:3] = True  # 3 of 16 slices reviewed: the whole volume keeps most of the supervision
+    few = Volume.create(image2, label2, mask=slices)
     assert TrainConfig().batch_norm == "auto"
     patch = {"labeled_batch": 2, "unlabeled_batch": 2, "patch_size": (32, 32, 32)}
-    split = Trainer(one, unl, config(**patch))
-    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in split._nets) and split.batch_norm == "split"
-    several = Trainer(two, unl, config(**patch))
+    one = Trainer([whole], unl, config(**patch))
+    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in one._nets) and one.batch_norm == "split"
+    assert Trainer([whole, few], unl, config(**patch)).batch_norm == "split"
+    several = Trainer([whole, other], unl, config(**patch))  # half each: one pass
     assert several._nets == list(several.model.nets) and several.batch_norm == "joint"
-    forced = Trainer(two, unl, config(**patch, batch_norm="split"))
-    assert all(isinstance(n, SplitStatistics) for n in forced._nets)
-    joint = Trainer(one, unl, config(**patch, batch_norm="joint"))
-    assert joint._nets == list(joint.model.nets)
-    tiny = Trainer(one, unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
-    assert not any(isinstance(n, SplitStatistics) for n in tiny._nets)
+    assert Trainer([whole, other], unl, config(**patch, batch_norm="split")).batch_norm == "split"
+    assert Trainer([whole], unl, config(**patch, batch_norm="joint")).batch_norm == "joint"
+    tiny = Trainer([whole], unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
+    assert tiny.batch_norm == "joint"
 
 
 def _statistics(trainer):
