@@ -308,8 +308,8 @@ class PatchSampler:
         reviewed = sampling == "reviewed"
         self._fg_voxels = [VoxelPicker(v.label, v.mask) if reviewed and v.mask is not None else VoxelPicker(v.label)
                            for v in labeled]  # labels are >= 0: nonzero is foreground
-        self.reviewed = [len(a) if a is not None else v.image.size for v, a in zip(labeled, self._ann_voxels)]
-        weights = np.array(self.reviewed, float)  # reviewed voxels of each labeled volume
+        self.reviewed_voxels = [len(a) if a is not None else v.image.size for v, a in zip(labeled, self._ann_voxels)]
+        weights = np.array(self.reviewed_voxels, float)
         self._volume_p = weights / weights.sum() if reviewed else None
         self._jitter = np.array(self.patch) // 4
 

@@ -193,7 +193,7 @@ class Trainer:
                                     Augmentation(config.augment_intensity, config.augment_spatial))
         nets: list[torch.nn.Module] = list(self.model.nets)
         if config.batch_norm == "auto":  # apart while one image holds most of what supervises (README)
-            split = max(self.sampler.reviewed) > SPLIT_SHARE * sum(self.sampler.reviewed)
+            split = max(self.sampler.reviewed_voxels) > SPLIT_SHARE * sum(self.sampler.reviewed_voxels)
         else:
             split = config.batch_norm == "split"
         if split and splits_statistics(nets[0], self.patch, config.labeled_batch,
