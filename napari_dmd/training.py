@@ -199,13 +199,8 @@ class Trainer:
         if split and splits_statistics(nets[0], self.patch, config.labeled_batch,
                                        config.unlabeled_batch):  # the global batch's parts
             nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
-        self._split = nets[0] is not self.model.nets[0]
+        self.batch_norm = "split" if nets[0] is not self.model.nets[0] else "joint"  # what runs ('auto' resolved)
         self._nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
-
-    @property
-    def batch_norm(self) -> str:
-        """How this run's batches share batch-norm statistics: 'split' or 'joint' (what 'auto' chose)."""
-        return "split" if self._split else "joint"
 
     def stop(self) -> None:
         """Ask the run to end after the current step (thread-safe); a checkpoint is written."""
@@ -344,7 +339,7 @@ class Trainer:
 
     def _settle_batch(self) -> np.ndarray:
         """Images of one batch whose statistics the running ones follow (``settle_statistics``)."""
-        if self._split:
+        if self.batch_norm == "split":
             return np.stack([self.sampler.unlabeled_patch() for _ in range(self.unlabeled_batch)])
         return self.sampler.batch(self.labeled_batch, self.unlabeled_batch)["image"]
 

@@ -308,7 +308,7 @@ def test_settling_replaces_running_statistics_without_touching_training(tiny_cas
     lab, unl = volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False)
     t = Trainer(lab, unl, config(labeled_batch=2, unlabeled_batch=2, precision="fp32", patch_size=(32, 32, 32),
                                    batch_norm="split"))
-    assert t._split
+    assert t.batch_norm == "split"
     t.step(0)
     before, rng, torch_rng = _statistics(t), t.sampler.rng.bit_generator.state, torch.get_rng_state()
     momenta = [m.momentum for net in t.model.nets for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
