@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from datasets import HIPPOCAMPUS, add_training_options, settings_of
-from protocol import run, table
+from protocol import add_prediction_options, run, table
 
 
 def main() -> None:
@@ -25,9 +25,11 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hippocampus.json"))
     add_training_options(ap, HIPPOCAMPUS.defaults, replaced=("seed",))
+    add_prediction_options(ap)
     args = ap.parse_args()
     split = HIPPOCAMPUS.split(args.data, args.labeled)
-    results = run(HIPPOCAMPUS, split, settings_of(args), args.modes, args.seeds, args.runs, args.out)
+    results = run(HIPPOCAMPUS, split, settings_of(args), args.modes, args.seeds, args.runs, args.out,
+                  args.combine, args.mirror)
     print(table(results))
     print(table(results, largest_component=True))
 

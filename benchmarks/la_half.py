@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from datasets import LA_HALF, add_training_options, settings_of
-from protocol import run, table
+from protocol import add_prediction_options, run, table
 
 
 def main() -> None:
@@ -26,9 +26,11 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/la_half.json"))
     add_training_options(ap, LA_HALF.defaults, replaced=("seed",))
+    add_prediction_options(ap)
     args = ap.parse_args()
     split = LA_HALF.split(args.data, args.labeled)
-    results = run(LA_HALF, split, settings_of(args), args.modes, args.seeds, args.runs, args.out)
+    results = run(LA_HALF, split, settings_of(args), args.modes, args.seeds, args.runs, args.out,
+                  args.combine, args.mirror)
     print(table(results))
     print(table(results, largest_component=True))
 

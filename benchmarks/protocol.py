@@ -5,6 +5,7 @@ networks then train independently on the labeled patches, and network A is score
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from napari_dmd.checkpoint import load_model
-from napari_dmd.config import WEIGHTING, TrainConfig, model_settings
+from napari_dmd.config import COMBINE, COMBINES, WEIGHTING, TrainConfig, model_settings
 from napari_dmd.data import Volume
 from napari_dmd.inference import largest_components, predict
 from napari_dmd.io import read_image
@@ -35,6 +36,18 @@ def options_tag(cfg: TrainConfig) -> str:
     default = TrainConfig()
     return "".join(f"+{name}={getattr(cfg, name)}" for name in OPTIONS if getattr(cfg, name) != getattr(default, name)
                    and not (name in ("mix_ratio", "mix_start") and cfg.mix_probability == 0))
+
+
+def add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """How the test cases are predicted (``inference.predict``): labels from network A or the pair's mean, mirrored
+    or not. Runs already trained are reused, so changing only these scores the same models again."""
+    parser.add_argument("--combine", choices=COMBINES, default=COMBINE, help="labels from network A or both")
+    parser.add_argument("--mirror", action="store_true", help="average each network over the in-plane flips")
+
+
+def prediction_tag(combine: str, mirror: bool) -> str:
+    """The prediction options away from their defaults, as a suffix of a result's mode ('' when none)."""
+    return (f"@{combine}" if combine != COMBINE else "") + ("@mirror" if mirror else "")
 
 
 def load(pairs: list[tuple[Path, Path | None]]) -> list[Volume]:
@@ -66,16 +79,17 @@ def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
 
 
 def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[int, ...],
-             weighting: str = WEIGHTING) -> dict:
-    """Network A of the run scored on the test cases (voxel metrics, medpy definitions), as predicted
-    and, under ``largest_component``, with each class cut to its largest connected component."""
+             weighting: str = WEIGHTING, combine: str = COMBINE, mirror: bool = False) -> dict:
+    """The run's prediction (network A's labels, or as ``combine`` and ``mirror`` say) scored on the test cases
+    (voxel metrics, medpy definitions), as predicted and, under ``largest_component``, with each class cut to its
+    largest connected component."""
     model = load_model(run_dir / CHECKPOINT_NAME, "auto")
     rows, lcc_rows, seconds = [], [], 0.0
     for image_path, label_path in split.test:
         image, _ = read_image(image_path)
         ref, _ = read_image(label_path)
         t0 = time.perf_counter()
-        pred = predict(model, image, patch, stride, batch_size=8, weighting=weighting)
+        pred = predict(model, image, patch, stride, batch_size=8, weighting=weighting, combine=combine, mirror=mirror)
         seconds += time.perf_counter() - t0
         for out, labels in ((rows, pred.labels), (lcc_rows, largest_components(pred.labels))):
             out += [{"case": image_path.name, **r, "disagreement": pred.volume_score}
@@ -84,9 +98,11 @@ def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[
             "largest_component": {"per_class": summarize(lcc_rows), "cases": lcc_rows}}
 
 
-def run(data: Dataset, split: Split, base: dict, modes: list[str], seeds: list[int], runs: Path, out: Path) -> dict:
+def run(data: Dataset, split: Split, base: dict, modes: list[str], seeds: list[int], runs: Path, out: Path,
+        combine: str = COMBINE, mirror: bool = False) -> dict:
     """Train and score every (mode, seed) on ``data``; ``base`` holds the declared settings (``settings_of``,
-    the patch among them) but the seed. The supervised mode trains with λ = 0 and no unlabeled batch (so no
+    the patch among them) but the seed; ``combine`` and ``mirror`` say how the test cases are predicted (a result's
+    mode ends in ``prediction_tag``). The supervised mode trains with λ = 0 and no unlabeled batch (so no
     copy-paste, which mixes labeled with unlabeled patches; the other options apply to it as to DMD). Each
     result is merged into the JSON file ``out`` as it comes (re-read before writing, so runs of other seeds
     in parallel processes keep theirs)."""
@@ -100,7 +116,8 @@ def run(data: Dataset, split: Split, base: dict, modes: list[str], seeds: list[i
             mode += options_tag(cfg)
             run_dir = runs / f"{data.name}_{mode}_l{len(split.labeled)}_it{cfg.iterations}_s{seed}"
             seconds = train(mode, split, cfg, run_dir)
-            res = evaluate(run_dir, split, cfg.patch_size, data.stride)
+            res = evaluate(run_dir, split, cfg.patch_size, data.stride, combine=combine, mirror=mirror)
+            mode += prediction_tag(combine, mirror)
             res.update(mode=mode, seed=seed, config=cfg.to_dict(), labeled=len(split.labeled),
                        unlabeled=len(split.unlabeled) if dmd else 0, test=len(split.test), train_seconds=seconds)
             results = json.loads(out.read_text()) if out.exists() else {}

@@ -21,6 +21,8 @@ import numpy as np
 
 from .config import (
     CHECKPOINT_NAME,
+    COMBINE,
+    COMBINES,
     CONFIG_NAME,
     LOG_NAME,
     MIN_PATCH,
@@ -360,7 +362,7 @@ def _predict(args: argparse.Namespace, paths: list[Path], outputs: Outputs) -> N
         update, done = windows(target.name)
         pred = predict(model, image, tuple(args.patch) if args.patch else None,
                        tuple(args.stride) if args.stride else None, args.batch_size, progress=update,
-                       weighting=args.weighting)
+                       weighting=args.weighting, combine=args.combine, mirror=args.mirror)
         done()
         written = largest_components(pred.labels) if args.largest_component else pred.labels
         write_image(target, written, geometry)
@@ -593,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=PREDICT_BATCH, help="windows per forward pass")
     p.add_argument("--weighting", choices=WEIGHTINGS, default=WEIGHTING,
                    help="how each window's voxels count where windows overlap (default: %(default)s)")
+    p.add_argument("--combine", choices=COMBINES, default=COMBINE,
+                   help="labels from network A ('a') or the mean of both networks (default: %(default)s)")
+    p.add_argument("--mirror", action="store_true",
+                   help="average each window over its in-plane flips (4 forward passes instead of 1)")
     p.add_argument("--largest-component", action="store_true",
                    help="keep only the largest connected component of each class")
     p.add_argument("--device", default="auto")

@@ -61,7 +61,9 @@ def describe(model: ModelPair, networks: dict[str, str], fmt: str) -> dict[str, 
         "spacing": list(model.config.spacing) if model.config.spacing else None,
         "sliding_window": {"stride": list(default_stride(tuple(patch))), "weighting": WEIGHTING,
                            "outside_image": "zeros (after normalisation)",
-                           "combine": "weighted mean of the probabilities where windows overlap, then argmax"},
+                           "combine": "weighted mean of the probabilities where windows overlap, then argmax",
+                           "labels": "napari-dmd's: the argmax of the mean of network A's and B's "
+                                       "probabilities (export both); network A alone as the paper"},
         "class_names": list(model.class_names),
         "output": {"name": "logits", "shape": ["batch", k, *patch],
                    "activation": "sigmoid" if k == 1 else "softmax",
@@ -147,7 +149,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="folder for the network(s) and " + EXPORT_JSON + "; files there are replaced only if export "
                         "wrote them")
-    p.add_argument("--both", action="store_true", help="network B as well (network A predicts in napari-dmd)")
+    p.add_argument("--both", action="store_true",
+                   help="network B as well (napari-dmd's labels are the argmax of the mean of both)")
     p.set_defaults(func=run)
 
 

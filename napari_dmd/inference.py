@@ -24,7 +24,7 @@ import torch
 
 from .channels import Channels, describe
 from .checkpoint import ModelPair
-from .config import PREDICT_BATCH, WEIGHTING, WEIGHTINGS
+from .config import COMBINE, COMBINES, PREDICT_BATCH, WEIGHTING, WEIGHTINGS
 from .data import IntensityStats, normalised
 from .errors import DataError
 from .heads import out_channels, probabilities
@@ -34,6 +34,7 @@ from .ranking import MEASURE, MEASURES, slice_scores
 from .runtime import memory_format
 
 NOT_FINITE = "the model's prediction is not finite (NaN) even in fp32: the model is broken"
+MIRRORS = ((), (-1,), (-2,), (-2, -1))  # the in-plane flips a mirrored prediction averages (as training flips)
 WRITE_VOXELS = 1 << 18  # a volume's finalised rows go to the host about this many voxels (one CT slice) at a time
 
 
@@ -196,9 +197,10 @@ class _Buffer:
 class _Outputs:
     """The host arrays of a prediction, filled block of rows by block of rows."""
 
-    def __init__(self, shape: tuple[int, ...], rows: tuple[int, int], num_classes: int, measures: Sequence[str]):
+    def __init__(self, shape: tuple[int, ...], rows: tuple[int, int], num_classes: int, measures: Sequence[str],
+                 combine: str):
         n = rows[1] - rows[0]
-        self.rows, self.shape, self.measures = rows, shape, measures
+        self.rows, self.shape, self.measures, self.combine = rows, shape, measures, combine
         self.labels = np.zeros((n, *shape[1:]), np.uint8 if num_classes < 256 else np.int32)
         self.disagreement = np.zeros((n, *shape[1:]), np.float16)
         self.scores = {m: np.zeros(n if len(shape) == 3 else 1, np.float32) for m in measures}
@@ -216,8 +218,9 @@ class _Outputs:
         """Labels, disagreement and scores of the rows ``lo``..``hi`` to the host."""
         crop = (slice(lo - buffer.base, hi - buffer.base), *(slice(0, s) for s in self.shape[1:]))
         pa, pb = (_class_channels(buffer.sums[(n, slice(None), *crop)] / buffer.weight[crop]) for n in (0, 1))
-        labels = pa.max(dim=0).indices.to(torch.uint8 if self.labels.dtype == np.uint8 else torch.int32).cpu().numpy()
         disagreement = (0.5 * (pa - pb).abs().sum(dim=0)).cpu().numpy()
+        p = (pa + pb) / 2 if self.combine == "mean" else pa
+        labels = p.max(dim=0).indices.to(torch.uint8 if self.labels.dtype == np.uint8 else torch.int32).cpu().numpy()
         pa = pa.cpu().numpy()
         out = slice(lo - self.rows[0], hi - self.rows[0])
         self.labels[out] = labels
@@ -247,17 +250,24 @@ def _batch(image: Channels, stats: tuple[IntensityStats, ...], corners: Sequence
     return x
 
 
-def _forward(model: ModelPair, batch: np.ndarray, precision: Precision, fmt: torch.memory_format
+def _forward(model: ModelPair, batch: np.ndarray, precision: Precision, fmt: torch.memory_format, mirror: bool
              ) -> list[torch.Tensor]:
-    """Both networks' probabilities (B, K, *patch; fp32) for a batch of windows."""
+    """Both networks' probabilities (B, K, *patch; fp32) for a batch of windows; with ``mirror``, each the mean
+    over the windows flipped in-plane (``MIRRORS``), flipped back."""
     x = torch.from_numpy(batch).to(model.device).contiguous(memory_format=fmt)
+    flips = MIRRORS if mirror else ((),)
     with precision.autocast(model.device):
-        return [probabilities(net(x)) for net in model.nets]
+        return [sum(_flip(probabilities(net(_flip(x, f))), f) for f in flips) / len(flips) for net in model.nets]
+
+
+def _flip(t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """``t`` flipped along ``axes`` (itself for none)."""
+    return t.flip(axes) if axes else t
 
 
 def _stream(model: ModelPair, image: Channels, stats: tuple[IntensityStats, ...], grid: _Grid, out: _Outputs,
             precision: Precision, batch_size: int, progress: Callable[[int, int], None] | None,
-            weighting: str) -> None:
+            weighting: str, mirror: bool) -> None:
     """Compute the grid's windows batch by batch into ``out``. A row block with a non-finite result in
     reduced precision is computed again in fp32, and so is the rest of the image."""
     fmt = memory_format(model.ndim)
@@ -265,7 +275,7 @@ def _stream(model: ModelPair, image: Channels, stats: tuple[IntensityStats, ...]
     done = 0
     while done < len(grid.corners):
         corners = grid.corners[done:done + batch_size]
-        buffer.add(corners, _forward(model, _batch(image, stats, corners, grid.patch), precision, fmt))
+        buffer.add(corners, _forward(model, _batch(image, stats, corners, grid.patch), precision, fmt, mirror))
         done += len(corners)
         stop = grid.ready(done)
         if stop > buffer.base:
@@ -283,7 +293,7 @@ def _stream(model: ModelPair, image: Channels, stats: tuple[IntensityStats, ...]
 
 
 def _check(model: ModelPair, image: Channels, patch: tuple[int, ...], stride: tuple[int, ...],
-           rows: tuple[int, int] | None, measures: Sequence[str], weighting: str) -> None:
+           rows: tuple[int, int] | None, measures: Sequence[str], weighting: str, combine: str) -> None:
     """``DataError`` (``ValueError`` for an unknown measure) when the arguments do not fit the model and image."""
     if image.ndim != model.ndim:
         raise DataError(f"the model is {model.ndim}-D, the image has shape {image.shape}")
@@ -297,6 +307,8 @@ def _check(model: ModelPair, image: Channels, patch: tuple[int, ...], stride: tu
         raise DataError(f"rows {rows} must be a non-empty range of the {image.shape[0]} slices of a volume")
     if weighting not in WEIGHTINGS:
         raise DataError(f"window weighting {weighting!r}: one of {', '.join(WEIGHTINGS)}")
+    if combine not in COMBINES:
+        raise DataError(f"labels from {combine!r}: one of {', '.join(COMBINES)}")
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ValueError(f"unknown measure {unknown[0]!r}: one of {', '.join(MEASURES)}")
@@ -306,9 +318,13 @@ def predict(model: ModelPair, image: np.ndarray | Channels, patch_size: tuple[in
             stride: tuple[int, ...] | None = None, batch_size: int = PREDICT_BATCH,
             progress: Callable[[int, int], None] | None = None, rows: tuple[int, int] | None = None,
             measures: Sequence[str] = (), weighting: str = WEIGHTING,
-            stats: tuple[IntensityStats, ...] | None = None) -> Prediction:
-    """Predict a raw image (any dtype and range; an array, or ``Channels`` for a multi-channel model) with
-    network A; disagreement from both networks.
+            stats: tuple[IntensityStats, ...] | None = None, combine: str = COMBINE, mirror: bool = False
+            ) -> Prediction:
+    """Predict a raw image (any dtype and range; an array, or ``Channels`` for a multi-channel model): labels
+    from network A (``combine='a'``) or from the mean of both networks' probabilities (``'mean'``);
+    disagreement from both networks; the per-slice scores from network A and the disagreement, whichever labels.
+    ``mirror`` averages each network's probabilities over the in-plane flips
+    of every window (``MIRRORS``: 4 forward passes instead of 1).
 
     ``rows`` (start, stop) predicts only those slices along axis 0 of a volume, with the windows of the
     whole volume's grid that touch them, so they equal the whole prediction's rows. ``measures`` adds
@@ -324,11 +340,11 @@ def predict(model: ModelPair, image: np.ndarray | Channels, patch_size: tuple[in
     image = Channels.of(image)
     patch = tuple(patch_size or model.config.patch_size or image.shape)
     stride = tuple(stride or default_stride(patch))
-    _check(model, image, patch, stride, rows, measures, weighting)
+    _check(model, image, patch, stride, rows, measures, weighting, combine)
     rows = (int(rows[0]), int(rows[1])) if rows is not None else (0, image.shape[0])
     grid = _Grid.of(image.shape, patch, stride, rows, batch_size)
     stats = stats or tuple(IntensityStats.of(a) for a in image.arrays)  # before the outputs (their temporaries)
-    out = _Outputs(image.shape, rows, model.num_classes, tuple(dict.fromkeys((MEASURE, *measures))))
+    out = _Outputs(image.shape, rows, model.num_classes, tuple(dict.fromkeys((MEASURE, *measures))), combine)
     precision = Plan.of_config(model.config, model.device, patch, batch_size).choose_precision()
     modes = [net.training for net in model.nets]
     for net in model.nets:
@@ -336,7 +352,7 @@ def predict(model: ModelPair, image: np.ndarray | Channels, patch_size: tuple[in
         net.eval()
     try:
         with torch.inference_mode():
-            _stream(model, image, stats, grid, out, precision, batch_size, progress, weighting)
+            _stream(model, image, stats, grid, out, precision, batch_size, progress, weighting, mirror)
     finally:
         for net, mode in zip(model.nets, modes):
             net.train(mode)

@@ -9,7 +9,7 @@ from torch import nn
 
 from napari_dmd import inference, plan
 from napari_dmd.checkpoint import ModelPair
-from napari_dmd.config import TrainConfig
+from napari_dmd.config import COMBINE, TrainConfig
 from napari_dmd.data import IntensityStats, normalize_intensity
 from napari_dmd.errors import DataError
 from napari_dmd.heads import class_probabilities
@@ -42,9 +42,10 @@ def tiny_pair(num_classes=2) -> ModelPair:
     return ModelPair(nets, TrainConfig(num_classes=num_classes, precision="fp32"), 3, torch.device("cpu"))
 
 
-def reference(model, image, patch, stride=None, weighting=WEIGHTING):
+def reference(model, image, patch, stride=None, weighting=WEIGHTING, mirror=False):
     """Both networks' class probabilities by the definition: every window of the grid on the whole padded,
-    normalised image, weighted by ``window_weights`` and summed into full-size arrays, then divided."""
+    normalised image (with ``mirror``: each window's probabilities averaged over its flips along the last two
+    axes, flipped back), weighted by ``window_weights`` and summed into full-size arrays, then divided."""
     stride = stride or default_stride(patch)
     extent = tuple(max(s, p) for s, p in zip(image.shape, patch))
     padded = np.zeros(extent, np.float32)
@@ -57,23 +58,27 @@ def reference(model, image, patch, stride=None, weighting=WEIGHTING):
     for corner in itertools.product(*(window_starts(s, p, t) for s, p, t in zip(extent, patch, stride))):
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
         x = torch.from_numpy(padded[region])[None, None]
+        flips = [(), (-1,), (-2,), (-1, -2)] if mirror else [()]
         for n, net in enumerate(model.nets):
             with torch.no_grad():
-                sums[(n, slice(None), *region)] += class_probabilities(net(x))[0].numpy() * weights
+                p = [np.flip(class_probabilities(net(x.flip(f) if f else x))[0].numpy(), f) for f in flips]
+            sums[(n, slice(None), *region)] += sum(p) / len(p) * weights
         total[region] += weights
     crop = (slice(None), slice(None), *(slice(0, s) for s in image.shape))
     return (sums / total)[crop]
 
 
-def assert_matches(pred, probs, rows=None, measures=(MEASURE,)):
-    """``pred`` is what ``probs`` (2, C, ...) of the whole image give over ``rows``: labels where network A
-    is not near a tie, the float16 disagreement, the per-slice scores and the mean."""
+def assert_matches(pred, probs, rows=None, measures=(MEASURE,), combine=COMBINE):
+    """``pred`` is what ``probs`` (2, C, ...) of the whole image give over ``rows``: labels where the predicting
+    probabilities (network A's, or with ``combine='mean'`` the mean of both) are not near a tie, the float16
+    disagreement, the per-slice scores (from network A) and the mean."""
     probs = probs[:, :, slice(*rows)] if rows else probs
     pa, pb = probs
     disagreement = 0.5 * np.abs(pa - pb).sum(axis=0)
-    top = np.sort(pa, axis=0)
+    p = (pa + pb) / 2 if combine == "mean" else pa
+    top = np.sort(p, axis=0)
     clear = top[-1] - top[-2] > 1e-4
-    np.testing.assert_array_equal(pred.labels[clear], pa.argmax(axis=0)[clear])
+    np.testing.assert_array_equal(pred.labels[clear], p.argmax(axis=0)[clear])
     np.testing.assert_allclose(pred.disagreement, disagreement, atol=1e-3)
     for m in measures:
         np.testing.assert_allclose(pred.scores[m], slice_scores(disagreement, pa, m), rtol=1e-4, atol=1e-5)
@@ -126,6 +131,20 @@ def test_streaming_equals_the_full_volume_reference(num_classes, weighting):
     assert_matches(pred, reference(model, image, (8, 16, 16), (4, 7, 5), weighting), measures=MEASURES)
 
 
+@pytest.mark.parametrize("num_classes, combine, mirror", [(2, "mean", False), (3, "mean", True), (2, "a", True)])
+def test_labels_from_the_pair_mean_and_mirrored_windows_equal_the_reference(num_classes, combine, mirror):
+    """The pair's mean decides the labels (the scores stay network A's); mirroring averages each network over its in-plane
+    flips, window by window; the disagreement stays network A against network B."""
+    model = tiny_pair(num_classes)
+    image = make_case(5, shape=(24, 20, 18), classes=num_classes)[0]
+    pred = predict(model, image, (8, 16, 16), (4, 7, 5), batch_size=3, measures=MEASURES, combine=combine,
+                   mirror=mirror)
+    probs = reference(model, image, (8, 16, 16), (4, 7, 5), mirror=mirror)
+    assert_matches(pred, probs, measures=MEASURES, combine=combine)
+    assert combine == "a" or (pred.labels != probs[0].argmax(axis=0)).any()  # the pair's mean is not network A
+    assert not mirror or not np.allclose(probs, reference(model, image, (8, 16, 16), (4, 7, 5)), atol=1e-3)
+
+
 def test_overlapping_windows_average_and_restore_training_mode():
     model = tiny_pair()
     for net in model.nets:
@@ -166,7 +185,7 @@ def test_a_slab_equals_the_whole_predictions_rows(rows):
 def test_arguments_that_do_not_fit_are_refused():
     model = pair()
     image = make_case(0)[0]
-    for kwargs in ({"rows": (5, 5)}, {"rows": (0, 17)}, {"stride": (17, 8, 8)}):
+    for kwargs in ({"rows": (5, 5)}, {"rows": (0, 17)}, {"stride": (17, 8, 8)}, {"combine": "median"}):
         with pytest.raises(DataError):
             predict(model, image, (16, 16, 16), **kwargs)
     with pytest.raises(ValueError, match="unknown measure"):
