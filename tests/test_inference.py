@@ -133,8 +133,8 @@ def test_streaming_equals_the_full_volume_reference(num_classes, weighting):
 
 @pytest.mark.parametrize("num_classes, combine, mirror", [(2, "mean", False), (3, "mean", True), (2, "a", True)])
 def test_labels_from_the_pair_mean_and_mirrored_windows_equal_the_reference(num_classes, combine, mirror):
-    """The pair's mean decides the labels (the scores stay network A's); mirroring averages each network over its in-plane
-    flips, window by window; the disagreement stays network A against network B."""
+    """The pair's mean decides the labels (the scores stay network A's); mirroring averages each network over
+    its in-plane flips, window by window; the disagreement stays network A against network B."""
     model = tiny_pair(num_classes)
     image = make_case(5, shape=(24, 20, 18), classes=num_classes)[0]
     pred = predict(model, image, (8, 16, 16), (4, 7, 5), batch_size=3, measures=MEASURES, combine=combine,
