@@ -3,8 +3,8 @@
 For an image layer named X (the case's prefix) the dock shows, just above the image and so under the
 user's labels (which stay drawn on top, never replaced):
 - "X pred": a Labels layer with the prediction's label map (``inference.predict``) drawn as outlines, so the
-  image and the user's labels show through; once the user paints on it, refreshes leave it alone until the strokes are merged
-  or the layer deleted, so a correction in progress is never overwritten;
+  image and the user's labels show through; once the user paints on it, refreshes leave it alone until the
+  strokes are merged or the layer deleted, so a correction in progress is never overwritten;
 - "X unsure": an Image layer with the disagreement of the two networks (0 = they agree, 1 = sure of
   different classes), hidden until the dock's toggle shows it; transparent where they agree, yellow to
   red where they disagree (translucent blending, so the image and the brush stay visible), its contrast
