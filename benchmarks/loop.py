@@ -25,7 +25,8 @@ each round:
 3. refresh: the pool is predicted again, giving the ranking its disagreement maps (only where a
    strategy needs them).
 
-After every round network A is scored on the test volumes (the first ``--test`` of the fixed test split):
+After every round the prediction (``inference.predict``'s defaults: labels from the pair's mean, network A's
+before ``config.COMBINE``) is scored on the test volumes (the first ``--test`` of the fixed test split):
 Dice, 95HD and ASD in voxels, mean over the foreground classes. Methods:
 
 - ``dmd``: the dock's defaults: λ = 4 ramped up over the model's first ``--rampup`` iterations (default: the
@@ -517,7 +518,7 @@ def plot(sets: dict[str, dict], path: Path) -> None:
             ax.set_title(f"{settings['data']}: {what} (K={settings['slices_per_round']}, "
                          f"R={settings['iterations_per_round']} it/round, {len(seeds)} seed(s))", fontsize=10)
             ax.set_xlabel(f"slices reviewed (pool of {len(settings['pool'])} volumes; plus 1 volume labeled whole)")
-            ax.set_ylabel(f"test Dice % (network A, {len(settings['test'])} test volumes)")
+            ax.set_ylabel(f"test Dice % ({len(settings['test'])} test volumes)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
