@@ -5,8 +5,8 @@ visited in order of their corner along axis 0. Each network's class probabilitie
 (``window_weights``: uniformly by default, or by nnU-Net's Gaussian map; uniform measured better on both
 benchmark sets, ``benchmarks/weighting.py``) and summed on the model's device into a buffer that holds only
 the rows along axis 0 that some window still to come touches (about patch[0] + stride[0] rows).
-As soon as no remaining window touches a block of rows, the block is finalised (weighted mean,
-network A's labels, the disagreement, the per-slice scores), copied to the host and its rows are
+As soon as no remaining window touches a block of rows, the block is finalised (weighted mean, the labels
+from network A or the pair's mean, the disagreement, the per-slice scores), copied to the host and its rows are
 freed. Each window is normalised on its own with the image's ``IntensityStats`` (one per channel of a
 multi-channel image, ``Channels``): no float32 copy of the whole image is ever made, and a window is padded
 only where the image is smaller than the patch.
@@ -40,7 +40,7 @@ WRITE_VOXELS = 1 << 18  # a volume's finalised rows go to the host about this ma
 
 @dataclass
 class Prediction:
-    """Network A's label map, the disagreement of the pair and per-slice scores, over ``rows``.
+    """The label map (from network A or the pair's mean), the pair's disagreement and per-slice scores over ``rows``.
 
     ``labels``: uint8 (int32 from 256 classes). ``disagreement`` (float16) is, per voxel, the
     total-variation distance ``½ Σ_c |p_A(c) − p_B(c)|`` between the two networks' class
