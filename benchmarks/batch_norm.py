@@ -1,8 +1,8 @@
 """Batch-norm statistics with one labeled volume: the correction loop's start training, variant by variant.
 
 The start of ``loop.py`` (one training volume labeled whole, the pool's volumes unlabeled, the data's patch,
-300 iterations, the dock's defaults otherwise), trained once per variant and seed; network A scored on the
-loop's test volumes (Dice % per foreground class and their mean). Variants:
+300 iterations, the dock's defaults otherwise), trained once per variant and seed; the prediction
+(``loop.score``) scored on the loop's test volumes (Dice % per foreground class and their mean). Variants:
 
 - ``before``: one batch-norm pass over labeled and unlabeled patches (``batch_norm`` joint), the running
   statistics as training leaves them (the defaults before this benchmark);

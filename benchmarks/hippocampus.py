@@ -2,8 +2,8 @@
 
 Fixed split of the 195 cases sorted by name: every 5th case (39) is test; of the other 156 the
 first 16 (~10%) are labeled and 140 unlabeled. Patch 32x48x32, batch 2+2, sliding-window stride
-8/12/8, network A scored, voxel metrics; 1000 iterations, lr x0.1 at 750, constant λ. Every training
-setting of ``napari-dmd train`` is an option, its default the protocol's (``datasets.HIPPOCAMPUS``).
+8/12/8, the prediction scored (``--combine``), voxel metrics; 1000 iterations, lr x0.1 at 750, constant λ.
+Every training setting of ``napari-dmd train`` is an option, its default the protocol's (``datasets.HIPPOCAMPUS``).
 
     python benchmarks/hippocampus.py --iterations 1000 --seeds 0
 """

@@ -1,9 +1,10 @@
 """LA at half resolution (../shared/data/la_half): DMD vs the same V-Nets on the labeled scans alone.
 
 Protocol of the data README: the first 8 ids of train.list labeled, the other 72 unlabeled, patch
-32x64x64 (z, y, x), batch 2 labeled + 2 unlabeled, sliding window stride 2/9/9, network A scored on
-the 20 ids of test.list with medpy voxel metrics, no post-processing, final iteration; the paper's
-learning-rate schedule (x0.1 every 2500 iterations, so lr 0.01 throughout a 2000-iteration run), constant λ.
+32x64x64 (z, y, x), batch 2 labeled + 2 unlabeled, sliding window stride 2/9/9, the prediction
+(``--combine``: the pair's mean by default, network A with ``a``) scored on the 20 ids of test.list with medpy
+voxel metrics, no post-processing, final iteration; the paper's learning-rate schedule (x0.1 every 2500
+iterations, so lr 0.01 throughout a 2000-iteration run), constant λ.
 Every training setting of ``napari-dmd train`` is an option, its default the protocol's (``datasets.LA_HALF``).
 
     python benchmarks/la_half.py --iterations 2000 --seeds 0

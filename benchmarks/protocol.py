@@ -1,7 +1,8 @@
-"""Shared protocol of the accuracy benchmarks: train DMD and the supervised baseline, score network A.
+"""Shared protocol of the accuracy benchmarks: train DMD and the supervised baseline, score their predictions.
 
 The supervised baseline is the same pair of networks with lambda = 0 and no unlabeled batch: the two
-networks then train independently on the labeled patches, and network A is scored as in DMD.
+networks then train independently on the labeled patches, and are scored as DMD is: labels from the pair's mean
+(``config.COMBINE``), or from network A with ``--combine a`` (how every result before that default was scored).
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def train(mode: str, split: Split, cfg: TrainConfig, run_dir: Path) -> float:
 
 def evaluate(run_dir: Path, split: Split, patch: tuple[int, ...], stride: tuple[int, ...],
              weighting: str = WEIGHTING, combine: str = COMBINE, mirror: bool = False) -> dict:
-    """The run's prediction (network A's labels, or as ``combine`` and ``mirror`` say) scored on the test cases
+    """The run's prediction (labels as ``combine`` and ``mirror`` say) scored on the test cases
     (voxel metrics, medpy definitions), as predicted and, under ``largest_component``, with each class cut to its
     largest connected component."""
     model = load_model(run_dir / CHECKPOINT_NAME, "auto")
