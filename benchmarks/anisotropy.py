@@ -5,8 +5,9 @@ averaged into one 5 mm slice (11 slices of 5 × 1.25 × 1.25 mm), the label of a
 of its 4 thin ones. Both arms train DMD on the standard split (8 labeled, 72 unlabeled) with the
 protocol's settings; 'isotropic' is today's V-Net (2×2×2 pooling, patch from the data's median shape
 rounded to 16), 'spacing-aware' pools in-plane until the pixels are as coarse as the slices and picks its
-patch by physical extent (``napari_dmd.spacing``). Network A is scored on the 20 test cases (voxel Dice and
-Jaccard), sliding windows at half the patch.
+patch by physical extent (``napari_dmd.spacing``). The prediction (the pair's mean; ``--combine a``: network A, as
+the committed results were scored) is scored on the 20 test cases (voxel Dice and Jaccard), sliding windows at
+half the patch.
 
     python benchmarks/anisotropy.py --iterations 500 --seeds 0 1
 """
@@ -29,6 +30,7 @@ from napari_dmd.spacing import describe
 from napari_dmd.training import Trainer
 
 from datasets import LA_HALF
+from protocol import add_prediction_options, prediction_tag
 
 THICK = 4  # thin slices per thick slice
 SPACING = (1.25 * THICK, 1.25, 1.25)
@@ -43,8 +45,9 @@ def thick(path: Path, label: bool) -> np.ndarray:
     return (blocks >= 0.5).astype(np.uint8) if label else blocks
 
 
-def run_arm(arm: str, seed: int, iterations: int, runs: Path) -> dict:
-    """Train one arm (or reuse a finished run) and score it on the test split."""
+def run_arm(arm: str, seed: int, iterations: int, runs: Path, combine: str, mirror: bool) -> dict:
+    """Train one arm (or reuse a finished run) and score its prediction (``combine``, ``mirror``) on the test
+    split."""
     split = LA_HALF.split()
     spacing = SPACING if arm == "spacing-aware" else None
     cfg = TrainConfig(num_classes=2, class_names=LA_HALF.class_names, iterations=iterations, lambda_rampup=0,
@@ -69,7 +72,8 @@ def run_arm(arm: str, seed: int, iterations: int, runs: Path) -> dict:
     stride = tuple(max(1, p // 2) for p in patch)
     rows = []
     for image_path, label_path in split.test:
-        pred = predict(model, thick(image_path, False), patch, stride, batch_size=8)
+        pred = predict(model, thick(image_path, False), patch, stride, batch_size=8, combine=combine,
+                       mirror=mirror)
         rows += [{"case": image_path.name, **r} for r in evaluate_case(pred.labels, thick(label_path, True), 2)]
     return {"arm": arm, "seed": seed, "iterations": iterations, "patch": list(patch),
             "pooling": [list(level) for level in model.nets[0].pools], "train_seconds": seconds,
@@ -82,23 +86,25 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu/anisotropy.json"))
+    add_prediction_options(ap)
     args = ap.parse_args()
+    tag = prediction_tag(args.combine, args.mirror)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for seed in args.seeds:
         for arm in ARMS:
-            res = run_arm(arm, seed, args.iterations, args.runs)
-            results[f"{arm}/seed{seed}/it{args.iterations}"] = res
+            res = run_arm(arm, seed, args.iterations, args.runs, args.combine, args.mirror)
+            results[f"{arm}{tag}/seed{seed}/it{args.iterations}"] = {**res, "prediction": tag}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.out.with_suffix(".tmp")
             tmp.write_text(json.dumps(results, indent=1))
             tmp.replace(args.out)
             dice = [m["dice"] for m in res["per_class"]]
-            print(f"{arm} seed {seed}: Dice {100 * np.mean(dice):.2f}", flush=True)
+            print(f"{arm}{tag} seed {seed}: Dice {100 * np.mean(dice):.2f}", flush=True)
     for arm in ARMS:
         dice = [100 * np.mean([m["dice"] for m in r["per_class"]]) for r in results.values()
-                if r["arm"] == arm and r["iterations"] == args.iterations]
+                if r["arm"] == arm and r["iterations"] == args.iterations and r.get("prediction", "@a") == tag]
         if dice:
-            print(f"| {arm} | {len(dice)} | {np.mean(dice):.2f} ± {np.std(dice):.2f} |")
+            print(f"| {arm}{tag} | {len(dice)} | {np.mean(dice):.2f} ± {np.std(dice):.2f} |")
 
 
 if __name__ == "__main__":

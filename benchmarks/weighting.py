@@ -4,7 +4,8 @@ For each data set, one DMD run of the standard protocol (``datasets.py``, ``prot
 folder holds a finished run of the same settings) is scored on the test split (``protocol.evaluate``, the
 protocol's stride) with each of ``config.WEIGHTINGS``: nnU-Net's Gaussian map (sigma 1/8 of the patch) and
 uniform weights (every voxel of a window counts the same). Per class, the mean Dice, Jaccard, 95HD and ASD
-of each, as JSON. It chose ``config.WEIGHTING``.
+of each, as JSON. It chose ``config.WEIGHTING``. The labels come from the pair's mean (``--combine a``: network A,
+as the committed results were scored).
 
     python benchmarks/weighting.py --iterations 300 --out benchmarks/results/cpu/weighting.json
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from napari_dmd.config import WEIGHTINGS, TrainConfig
 
 from datasets import DATASETS
-from protocol import evaluate, train
+from protocol import add_prediction_options, evaluate, prediction_tag, train
 
 
 def main() -> None:
@@ -26,7 +27,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu/weighting.json"))
+    add_prediction_options(ap)
     args = ap.parse_args()
+    tag = prediction_tag(args.combine, args.mirror)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.data:
         data = DATASETS[name]
@@ -35,12 +38,13 @@ def main() -> None:
                              "num_classes": len(data.class_names), "class_names": data.class_names})
         run_dir = args.runs / f"{name}_dmd_l{len(split.labeled)}_it{cfg.iterations}_s0"
         seconds = train("dmd", split, cfg, run_dir)
-        report[name] = {"iterations": args.iterations, "train_seconds": seconds, "test_cases": len(split.test),
-                        **{w: evaluate(run_dir, split, data.patch, data.stride, w)["per_class"] for w in WEIGHTINGS}}
+        report[name + tag] = {"iterations": args.iterations, "train_seconds": seconds, "test_cases": len(split.test),
+                              **{w: evaluate(run_dir, split, data.patch, data.stride, w, args.combine,
+                                             args.mirror)["per_class"] for w in WEIGHTINGS}}
         for kind in WEIGHTINGS:
-            for m in report[name][kind]:
-                print(f"{name} {kind} class {m['class']}: Dice {100 * m['dice']:.2f} Jaccard {100 * m['jaccard']:.2f} "
-                      f"95HD {m['hd95']:.2f} ASD {m['asd']:.2f}", flush=True)
+            for m in report[name + tag][kind]:
+                print(f"{name}{tag} {kind} class {m['class']}: Dice {100 * m['dice']:.2f} "
+                      f"Jaccard {100 * m['jaccard']:.2f} 95HD {m['hd95']:.2f} ASD {m['asd']:.2f}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
