@@ -100,9 +100,10 @@ def main() -> None:
             tmp.replace(args.out)
             dice = [m["dice"] for m in res["per_class"]]
             print(f"{arm}{tag} seed {seed}: Dice {100 * np.mean(dice):.2f}", flush=True)
+    legacy = prediction_tag("a", False)  # results saved without a "prediction" were network A's
     for arm in ARMS:
         dice = [100 * np.mean([m["dice"] for m in r["per_class"]]) for r in results.values()
-                if r["arm"] == arm and r["iterations"] == args.iterations and r.get("prediction", "@a") == tag]
+                if r["arm"] == arm and r["iterations"] == args.iterations and r.get("prediction", legacy) == tag]
         if dice:
             print(f"| {arm}{tag} | {len(dice)} | {np.mean(dice):.2f} ± {np.std(dice):.2f} |")
 
