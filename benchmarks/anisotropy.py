@@ -14,7 +14,6 @@ half the patch.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from napari_dmd.training import Trainer
 
 from datasets import LA_HALF
 from protocol import add_prediction_options, prediction_tag
+from results_file import load_results, save_result
 
 THICK = 4  # thin slices per thick slice
 SPACING = (1.25 * THICK, 1.25, 1.25)
@@ -89,20 +89,15 @@ def main() -> None:
     add_prediction_options(ap)
     args = ap.parse_args()
     tag = prediction_tag(args.combine, args.mirror)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for seed in args.seeds:
         for arm in ARMS:
             res = run_arm(arm, seed, args.iterations, args.runs, args.combine, args.mirror)
-            results[f"{arm}{tag}/seed{seed}/it{args.iterations}"] = {**res, "prediction": tag}
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            tmp.replace(args.out)
+            save_result(args.out, f"{arm}{tag}/seed{seed}/it{args.iterations}", {**res, "prediction": tag})
             dice = [m["dice"] for m in res["per_class"]]
             print(f"{arm}{tag} seed {seed}: Dice {100 * np.mean(dice):.2f}", flush=True)
     legacy = prediction_tag("a", False)  # results saved without a "prediction" were network A's
     for arm in ARMS:
-        dice = [100 * np.mean([m["dice"] for m in r["per_class"]]) for r in results.values()
+        dice = [100 * np.mean([m["dice"] for m in r["per_class"]]) for r in load_results(args.out).values()
                 if r["arm"] == arm and r["iterations"] == args.iterations and r.get("prediction", legacy) == tag]
         if dice:
             print(f"| {arm}{tag} | {len(dice)} | {np.mean(dice):.2f} ± {np.std(dice):.2f} |")

@@ -17,17 +17,18 @@ also in steps of that variant.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from speed import PATCH, WARMUP, data
 
 from napari_dmd.config import PRECISIONS, TrainConfig
 from napari_dmd.precision import machine_name
 from napari_dmd.training import Trainer
+
+from results_file import save_report
+from speed import PATCH, WARMUP, data
 
 ON = {"augment_intensity": 0.3, "augment_spatial": 0.2, "mix_probability": 1.0, "labeled_sampling": "reviewed"}
 SPLIT = {"batch_norm": "split"}
@@ -90,8 +91,7 @@ def main() -> None:
     device = trainers["off"].device
     result = {"patch": PATCH, "batch": "2 labeled + 2 unlabeled", "precision": trainers["off"].precision.describe(),
               "threads": torch.get_num_threads(), "machine": machine_name(device), "variants": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    save_report(args.out, result)
     print(f"machine: {result['machine']}, precision {result['precision']}, {result['threads']} threads")
     print("| variant | s/step (median) | × joint | sampling a batch (ms) |\n|---|---|---|---|")
     for r in rows:

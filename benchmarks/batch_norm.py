@@ -20,7 +20,6 @@ The start of ``loop.py`` (one training volume labeled whole, the pool's volumes 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from napari_dmd.config import PRECISIONS, TrainConfig
-from napari_dmd.io import write_text
 from napari_dmd.precision import machine_name
 from napari_dmd.review import Reviewed
 from napari_dmd.runtime import resolve_device
@@ -36,6 +34,7 @@ from napari_dmd.training import Trainer
 
 from datasets import DATASETS
 from loop import DEFAULTS, load_setup, score, volumes
+from results_file import load_results, save_result
 
 # variant: (batch_norm, lambda, unlabeled patches, settled)
 VARIANTS = {
@@ -61,7 +60,6 @@ def main() -> None:
     args = ap.parse_args()
     defaults = DEFAULTS[args.data]
     setup = load_setup(args.data, DATASETS[args.data].root, args.pool, defaults["test"])
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for seed in args.seeds:
         for name in args.variants:
             norm, lam, with_unlabeled, settled = VARIANTS[name]
@@ -80,15 +78,15 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             metrics = score(trainer.model, setup)
             dice = [100 * c["dice"] for c in metrics["per_class"]]
-            results[f"{name}/it{args.iterations}/seed{seed}"] = {
+            save_result(args.out, f"{name}/it{args.iterations}/seed{seed}", {
                 "variant": name, "seed": seed, "iterations": args.iterations, "dice": 100 * metrics["dice"],
                 "dice_per_class": dice,
                 "hd95": metrics["hd95"], "train_seconds": seconds, "patch": list(trainer.patch),
                 "precision": trainer.precision.describe(), "machine": machine_name(resolve_device()),
-                "data": args.data, "start": setup.start.name, "pool": len(setup.pool), "test": len(setup.test)}
-            write_text(args.out, json.dumps(results, indent=1))
+                "data": args.data, "start": setup.start.name, "pool": len(setup.pool), "test": len(setup.test)})
             print(f"{args.data} seed {seed} {name}: Dice {100 * metrics['dice']:.1f} "
                   f"({' / '.join(f'{d:.1f}' for d in dice)}), {seconds:.0f} s", flush=True)
+    results = load_results(args.out)
     print("| variant | seeds | Dice % (mean of classes) | per class |\n|---|---|---|---|")
     for name in VARIANTS:
         rows = [r for r in results.values() if r["variant"] == name and r["data"] == args.data

@@ -12,7 +12,6 @@ metrics per class as predicted and with the largest component, merged into the J
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from napari_dmd.checkpoint import load_model
@@ -20,6 +19,7 @@ from napari_dmd.training import CHECKPOINT_NAME
 
 from datasets import DATASETS
 from protocol import METRICS, evaluate
+from results_file import save_result
 
 VARIANTS = {"a": ("a", False), "mean": ("mean", False), "mean+mirror": ("mean", True)}
 
@@ -42,12 +42,7 @@ def main() -> None:
             entry = {"run": run_dir.name, "variant": variant, "iterations": model.iteration,
                      "per_class": res["per_class"], "largest_component": res["largest_component"]["per_class"],
                      "inference_s_per_volume": res["inference_s_per_volume"]}
-            results = json.loads(args.out.read_text()) if args.out.exists() else {}
-            results[f"{run_dir.name}@{variant}"] = entry
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_name(f".{args.out.name}.{run_dir.name}.tmp")
-            tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            tmp.replace(args.out)
+            save_result(args.out, f"{run_dir.name}@{variant}", entry)
             for m in res["per_class"]:
                 print(f"{run_dir.name} {variant} class {m['class']}: " + " ".join(
                     f"{k} {100 * m[k] if k in ('dice', 'jaccard') else m[k]:.2f}" for k in METRICS), flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets import LA_HALF
+from results_file import save_report
 
 RUNS = {"1 process x (2+2)": [], "2 processes x (1+1)": ["-m", "torch.distributed.run", "--standalone",
                                                           "--nproc_per_node", "2"]}
@@ -124,8 +124,7 @@ def main() -> None:
         "blocks": rows,
         "curves": curves,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    save_report(args.out, result)
     print(table(rows, list(RUNS)))
     print(f"seconds: {result['seconds']}; written to {args.out}")
 

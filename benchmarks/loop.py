@@ -63,7 +63,6 @@ Measured on the 2-core development CPU (bf16), the defaults end to end: la_half 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 import zlib
@@ -78,7 +77,7 @@ from napari_dmd.checkpoint import ModelPair, load_model
 from napari_dmd.config import PRECISIONS, RANKING_SLAB, TrainConfig, model_settings
 from napari_dmd.data import Volume
 from napari_dmd.inference import predict
-from napari_dmd.io import read_image, write_text
+from napari_dmd.io import read_image
 from napari_dmd.metrics import evaluate_case, summarize
 from napari_dmd.precision import machine_name
 from napari_dmd.ranking import MEASURE, MEASURES, suggest
@@ -87,6 +86,7 @@ from napari_dmd.runtime import resolve_device
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
 from datasets import DATASETS
+from results_file import load_results, save_result
 
 RANKINGS = {"ranking": "mean", **{f"ranking-{m}": m for m in MEASURES if m != "mean"}}  # strategy: its measure
 SCORED = {**RANKINGS, f"even-{MEASURE}": MEASURE}  # the strategies that read per-slice scores, and their measure
@@ -252,18 +252,9 @@ def score(model: ModelPair, setup: Setup) -> dict:
     return {"per_class": per_class, **{k: float(np.mean([m[k] for m in per_class])) for k in ("dice", "hd95", "asd")}}
 
 
-def save_entry(out: Path, key: str, entry: dict) -> None:
-    """Merge one entry into the results file (re-read first, written atomically)."""
-    results = json.loads(out.read_text()) if out.exists() else {}
-    results[key] = entry
-    write_text(out, json.dumps(results, indent=1))
-
-
 def saved_entry(out: Path, key: str, settings: dict) -> dict | None:
     """The recorded entry ``key`` if it was made with the same settings."""
-    if not out.exists():
-        return None
-    entry = json.loads(out.read_text()).get(key)
+    entry = load_results(out).get(key)
     return entry if entry and entry.get("settings") == settings else None
 
 
@@ -285,7 +276,7 @@ def start_model(setup: Setup, base: TrainConfig, method: str, seed: int, opts: a
     record = {"round": 0, "slices_reviewed": 0, "new": [], **score(model, setup), "precision": precision,
               "seconds": {"review": 0.0, "train": seconds, "refresh": 0.0}}
     record["seconds"]["evaluate"] = time.perf_counter() - t0
-    save_entry(opts.out, key, {"method": method, "seed": seed, "settings": settings, "round": record})
+    save_result(opts.out, key, {"method": method, "seed": seed, "settings": settings, "round": record})
     return folder / CHECKPOINT_NAME, record
 
 
@@ -334,7 +325,7 @@ def advance(loop: Loop, setup: Setup, base: TrainConfig, opts: argparse.Namespac
                           "evaluate": time.perf_counter() - t0}}
     loop.rounds.append(record)
     previous, loop.checkpoint = loop.checkpoint, run_dir / CHECKPOINT_NAME
-    save_entry(opts.out, loop.key, entry(loop, settings))
+    save_result(opts.out, loop.key, entry(loop, settings))
     if previous is not None and previous.parent.parent == loop.folder:  # keep one checkpoint per loop
         previous.unlink(missing_ok=True)
     print(f"{setup.name} {loop.key} round {r}: {record['slices_reviewed']} slices, Dice {100 * metrics['dice']:.2f} "
@@ -394,10 +385,10 @@ def run(setup: Setup, opts: argparse.Namespace) -> dict:
                 continue
             if deadline and time.time() > deadline:
                 print(f"time limit of {opts.minutes} min reached: stopping (re-run to continue)", flush=True)
-                return json.loads(opts.out.read_text())
+                return load_results(opts.out)
             driver = drivers[seed, strategy]
             advance(loop, setup, base, opts, None if loop is driver else driver, settings)
-    return json.loads(opts.out.read_text())
+    return load_results(opts.out)
 
 
 def curves(results: dict) -> dict[tuple[str, str], dict]:
@@ -473,7 +464,7 @@ def gather(folder: Path) -> dict[str, dict]:
     process, make one curve); a loop recorded in two files keeps the record that got further."""
     out: dict[str, dict] = {}
     for f in sorted(folder.glob("loop_*.json")):
-        for key, e in json.loads(f.read_text()).items():
+        for key, e in load_results(f).items():
             merged = out.setdefault(e["settings"]["data"], {})
             if key not in merged or len(e.get("rounds", [])) > len(merged[key].get("rounds", [])):
                 merged[key] = e

@@ -37,6 +37,8 @@ from napari_dmd.precision import Precision, choose_precision
 from napari_dmd.runtime import memory_format, resolve_device
 from napari_dmd.spacing import choose_patch
 
+from results_file import save_report
+
 
 def ct_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     """int16 in Hounsfield-like units: air -1000, an elliptic body of 40, six ellipsoids of 200..1200, noise 20,
@@ -170,7 +172,7 @@ def main() -> None:
     text = json.dumps(report)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+        save_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ networks then train independently on the labeled patches, and are scored as DMD 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from napari_dmd.metrics import evaluate_case, summarize
 from napari_dmd.training import CHECKPOINT_NAME, Trainer
 
 from datasets import Dataset, Split
+from results_file import load_results, save_result
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 SUPERVISED = {"lambda_distill": 0.0, "unlabeled_batch": 0, "mix_probability": 0.0}  # the supervised pair's settings
@@ -121,16 +121,11 @@ def run(data: Dataset, split: Split, base: dict, modes: list[str], seeds: list[i
             mode += prediction_tag(combine, mirror)
             res.update(mode=mode, seed=seed, config=cfg.to_dict(), labeled=len(split.labeled),
                        unlabeled=len(split.unlabeled) if dmd else 0, test=len(split.test), train_seconds=seconds)
-            results = json.loads(out.read_text()) if out.exists() else {}
-            results[f"{mode}/seed{seed}"] = res
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.{seed}.tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            tmp.replace(out)
+            save_result(out, f"{mode}/seed{seed}", res)
             for m in res["per_class"]:
                 print(f"{data.name} {mode} seed {seed} class {m['class']}: " + " ".join(
                     f"{k} {100 * m[k] if k in ('dice', 'jaccard') else m[k]:.2f}" for k in METRICS), flush=True)
-    return json.loads(out.read_text())
+    return load_results(out)
 
 
 def disagreement_vs_dice(run: dict) -> float:

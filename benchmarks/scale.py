@@ -212,13 +212,6 @@ def child(mode: str, *args: str, xvfb: bool = False) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def save(report: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--counts", type=int, nargs="+", default=[5, 10, 20, 40])
@@ -247,7 +240,9 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    from results_file import load_results, save_report  # not above: a measurement times its own imports
+
+    report = load_results(args.out)
     if args.plot_only:
         plot(report, args.figure)
         return
@@ -268,7 +263,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             report["train"] = rows
-            save(report, args.out)
+            save_report(args.out, report)
     if "predict" in args.stages:
         report["predict"] = []
         for depth in (shape[0], args.long):  # the long volume without the forward passes alone: half the time
@@ -278,12 +273,12 @@ def main() -> None:
             result = subprocess.run(cmd, capture_output=True, text=True, check=True)
             report["predict"].append(json.loads(result.stdout[result.stdout.index("{"):]))
             print(json.dumps(report["predict"][-1]), flush=True)
-            save(report, args.out)
+            save_report(args.out, report)
     if "dock" in args.stages:
         report["dock"] = child("dock", "--shape", *map(str, shape), "--patch", *map(str, patch), "--precision",
                                args.precision, xvfb=not os.environ.get("DISPLAY"))
         print(json.dumps(report["dock"]), flush=True)
-        save(report, args.out)
+        save_report(args.out, report)
     if "train" in report:
         plot(report, args.figure)
 

@@ -36,6 +36,7 @@ from napari_dmd.training import Trainer
 
 from datasets import LA_HALF
 from protocol import load
+from results_file import save_report
 
 PATCH = LA_HALF.patch
 WARMUP = 3
@@ -133,8 +134,7 @@ def main() -> None:
     result = {"iterations": args.iterations, "batch": "2 labeled + 2 unlabeled", "patch": PATCH, "variants": rows,
               "inference_s_per_volume": inference_seconds(args.device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "machine": machine_name(resolve_device(args.device))}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    save_report(args.out, result)
     print(f"machine: {result['machine']}")
     print("| loop | precision | it/s | × plain fp32 | peak memory (MB) |\n|---|---|---|---|---|")
     for r in rows:

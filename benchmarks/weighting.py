@@ -12,13 +12,13 @@ as the committed results were scored).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from napari_dmd.config import WEIGHTINGS, TrainConfig
 
 from datasets import DATASETS
 from protocol import add_prediction_options, evaluate, prediction_tag, train
+from results_file import save_result
 
 
 def main() -> None:
@@ -30,7 +30,6 @@ def main() -> None:
     add_prediction_options(ap)
     args = ap.parse_args()
     tag = prediction_tag(args.combine, args.mirror)
-    report = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.data:
         data = DATASETS[name]
         split = data.split()
@@ -38,15 +37,14 @@ def main() -> None:
                              "num_classes": len(data.class_names), "class_names": data.class_names})
         run_dir = args.runs / f"{name}_dmd_l{len(split.labeled)}_it{cfg.iterations}_s0"
         seconds = train("dmd", split, cfg, run_dir)
-        report[name + tag] = {"iterations": args.iterations, "train_seconds": seconds, "test_cases": len(split.test),
+        entry = {"iterations": args.iterations, "train_seconds": seconds, "test_cases": len(split.test),
                               **{w: evaluate(run_dir, split, data.patch, data.stride, w, args.combine,
                                              args.mirror)["per_class"] for w in WEIGHTINGS}}
         for kind in WEIGHTINGS:
-            for m in report[name + tag][kind]:
+            for m in entry[kind]:
                 print(f"{name}{tag} {kind} class {m['class']}: Dice {100 * m['dice']:.2f} "
                       f"Jaccard {100 * m['jaccard']:.2f} 95HD {m['hd95']:.2f} ASD {m['asd']:.2f}", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        save_result(args.out, name + tag, entry)
 
 
 if __name__ == "__main__":
