@@ -96,8 +96,9 @@ def main() -> None:
             dice = [m["dice"] for m in res["per_class"]]
             print(f"{arm}{tag} seed {seed}: Dice {100 * np.mean(dice):.2f}", flush=True)
     legacy = prediction_tag("a", False)  # results saved without a "prediction" were network A's
+    results = load_results(args.out)
     for arm in ARMS:
-        dice = [100 * np.mean([m["dice"] for m in r["per_class"]]) for r in load_results(args.out).values()
+        dice = [100 * np.mean([m["dice"] for m in r["per_class"]]) for r in results.values()
                 if r["arm"] == arm and r["iterations"] == args.iterations and r.get("prediction", legacy) == tag]
         if dice:
             print(f"| {arm}{tag} | {len(dice)} | {np.mean(dice):.2f} ± {np.std(dice):.2f} |")

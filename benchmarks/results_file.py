@@ -17,17 +17,14 @@ except ImportError:  # Windows: no advisory locks; run one process per result fi
 
 @contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a file beside ``out`` (POSIX)."""
+    """Hold an exclusive lock on a file beside ``out`` (POSIX; the file stays, ignored by git)."""
     if fcntl is None:
         yield
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(f".{out.name}.lock"), "w") as lock:
+    with open(out.with_name(f".{out.name}.lock"), "w") as lock:  # closing the file releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
 
 
 def load_results(out: Path) -> dict:
