@@ -243,8 +243,8 @@ def refresh(model: ModelPair, setup: Setup, strategy: str) -> dict[str, np.ndarr
 
 
 def score(model: ModelPair, setup: Setup) -> dict:
-    """Network A on the test cases (windows of the model's patch): metrics per class and their mean over the
-    foreground classes."""
+    """The prediction of ``inference.predict``'s defaults on the test cases (windows of the model's patch): metrics
+    per class and their mean over the foreground classes."""
     rows = []
     for c in setup.test:
         rows += evaluate_case(predict(model, c.image, batch_size=8).labels, c.label, len(setup.class_names))

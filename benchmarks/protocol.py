@@ -27,12 +27,12 @@ from results_file import load_results, save_result
 METRICS = ("dice", "jaccard", "hd95", "asd")
 SUPERVISED = {"lambda_distill": 0.0, "unlabeled_batch": 0, "mix_probability": 0.0}  # the supervised pair's settings
 OPTIONS = ("labeled_sampling", "augment_spatial", "augment_intensity", "mix_probability", "mix_ratio", "mix_start",
-           "pseudo_weight", "batch_norm", "lr_step", "lr_gamma")
+           "pseudo_weight", "ce_weight", "batch_norm", "lr", "lr_step", "lr_gamma")
 
 
 def options_tag(cfg: TrainConfig) -> str:
-    """The low-label options, the batch-norm statistics and the learning-rate schedule ``cfg`` sets away from their
-    defaults, as a suffix of its mode's name ('' when none; the mixing's ratio and start only with mixing on): runs
+    """The low-label options, the cross-entropy weight, the batch-norm statistics, the learning rate and its schedule
+    that ``cfg`` sets away from their defaults, as a suffix of its mode's name ('' when none; the mixing's ratio and start only with mixing on): runs
     of other options get their own run folder and result."""
     default = TrainConfig()
     return "".join(f"+{name}={getattr(cfg, name)}" for name in OPTIONS if getattr(cfg, name) != getattr(default, name)

@@ -164,6 +164,9 @@ class TrainConfig:
                                      "(BCP: 2/3)", label="copy-paste box side", minimum=0.0, maximum=1.0)
     mix_start: int = setting(0, "copy-paste only from this iteration of the model on (counted as the λ ramp-up)",
                              label="copy-paste from iteration", minimum=0)
+    ce_weight: float = setting(
+        0.0, "weight of a cross-entropy term added to each network's Dice loss on the labeled voxels (0: Dice only, "
+             "as in the paper; nnU-Net: 1)", label="cross-entropy weight", minimum=0.0)
     pseudo_weight: float = setting(
         0.0, "weight of cross pseudo-supervision: where no label is (unlabeled patches, unreviewed voxels, the "
              "unlabeled part of a copy-paste patch) each network is also trained towards the other's hard prediction, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .heads import foreground, hard_labels, probabilities
 
@@ -48,12 +49,34 @@ def one_hot_foreground(labels: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
-                    reduce: Reduce | None = None) -> torch.Tensor:
-    """Dice loss of a network against integer labels, on the annotated voxels (``mask``) only."""
+                    reduce: Reduce | None = None, ce_weight: float = 0.0) -> torch.Tensor:
+    """Dice loss of a network against integer labels, on the annotated voxels (``mask``) only, plus
+    ``ce_weight`` times their cross entropy (``cross_entropy``) where it is positive."""
     target = one_hot_foreground(labels, logits.shape[1])
     if target.shape[2:] != logits.shape[2:] or target.shape[0] != logits.shape[0]:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
-    return dice_loss(foreground(probabilities(logits)), target, mask, reduce)
+    loss = dice_loss(foreground(probabilities(logits)), target, mask, reduce)
+    if ce_weight > 0:
+        loss = loss + ce_weight * cross_entropy(logits, labels, mask, reduce)
+    return loss
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+                  reduce: Reduce | None = None) -> torch.Tensor:
+    """Mean cross entropy (binary for one sigmoid channel) of a network against integer labels (B, *S) or
+    (B, 1, *S) over the voxels where ``mask`` (B, 1, *S) is 1, all voxels without it; 0 where there are none.
+    ``reduce`` sums the total and the count over the processes of a distributed run."""
+    labels = labels[:, 0] if labels.ndim == logits.ndim else labels
+    z = logits.float()
+    if z.shape[1] == 1:
+        per_voxel = F.binary_cross_entropy_with_logits(z[:, 0], (labels == 1).float(), reduction="none")
+    else:
+        per_voxel = F.cross_entropy(z, labels.long(), reduction="none")
+    weight = torch.ones_like(per_voxel) if mask is None else mask[:, 0].float()
+    total, count = torch.stack([(per_voxel * weight).sum(), weight.sum()])
+    if reduce is not None:
+        total, count = reduce(torch.stack([total, count])).unbind()
+    return total / count.clamp_min(1.0)
 
 
 def distillation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float,

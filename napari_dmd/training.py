@@ -266,7 +266,7 @@ class Trainer:
         try:
             with self.precision.autocast(self.device):
                 logits = [net(x) for net in self._nets]
-            sup = sum(supervised_loss(z[:len(y)], y, m, reduce) for z in logits)
+            sup = sum(supervised_loss(z[:len(y)], y, m, reduce, cfg.ce_weight) for z in logits)
             if cfg.pseudo_weight > 0:
                 sup = sup + cfg.pseudo_weight * self.ramp_at(iteration) * self._pseudo_loss(logits, m, reduce)
             dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else torch.zeros(())

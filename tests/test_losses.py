@@ -1,9 +1,12 @@
 """Dice losses against hand-computed values, the shapes that broke the authors' script, gradients."""
+import math
+
 import pytest
 import torch
 
 from napari_dmd.heads import hard_labels, probabilities
-from napari_dmd.losses import EPS, dice_loss, distillation_loss, one_hot_foreground, pseudo_label_loss, supervised_loss
+from napari_dmd.losses import (EPS, cross_entropy, dice_loss, distillation_loss, one_hot_foreground, pseudo_label_loss,
+                               supervised_loss)
 
 
 def test_dice_loss_hand_computed():
@@ -89,3 +92,29 @@ def test_pseudo_label_loss_is_supervision_by_the_other_networks_prediction_where
     assert zb.grad is None  # the other network is the teacher of this term: no gradient
     assert za.grad[1].abs().sum() > 0 and za.grad[0].abs().sum() == 0  # only where no label is
     assert pseudo_label_loss(zb, zb, where).item() < loss.item()  # its own hard prediction fits a network better
+
+
+def test_cross_entropy_hand_computed_on_the_annotated_voxels():
+    """Binary (one sigmoid channel) and multi-class (softmax) cross entropy, averaged over the masked voxels only;
+    label shapes B×S and B×1×S alike; a patch without annotated voxels gives 0, not NaN."""
+    logits = torch.tensor([0.0, 2.0, -1.0, 5.0]).view(1, 1, 4)
+    labels = torch.tensor([[1, 1, 0, 0]])
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0]).view(1, 1, 4)  # the last voxel, badly wrong, is not annotated
+    expected = (math.log(2) + math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))) / 3
+    assert cross_entropy(logits, labels, mask).item() == pytest.approx(expected, rel=1e-6)
+    assert cross_entropy(logits, labels.view(1, 1, 4), mask).item() == pytest.approx(expected, rel=1e-6)
+    assert cross_entropy(logits, labels).item() > expected + 1  # unmasked, the wrong voxel counts
+    assert cross_entropy(logits, labels, torch.zeros_like(mask)).item() == 0.0
+    three = torch.tensor([[[2.0], [0.0], [0.0]]])  # one voxel, class 0 favoured
+    assert cross_entropy(three, torch.tensor([[2]])).item() == pytest.approx(
+        -math.log(1 / (math.exp(2) + 2)), rel=1e-6)
+
+
+def test_supervised_loss_adds_weighted_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    mask = (torch.rand(2, 1, 4, 4) > 0.3).float()
+    dice = supervised_loss(logits, labels, mask)
+    assert supervised_loss(logits, labels, mask, ce_weight=0.5).item() == pytest.approx(
+        dice.item() + 0.5 * cross_entropy(logits, labels, mask).item(), rel=1e-6)

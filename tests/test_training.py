@@ -275,6 +275,19 @@ def test_pseudo_labels_supervise_only_voxels_without_a_label(tiny_cases):
     assert ramped.ramp_at(0) == pytest.approx(np.exp(-5.0)) and ramped.ramp_at(100) == 1.0
 
 
+def test_cross_entropy_weight_adds_to_the_supervised_loss_of_both_networks(tiny_cases):
+    """``ce_weight`` adds that many times each network's cross entropy on the labeled voxels to the step's loss."""
+    lab, unl = volumes(tiny_cases[:1]), volumes(tiny_cases[2:3], False)
+    cfg = config(iterations=1, precision="fp32", lambda_distill=0.0, lambda_rampup=0)
+    losses = {}
+    for weight in (0.0, 1.0, 3.0):
+        torch.manual_seed(3)
+        losses[weight] = Trainer(lab, unl, replace_config(cfg, ce_weight=weight)).step(0).sup_loss
+    ce = losses[1.0] - losses[0.0]
+    assert ce > 0.1  # two untrained networks, each about log 2 per voxel
+    assert losses[3.0] - losses[0.0] == pytest.approx(3 * ce, rel=1e-4)
+
+
 def test_batch_norm_statistics_are_apart_where_one_image_holds_most_of_the_supervision(tiny_cases):
     """'auto' (the default) splits the batch-norm pass where one image holds more than half of the reviewed voxels
     (one labeled volume, or one plus a few reviewed slices of others) and keeps one pass where several share them;

@@ -1,4 +1,5 @@
-"""The low-label options together (copy-paste, augmentations, reviewed-aware sampling) in a short fp32 run."""
+"""The low-label options together (copy-paste, augmentations, reviewed-aware sampling, pseudo-labels, cross entropy)
+in a short fp32 run."""
 import numpy as np
 
 from napari_dmd.config import TrainConfig
@@ -11,7 +12,7 @@ from napari_dmd.training import Trainer
 from synthetic import make_case
 
 OPTIONS = dict(mix_probability=1.0, mix_ratio=0.5, augment_spatial=0.5, augment_intensity=0.3,
-               labeled_sampling="reviewed", pseudo_weight=1.0)
+               labeled_sampling="reviewed", pseudo_weight=1.0, ce_weight=1.0)
 
 
 def test_a_short_run_with_every_option_is_finite_and_learns():
