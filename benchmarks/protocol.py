@@ -32,8 +32,8 @@ OPTIONS = ("labeled_sampling", "augment_spatial", "augment_intensity", "mix_prob
 
 def options_tag(cfg: TrainConfig) -> str:
     """The low-label options, the cross-entropy weight, the batch-norm statistics, the learning rate and its schedule
-    that ``cfg`` sets away from their defaults, as a suffix of its mode's name ('' when none; the mixing's ratio and start only with mixing on): runs
-    of other options get their own run folder and result."""
+    that ``cfg`` sets away from their defaults, as a suffix of its mode's name ('' when none; the mixing's ratio and
+    start only with mixing on): runs of other options get their own run folder and result."""
     default = TrainConfig()
     return "".join(f"+{name}={getattr(cfg, name)}" for name in OPTIONS if getattr(cfg, name) != getattr(default, name)
                    and not (name in ("mix_ratio", "mix_start") and cfg.mix_probability == 0))

@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from napari_dmd.heads import hard_labels, probabilities
-from napari_dmd.losses import (EPS, cross_entropy, dice_loss, distillation_loss, one_hot_foreground, pseudo_label_loss,
-                               supervised_loss)
+from napari_dmd.losses import (
+    EPS,
+    cross_entropy,
+    dice_loss,
+    distillation_loss,
+    one_hot_foreground,
+    pseudo_label_loss,
+    supervised_loss,
+)
 
 
 def test_dice_loss_hand_computed():
