@@ -70,6 +70,14 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.tolist()
 
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every process, in rank order (every process gets the list)."""
+        if not self.distributed:
+            return [obj]
+        found: list[Any] = [None] * self.size
+        dist.all_gather_object(found, obj)
+        return found
+
     def barrier(self) -> None:
         """Wait until every process is here."""
         if self.distributed:

@@ -176,7 +176,7 @@ def test_train_and_predict_two_channels_from_the_command_line(tmp_path, capsys):
 
 def test_numbered_scans_are_not_taken_for_channels(tmp_path, capsys, model):
     """A one-channel model predicts scan_0001 and scan_0002 as two cases; case_0000 alone is the case 'case'."""
-    from napari_dmd.cli import _cases
+    from napari_dmd.cli.predict import _cases
 
     paths = [tmp_path / "scan_0001.nii.gz", tmp_path / "scan_0002.nii.gz"]
     assert [c for c, _ in _cases(paths, 1)] == ["scan_0001", "scan_0002"]

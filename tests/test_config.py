@@ -37,7 +37,7 @@ def test_a_new_declared_setting_appears_without_other_edits(monkeypatch):
         dropout: float = setting(0.5, "dropout rate of the networks", minimum=0.0, maximum=1.0)
 
     monkeypatch.setattr(config, "TrainConfig", Extended)
-    monkeypatch.setattr(cli, "TrainConfig", Extended)
+    monkeypatch.setattr(cli.parser, "TrainConfig", Extended)
     options = train_options(cli.build_parser())
     assert options["dropout"].default == 0.5 and options["dropout"].option_strings == ["--dropout"]
     args = cli.build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--out", "o", "--dropout", "0.2"])

@@ -94,8 +94,8 @@ def test_manifest_sample_command_loads_files_from_the_installed_wheel(src, wheel
     assert result.returncode == 0, result.stdout + result.stderr
     sample_dir, counts = result.stdout.splitlines()[-2:]
     assert Path(sample_dir) == site / "napari_dmd" / "_sample"
-    n_images = len(list((src / "sample_data" / "images").glob("*.nii.gz")))
-    n_labels = len(list((src / "sample_data" / "labels").glob("*.nii.gz")))
+    n_images = len(list((src / "sample_data" / "imagesTr").glob("*.nii.gz")))
+    n_labels = len(list((src / "sample_data" / "labelsTr").glob("*.nii.gz")))
     assert counts.split() == [str(n_images), str(n_labels)]
 
 
