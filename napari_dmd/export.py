@@ -2,25 +2,25 @@
 (``EXPORT_JSON``) that says what the networks need and give, and the ``napari-dmd export`` sub-command.
 
 Each network takes a float32 batch of normalised windows of the training patch, (B, C, *patch), and returns
-logits (B, K, *patch) in eval mode (dropout off, batch-norm running statistics). Every file is written to a
-temporary file beside it and renamed into place, the JSON last, under the output guard of every command
-(``outputs``): a file in the output folder is replaced only if an earlier export wrote it, unchanged.
+logits (B, K, *patch) in eval mode (dropout off, batch-norm running statistics). Every file is serialised in
+memory and written by the one atomic write path (``io.write_bytes``: a temporary file beside it, read back,
+renamed into place), the JSON last, under the output guard of every command (``outputs``): a file in the
+output folder is replaced only if an earlier export wrote it, unchanged.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import warnings
-from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import WEIGHTING
 from .errors import DataError
-from .io import write_failure, write_text
+from .io import write_bytes, write_text
 from .outputs import locked
 
 if TYPE_CHECKING:  # torch is imported when exporting, so that the command line starts fast
@@ -72,30 +72,20 @@ def describe(model: ModelPair, networks: dict[str, str], fmt: str) -> dict[str, 
     }
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        if not tmp.is_file() or tmp.stat().st_size == 0:
-            raise OSError(f"nothing was written to {tmp}")
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
-        raise DataError(write_failure(path, exc)) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Network ``net`` traced at the patch size (any batch size) and saved."""
+    """Network ``net`` traced at the patch size (any batch size) and saved. It is serialised into memory and
+    written by ``io.write_bytes``: torch's own file writer aborts the process on a full disk."""
     import torch
 
     traced = torch.jit.trace(net, example, check_trace=False)
-    _atomic(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+    buffer = BytesIO()
+    torch.jit.save(traced, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def _save_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Network ``net`` as one ONNX file (weights inside) at the patch size, with a dynamic batch axis."""
+    """Network ``net`` as one ONNX file (weights inside) at the patch size, with a dynamic batch axis, serialised
+    into memory and written by ``io.write_bytes``."""
     import torch
 
     try:
@@ -106,7 +96,7 @@ def _save_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> None:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
     program = torch.onnx.export(net, (example,), input_names=["image"], output_names=["logits"],
                                 dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
-    _atomic(path, lambda tmp: program.save(str(tmp), external_data=False))
+    write_bytes(path, program.model_proto.SerializeToString())
 
 
 def export_model(checkpoint_path: Path, out_dir: Path, fmt: str, both: bool = False) -> list[Path]:

@@ -5,13 +5,10 @@ Arrays are in numpy order (z, y, x); a :class:`Geometry` keeps SimpleITK's (x, y
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 import shutil
-import struct
 import sys
 import tempfile
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +18,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .channels import Channels
+from .dicom import check_series, dicom_series, series_ids
 from .errors import DataError
+from .image_checks import check_metaimage, check_nifti, check_spacing, nifti_pixdim
+from .spacing import PLAUSIBLE_MM, implausible
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 WRITABLE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -29,13 +29,8 @@ LISTED_EXTENSIONS = tuple(e for e in SUPPORTED_EXTENSIONS if e != ".dcm")
 COMPRESSED_EXTENSIONS = (".nii.gz", ".nrrd", ".mha")
 SAVE_AS = "save as .nii.gz, .nrrd or .mha"
 STORED_AS = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32)}  # no such voxel types
-NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of real floating-point voxels
-CHUNK = 1 << 22
 DISK_FULL_BELOW = 1 << 20  # free bytes under which a failed write is put down to a full disk
 READ_BACK_BELOW = 1 << 28  # a written image smaller than this is read back whole, a larger one its header
-METAIMAGE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-                   "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
-                   "MET_DOUBLE": 8}
 
 
 @dataclass(frozen=True)
@@ -88,11 +83,6 @@ class Geometry:
         n = len(scale)
         return cls(spacing=tuple(scale)[::-1], origin=(0.0,) * n, direction=tuple(np.eye(n).ravel()))
 
-    @classmethod
-    def of(cls, image: sitk.Image) -> Geometry:
-        """The geometry of a SimpleITK image."""
-        return cls(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
-
     def apply(self, image: sitk.Image) -> None:
         """Set this geometry on a SimpleITK image."""
         image.SetSpacing(self.spacing)
@@ -118,66 +108,26 @@ def _reason(exc: Exception) -> str:
     return str(exc).strip().splitlines()[-1].removeprefix("sitk::ERROR: ")
 
 
-def _series_ids(folder: str | Path) -> tuple[str, ...]:
-    """The DICOM series directly in ``folder``, without ITK's warning when there is none."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        return sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-
-def dicom_series(folder: str | Path) -> list[str]:
-    """The files of the largest DICOM series directly in ``folder`` ([] if none)."""
-    ids = _series_ids(folder)
-    series = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), i) for i in ids]
-    return list(max(series, key=len, default=()))
-
-
-def _slice_position(path: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(ImagePositionPatient, slice normal) of one DICOM file; None without those tags."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    reader.ReadImageInformation()
-    try:
-        position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
-        cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
-    except (RuntimeError, ValueError):
-        return None
-    return position, np.cross(cosines[:3], cosines[3:])
-
-
-def _check_series(folder: Path, files: list[str]) -> None:
-    """Refuse a DICOM series with a slice GDCM left out (damaged, cut short, not DICOM) or with slices not
-    evenly spaced (a slice missing): ITK reads both as a volume with a wrong spacing, and only warns."""
-    listed = {Path(f).name for i in _series_ids(folder)
-              for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), i)}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR" \
-                and extension(p) in (".dcm", "") and p.name not in listed:
-            raise DataError(f"{p.absolute()} in the DICOM series {folder.absolute()} is not a readable DICOM slice "
-                            f"(damaged, cut short or not DICOM): restore it, or remove it and the series' other gaps")
-    if len(files) < 3:
-        return
-    found = [_slice_position(f) for f in files]
-    if any(f is None for f in found):
-        return
-    depth = np.array([float(position @ found[0][1]) for position, _ in found])
-    gaps = np.diff(depth)
-    typical = float(np.median(np.abs(gaps)))
-    worst = int(np.argmax(np.abs(np.abs(gaps) - typical)))
-    if typical > 0 and abs(abs(gaps[worst]) - typical) > max(1e-3, 0.01 * typical):
-        raise DataError(f"the DICOM series {folder.absolute()} is not evenly spaced: {Path(files[worst]).name} and "
-                        f"{Path(files[worst + 1]).name} are {abs(gaps[worst]):.4g} mm apart, the other slices "
-                        f"{typical:.4g} mm (a slice missing?)")
+def not_found(path: str | Path) -> DataError:
+    """The error for a path that cannot be opened: it does not exist, or it is a link to nothing or in a loop."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return DataError(f"{path.absolute()} is a link in a loop (it points to {os.readlink(path)}, which "
+                                 f"leads back to it): replace it with a link to the image, or remove it")
+        return DataError(f"{path.absolute()} is a link to {os.readlink(path)}, which does not exist: restore or "
+                         f"remove it")
+    return DataError(f"{path.absolute()} does not exist")
 
 
 def is_supported(path: str | Path) -> bool:
     """True for an image file of a supported format, or a folder holding a DICOM series."""
     path = Path(path)
     if path.is_dir():
-        return bool(_series_ids(path))
+        return bool(series_ids(path))
     return extension(path) in SUPPORTED_EXTENSIONS
 
 
@@ -185,119 +135,46 @@ def list_images(folder: str | Path) -> list[Path]:
     """Sorted image files and DICOM series subfolders in ``folder``.
 
     Loose ``.dcm`` files are not listed one by one: a DICOM series is listed as its folder.
-    Hidden names (starting with ``.``) are skipped; a link to nothing is refused (``DataError``).
+    Hidden names (starting with ``.``) are skipped; a link to nothing or in a loop is refused (``DataError``).
     """
     found = []
     for p in sorted(Path(folder).iterdir()):
         if p.name.startswith("."):
             continue
         if p.is_symlink() and not p.exists():
-            raise DataError(f"{p.absolute()} is a link to {os.readlink(p)}, which does not exist: restore or remove it")
+            raise not_found(p)
         if p.is_dir() and is_supported(p) or p.is_file() and extension(p) in LISTED_EXTENSIONS:
             found.append(p)
     return found
 
 
-def _nifti_header(head: bytes) -> tuple[int, int, str | None] | None:
-    """(data offset, data bytes, float dtype or None) of a NIfTI-1 or NIfTI-2 header; None if ``head``
-    is no NIfTI header; ``EOFError`` if it is one cut short."""
-    for order in "<>":
-        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
-        if size in (348, 540) and len(head) < size:
-            raise EOFError(f"the {len(head)}-byte file ends inside its header")
-        if size == 348:
-            datatype, bitpix = struct.unpack(order + "hh", head[70:74])
-            dim = struct.unpack(order + "8h", head[40:56])
-            offset = int(struct.unpack(order + "f", head[108:112])[0])
-            break
-        if size == 540:
-            datatype, bitpix = struct.unpack(order + "hh", head[12:16])
-            dim = struct.unpack(order + "8q", head[16:80])
-            offset = struct.unpack(order + "q", head[168:176])[0]
-            break
-    else:
-        return None
-    if not 1 <= dim[0] <= 7:
-        return None
-    voxels = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]], dtype=np.int64))
-    float_dtype = NIFTI_FLOATS.get(datatype)
-    return max(offset, size), voxels * bitpix // 8, float_dtype and order + float_dtype
+def _geometry(path: Path, image: sitk.Image, spacing: Sequence[float] | None) -> Geometry:
+    """The geometry of ``image`` read from ``path`` (of its first three axes), its spacing checked
+    (``_check_spacing``); ``spacing`` (array order z, y, x: ``--spacing``) replaces it."""
+    dim = image.GetDimension()
+    n = min(dim, 3)
+    origin = image.GetOrigin()[:n]
+    direction = tuple(np.reshape(image.GetDirection(), (dim, dim))[:n, :n].ravel())
+    if spacing is None:
+        found = tuple(image.GetSpacing()[:n])
+        check_spacing(path, found)
+        return Geometry(found, origin, direction)
+    given = tuple(float(s) for s in spacing)
+    bad = implausible(given)
+    if len(given) != n or bad is not None:
+        what = f"{len(given)} values" if len(given) != n else f"{given[bad]:g} mm"
+        raise DataError(f"--spacing {' '.join(f'{s:g}' for s in given)} gives {what} for {path.absolute()}: give "
+                        f"{n} voxel sizes in mm (z y x order), each between {PLAUSIBLE_MM[0]:g} and "
+                        f"{PLAUSIBLE_MM[1]:g}")
+    return Geometry(given[::-1], origin, direction)
 
 
-def _check_nifti(path: Path, finite: bool = True) -> None:
-    """Refuse a truncated or corrupt NIfTI file, and one holding NaN or infinite voxels.
-
-    SimpleITK reads the missing end of a truncated file as zeros, NIfTI's NaN and infinities as 0,
-    and says only "Unable to determine ImageIO reader" of a damaged compressed file; so a compressed or
-    float file is streamed once here (an uncompressed integer one is measured): its data must be as long
-    as the header says, its compression intact and, for float voxels, every value finite. A file that
-    is neither gzip nor NIfTI is left to SimpleITK. ``finite=False`` checks the length alone.
-    """
-    compressed = path.name.lower().endswith(".gz")
-    with open(path, "rb") as raw:
-        if compressed and raw.read(2) != b"\x1f\x8b":
-            return
-    try:
-        with (gzip.open if compressed else open)(path, "rb") as f:
-            header = _nifti_header(f.read(540))
-            if header is None:
-                return
-            offset, expected, float_dtype = header
-            float_dtype = float_dtype if finite else None
-            found, bad, rest = 0, 0, b""
-            if not compressed and not float_dtype:  # its size says it all: nothing to stream
-                found = max(0, path.stat().st_size - offset)
-            f.seek(offset)
-            while (compressed or float_dtype) and (chunk := f.read(CHUNK)):
-                found += len(chunk)
-                if float_dtype:
-                    chunk = rest + chunk
-                    usable = len(chunk) - len(chunk) % np.dtype(float_dtype).itemsize
-                    values, rest = np.frombuffer(chunk[:usable], float_dtype), chunk[usable:]
-                    bad += values.size - int(np.count_nonzero(np.isfinite(values)))
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path.absolute()} is truncated or corrupt ({exc})") from exc
-    if found < expected:
-        raise DataError(f"{path.absolute()} is truncated or corrupt: its header announces {expected} bytes of voxel "
-                        f"data, "
-                        f"the file holds {found}")
-    if bad:
-        raise DataError(f"{path.absolute()} holds {bad} NaN or infinite voxel values: replace them before use")
-
-
-def _check_metaimage(path: Path) -> None:
-    """Refuse a MetaImage (``.mha``, or ``.mhd`` with its data file) whose voxel data (or compressed data) is
-    shorter than its header announces (SimpleITK says only "No such file or directory")."""
-    header, fields = 0, {}
-    with open(path, "rb") as f:
-        for raw in f:
-            header += len(raw)
-            key, _, value = raw.decode("latin-1").partition("=")
-            fields[key.strip()] = value.strip()
-            if key.strip() == "ElementDataFile" or header > 1 << 16:
-                break
-    size = METAIMAGE_BYTES.get(fields.get("ElementType", ""))
-    data = fields.get("ElementDataFile", "")
-    compressed = fields.get("CompressedData", "False").lower() == "true"
-    if size is None or compressed and "CompressedDataSize" not in fields or "HeaderSize" in fields \
-            or not data or " " in data or data.upper() == "LIST":
-        return  # a layout not measured here: SimpleITK checks it
-    try:
-        dims = [int(v) for v in fields.get("DimSize", "").split()]
-        expected = int(fields["CompressedDataSize"]) if compressed else \
-            int(np.prod(dims, dtype=np.int64)) * size * int(fields.get("ElementNumberOfChannels", "1"))
-    except ValueError:
-        return
-    if data.upper() == "LOCAL":
-        found, where = path.stat().st_size - header, path
-    else:
-        where = path.parent / data
-        if not where.is_file():
-            raise DataError(f"{path.absolute()} is incomplete: its voxel data file {where} is missing")
-        found = where.stat().st_size
-    if found < expected:
-        raise DataError(f"{where} is truncated or corrupt: the header {path.name} announces {expected} bytes of voxel "
-                        f"data, the file holds {max(found, 0)}")
+def _read_checked(path: Path, spacing: Sequence[float] | None) -> sitk.Image:
+    """``_read``, a NIfTI file's stated spacing checked first (without ``spacing`` to replace it): ITK warns
+    about it and reads 1 mm instead."""
+    if spacing is None and extension(path) in (".nii", ".nii.gz") and path.is_file():
+        check_spacing(path, nifti_pixdim(path))
+    return _read(path)
 
 
 @contextmanager
@@ -329,16 +206,16 @@ def _native_messages(path: Path) -> Iterator[None]:
 
 
 def _read(path: Path) -> sitk.Image:
-    """The SimpleITK image of an image file or of the DICOM series in a folder (the largest, if several);
-    ``DataError`` for what cannot be read."""
+    """The SimpleITK image of an image file or of the one DICOM series in a folder; ``DataError`` for what cannot
+    be read."""
     if not path.exists():
-        raise DataError(f"{path.absolute()} does not exist")
+        raise not_found(path)
     try:
         if path.is_dir():
             files = dicom_series(path)
             if not files:
                 raise DataError(f"{path.absolute()} is a folder without a DICOM series")
-            _check_series(path, files)
+            check_series(path, files)
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(files)
             with _native_messages(path):
@@ -347,9 +224,9 @@ def _read(path: Path) -> sitk.Image:
             raise DataError(f"{path.absolute()}: unsupported file type; use one of {', '.join(SUPPORTED_EXTENSIONS)} "
                             f"or a DICOM folder")
         if extension(path) in (".nii", ".nii.gz"):
-            _check_nifti(path)
+            check_nifti(path)
         elif extension(path) in (".mha", ".mhd"):
-            _check_metaimage(path)
+            check_metaimage(path)
         with _native_messages(path):
             image = sitk.ReadImage(str(path))
         if extension(path) == ".dcm" and image.GetDimension() == 3 and image.GetDepth() == 1:
@@ -371,39 +248,39 @@ def _finite(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
+def read_image(path: str | Path, spacing: Sequence[float] | None = None) -> tuple[np.ndarray, Geometry]:
     """A single-channel 2D or 3D image (or label map) as a numpy array (z, y, x) in its stored dtype, and its
-    geometry.
+    geometry (``spacing``, in array order, replaces the file's: ``--spacing``).
 
-    ``path`` is an image file or a folder holding a DICOM series (the largest, if several). A
-    truncated or corrupt file, and an image holding NaN or infinite values, raise ``DataError``; so does a
-    colour, vector or 4D image (``read_channels`` reads those).
+    ``path`` is an image file or a folder holding one DICOM series. A truncated or corrupt file, an image
+    holding NaN or infinite values, and a spacing that is no voxel size (``_geometry``) raise ``DataError``; so
+    does a colour, vector or 4D image (``read_channels`` reads those).
     """
     path = Path(path)
-    image = _read(path)
+    image = _read_checked(path, spacing)
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise DataError(f"{path.absolute()} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or "
                         f"vector image); a single-channel image is needed here")
     if image.GetDimension() not in (2, 3):
         raise DataError(f"{path.absolute()} is a {image.GetDimension()}D image; a 2D or 3D image is needed here")
-    return _finite(sitk.GetArrayFromImage(image), path), Geometry.of(image)
+    geometry = _geometry(path, image, spacing)
+    return _finite(sitk.GetArrayFromImage(image), path), geometry
 
 
-def read_channels(path: str | Path) -> tuple[Channels, Geometry]:
-    """An image of one or several channels (named by ``channels.default_names``) and its (2D or 3D) geometry: a
-    colour or vector image gives one channel per value of a voxel, a 4D image one per 3D volume along its fourth
-    axis (as MSD stores MR sequences), any other image one channel."""
+def read_channels(path: str | Path, spacing: Sequence[float] | None = None) -> tuple[Channels, Geometry]:
+    """An image of one or several channels (named by ``channels.default_names``) and its (2D or 3D) geometry
+    (checked, or ``spacing`` as in ``read_image``): a colour or vector image gives one channel per value of a
+    voxel, a 4D image one per 3D volume along its fourth axis (as MSD stores MR sequences), any other image one
+    channel."""
     path = Path(path)
-    image = _read(path)
+    image = _read_checked(path, spacing)
     components, dim = image.GetNumberOfComponentsPerPixel(), image.GetDimension()
     if dim not in (2, 3, 4) or (dim == 4 and components > 1):
         raise DataError(f"{path.absolute()} is a {dim}D image of {components} value(s) per voxel; 2D or 3D images of "
                         f"one or more channels, or 4D images of channels, are supported")
+    geometry = _geometry(path, image, spacing)
     array = _finite(sitk.GetArrayFromImage(image), path)
-    geometry = Geometry.of(image)
     if dim == 4:  # (C, z, y, x): the channels are the fourth axis of the file
-        direction = np.reshape(geometry.direction, (4, 4))[:3, :3].ravel()
-        geometry = Geometry(geometry.spacing[:3], geometry.origin[:3], tuple(direction))
         return Channels.split(array, 0), geometry
     return (Channels.split(array, -1) if components > 1 else Channels([array])), geometry
 
@@ -456,12 +333,18 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (a temporary file beside it, read back, then a rename); parents are created."""
+    """Write a text file (UTF-8) as ``write_bytes`` does."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically (a temporary file beside it, read back, then a rename); parents are created.
+    ``DataError`` (``write_failure``: a full disk, the file-size limit) when it cannot be, the temporary file
+    removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = text.encode("utf-8")
         tmp.write_bytes(data)
         if tmp.read_bytes() != data:
             raise OSError(errno.EIO, "what was written does not read back")
@@ -514,9 +397,9 @@ def _verify(path: Path, shape: tuple[int, ...]) -> None:
     small (``READ_BACK_BELOW``), else its header and data size (SimpleITK does not report short writes)."""
     try:
         if extension(path) in (".nii", ".nii.gz"):
-            _check_nifti(path, finite=False)
+            check_nifti(path, finite=False)
         elif extension(path) in (".mha", ".mhd"):
-            _check_metaimage(path)
+            check_metaimage(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         if sum(f.stat().st_size for f in path.parent.iterdir()) < READ_BACK_BELOW:

@@ -40,12 +40,25 @@ class Outputs:
         self.manifest = self.folder / MANIFEST
 
     def entries(self) -> dict[str, dict]:
-        """The manifest: file name → {"by": command, "sha256": hash}; {} without one (or a damaged one)."""
+        """The manifest: file name → {"by": command, "sha256": hash}; {} without one. ``DataError`` naming it
+        when it is damaged: which files napari-dmd wrote there cannot be told, so none may be replaced."""
         try:
             entries = json.loads(self.manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
-        return entries if isinstance(entries, dict) else {}
+        except (OSError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or "not valid JSON"
+            raise DataError(self._damaged(why)) from exc
+        if not isinstance(entries, dict):
+            kind = "array" if isinstance(entries, list) else "value"
+            raise DataError(self._damaged(f"a JSON {kind}, not a table of files"))
+        return entries
+
+    def _damaged(self, why: str) -> str:
+        """The message for a damaged manifest."""
+        return (f"{self.manifest.absolute()}, napari-dmd's record of the files it wrote in {self.folder.absolute()}, "
+                f"is damaged ({why}): which files there napari-dmd wrote cannot be told, so none is replaced; "
+                f"choose a new --out (nothing was overwritten)")
 
     def owns(self, path: Path) -> bool:
         """Whether this command wrote ``path`` and nobody changed it since."""

@@ -15,6 +15,7 @@ import numpy as np
 LEVELS = 4  # down-sampling levels of both networks
 ANISOTROPY = 2.0  # an axis coarser than this many times the finest is not pooled
 DEFAULT_MAX_VOXELS = 64 * 128 * 128
+PLAUSIBLE_MM = (1e-3, 1e3)  # a voxel side outside this range (mm) is a header error, not a scan
 
 
 def pooling(spacing: Sequence[float] | None, ndim: int) -> tuple[tuple[int, ...], ...]:
@@ -31,6 +32,13 @@ def pooling(spacing: Sequence[float] | None, ndim: int) -> tuple[tuple[int, ...]
         levels.append(step)
         current = [s * k for s, k in zip(current, step)]
     return tuple(levels)
+
+
+def implausible(spacing: Sequence[float]) -> int | None:
+    """The index of the first value of ``spacing`` that is no voxel size in mm: 0, negative, not finite or
+    outside ``PLAUSIBLE_MM``; None if every value is one."""
+    low, high = PLAUSIBLE_MM
+    return next((i for i, s in enumerate(spacing) if not (math.isfinite(s) and low <= s <= high)), None)
 
 
 def data_spacing(spacings: Sequence[Sequence[float] | None]) -> tuple[float, ...] | None:

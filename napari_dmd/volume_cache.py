@@ -1,7 +1,8 @@
 """Training volumes kept in a folder as uncompressed ``.npy`` files and opened memory-mapped (``train --cache``).
 
 Each volume is an entry, a subfolder: its arrays (each channel of the image in its own type, or normalised
-float16; labels; review mask) and ``manifest.json``, which records the source files (path, size, mtime_ns),
+float16; labels; review mask) and ``manifest.json``, which records the source files (path, size, mtime_ns and
+SHA-256 of the bytes, so that an edit keeping size and time is seen),
 the options the entry was made with, each array's dtype, shape, size and SHA-256, the channels' names and
 intensity statistics and what the loader found besides (label values, review record). An entry is used only
 while all of that holds; one that is stale (a source changed) or damaged (a file missing, cut short, altered,
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +30,7 @@ from .errors import DataError
 from .io import write_failure, write_text
 from .outputs import file_hash
 
-FORMAT = 2  # version of the entry layout; entries of another version are rebuilt
+FORMAT = 3  # version of the entry layout (3: sources hashed); entries of another version are rebuilt
 MANIFEST = "manifest.json"
 ARRAYS = ("label", "mask")  # besides the image's channels, channel_0.npy, channel_1.npy, ...
 
@@ -40,15 +42,28 @@ class Unusable(Exception):
 
 
 def file_state(path: Path) -> list[dict[str, Any]]:
-    """Path, size and mtime_ns of a source: a file, every file of a folder (a DICOM series), or its absence."""
+    """Path, size, mtime_ns and SHA-256 of a source: a file, every file of a folder (a DICOM series), or its
+    absence. The hash reads the file's bytes once (far faster than decoding it): a file edited with its size and
+    time kept (``cp -p``, ``rsync -a``) is told from the one cached."""
     path = Path(path).resolve()
     if path.is_dir():
         return [s for p in sorted(path.iterdir()) if p.is_file() for s in file_state(p)]
     try:
         st = path.stat()
+        digest = file_hash(path)
     except FileNotFoundError:
         return [{"path": str(path), "absent": True}]
-    return [{"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}]
+    return [{"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}]
+
+
+def _change(cached: list[dict[str, Any]], now: list[dict[str, Any]]) -> str:
+    """What differs between the sources as cached and as they are now, in a few words."""
+    for a, b in zip(cached, now):
+        if a != b:
+            name = Path(b["path"]).name
+            kept = not a.get("absent") and a.get("size") == b.get("size") and a.get("mtime_ns") == b.get("mtime_ns")
+            return f"{name} changed" + (" (its content; its size and modification time did not)" if kept else "")
+    return "its files changed"
 
 
 def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
@@ -91,8 +106,18 @@ class VolumeCache:
     ``notes`` collects one line per entry found stale or damaged."""
 
     def __init__(self, folder: Path):
+        """``DataError`` at once (before any image is read) for a folder that cannot be written."""
         self.folder = Path(folder)
         self.notes: list[str] = []
+        if self.folder.exists() and not self.folder.is_dir():
+            raise DataError(f"--cache {self.folder.absolute()} is a file: give a folder (new, or one --cache wrote)")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.folder).close()
+        except OSError as exc:
+            raise DataError(f"--cache {self.folder.absolute()} cannot be written "
+                            f"({write_failure(self.folder.absolute(), exc).split(': ', 1)[-1]}): give a folder you "
+                            f"can write, or leave --cache out") from exc
 
     def entry(self, name: str, sources: list[Path]) -> Path:
         """The entry folder of a volume named ``name`` read from ``sources`` (same sources, same entry)."""
@@ -121,8 +146,7 @@ class VolumeCache:
         manifest = self._manifest(folder)
         try:
             if manifest["sources"] != state:
-                changed = next((b["path"] for a, b in zip(manifest["sources"], state) if a != b), "a file")
-                raise Unusable(f"stale: {Path(changed).name} changed")
+                raise Unusable(f"stale: {_change(manifest['sources'], state)}")
             if manifest["options"] != options:
                 raise Unusable(f"stale: made with {manifest['options']}, now {options}")
             arrays = {k: _open_array(folder, r, verify) for k, r in manifest["arrays"].items()}
