@@ -1,0 +1,172 @@
+"""Nothing silently wrong, third round (issue 42): geometry the file does not state, several DICOM series, a
+cache source edited with its size and time kept, an export that cannot abort, and the unclear messages. Each
+test failed before the change it names."""
+import gzip
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli_helpers import GEOM, run
+
+from napari_dmd.checkpoint import ModelPair, save_model
+from napari_dmd.config import TrainConfig
+from napari_dmd.errors import DataError
+from napari_dmd.folders import load_training_data
+from napari_dmd.io import list_images, read_channels, read_image, write_image
+from napari_dmd.outputs import MANIFEST, Outputs
+from napari_dmd.runtime import resolve_device
+from napari_dmd.volume_cache import VolumeCache
+
+from synthetic import make_case
+
+BAD_SPACINGS = [0.0, float("nan"), -1.0, 1e30, 1e-30]
+
+
+def with_pixdim(path, x_spacing):
+    """Rewrite the NIfTI file ``path`` (.nii or .nii.gz) with pixdim[1] (the x spacing) set to ``x_spacing``."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = bytearray(f.read())
+    assert struct.unpack("<i", raw[:4])[0] == 348
+    raw[80:84] = struct.pack("<f", x_spacing)
+    with opener(path, "wb") as f:
+        f.write(bytes(raw))
+
+
+# ---------------------------------------------------------------- 3: geometry as the file states it
+@pytest.mark.parametrize("value", BAD_SPACINGS)
+def test_3_a_spacing_that_is_no_voxel_size_is_refused_naming_the_file_and_value(tmp_path, value):
+    path = tmp_path / "scan.nii.gz"
+    write_image(path, np.zeros((4, 5, 6), np.int16), GEOM)
+    with_pixdim(path, value)
+    for read in (read_image, read_channels):
+        with pytest.raises(DataError) as exc:
+            read(path)
+        message = str(exc.value)
+        assert str(path) in message and f"{value:g} mm along x" in message and "--spacing" in message
+        assert "\n" not in message
+
+
+def test_3_a_spacing_given_replaces_the_stated_one(tmp_path):
+    path = tmp_path / "scan.nii"
+    write_image(path, np.zeros((4, 5, 6), np.int16), GEOM)
+    with_pixdim(path, 0.0)
+    _, geometry = read_image(path, spacing=(2.0, 0.8, 0.7))  # z y x, as --spacing is given
+    assert geometry.spacing == pytest.approx((0.7, 0.8, 2.0)) and geometry.origin == pytest.approx(GEOM.origin)
+    _, geometry = read_channels(path, spacing=(2.0, 0.8, 0.7))
+    assert geometry.scale == pytest.approx((2.0, 0.8, 0.7))
+    for given in ((2.0, 0.8), (2.0, 0.0, 0.7)):
+        with pytest.raises(DataError, match="--spacing"):
+            read_image(path, spacing=given)
+
+
+def test_3_training_and_predict_refuse_an_unstated_spacing(data, model, capsys):
+    with_pixdim(data / "images" / "case2.nii.gz", 0.0)  # an unlabeled image
+    with pytest.raises(DataError, match="case2.nii.gz states a voxel spacing of 0 mm"):
+        load_training_data(data / "images", data / "labels", [])
+    out = data / "predictions"
+    _, err = run(["predict", "--model", model, "--images", data / "images", "--out", out], capsys, 2)
+    assert "case2.nii.gz states a voxel spacing of 0 mm" in err
+    assert "case2" not in (out / "volumes.csv").read_text()  # no volume in mm³ the file never stated
+
+
+# ---------------------------------------------------------------- 4: several DICOM series in a folder
+def test_4_a_folder_of_two_dicom_series_is_refused_naming_both(tmp_path):
+    from test_io import volume, write_dicom_series
+
+    folder = tmp_path / "study"
+    write_dicom_series(folder, volume(np.int16, (5, 8, 9)), (0.8, 0.6, 2.0), (0.0, 0.0, 0.0),
+                       "1.2.826.0.1.3680043.2.1125.1.501")
+    write_dicom_series(folder, volume(np.int16, (3, 8, 9)), (0.8, 0.6, 2.0), (0.0, 0.0, 0.0),
+                       "1.2.826.0.1.3680043.2.1125.1.602")
+    with pytest.raises(DataError) as exc:
+        read_image(folder)
+    message = str(exc.value)
+    for uid, count in (("1.2.826.0.1.3680043.2.1125.1.501.2", 5), ("1.2.826.0.1.3680043.2.1125.1.602.2", 3)):
+        assert f"{uid} ('test series', {count} slices)" in message
+    assert str(folder) in message and "folder of its own" in message
+
+
+# ---------------------------------------------------------------- 2: the cache checks content
+def test_2_a_source_edited_with_its_size_and_time_kept_is_not_trained_on_from_the_cache(tmp_path):
+    for k in range(2):
+        image, label = make_case(k, classes=2)
+        write_image(tmp_path / "images" / f"case{k}.nii", image, GEOM)  # uncompressed: an edit keeps the size
+        write_image(tmp_path / "labels" / f"case{k}.nii.gz", label, GEOM)
+    cache = tmp_path / "cache"
+    load_training_data(tmp_path / "images", tmp_path / "labels", [], cache=cache)
+    source = tmp_path / "images" / "case0.nii"
+    stat = source.stat()
+    image, _ = read_image(source)
+    raw = source.read_bytes()
+    edited = raw[: len(raw) - image.nbytes] + (-image[::-1]).astype(image.dtype).tobytes()
+    source.write_bytes(edited)  # as `cp -p` of an edited copy: same size, same time
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    got = load_training_data(tmp_path / "images", tmp_path / "labels", [], cache=cache)
+    notes = [n for n in got.notes if "cache of case0" in n]
+    assert len(notes) == 1 and "case0.nii changed (its content" in notes[0] and notes[0].endswith("rebuilding it")
+    fresh = load_training_data(tmp_path / "images", tmp_path / "labels", [])
+    np.testing.assert_array_equal(got.labeled[0].image.arrays[0], fresh.labeled[0].image.arrays[0])
+
+
+def test_unclear_cache_at_a_file_or_a_folder_that_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match=r"^--cache .*file is a file: give a folder"):
+        VolumeCache(tmp_path / "file")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", locked]).returncode:
+            pytest.skip("no chattr here to make a folder that root cannot write")
+    else:
+        locked.chmod(0o555)
+    try:
+        with pytest.raises(DataError, match=r"^--cache .*locked cannot be written .*leave --cache out"):
+            VolumeCache(locked)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", locked])
+        locked.chmod(0o755)
+
+
+# ---------------------------------------------------------------- 5: export on a full disk
+def test_5_export_under_a_file_size_limit_ends_with_one_line_and_leaves_nothing(tmp_path):
+    pair = ModelPair.create(TrainConfig(num_classes=2, patch_size=(16, 16, 16), precision="fp32"), 3,
+                            resolve_device("cpu"))
+    checkpoint = save_model(pair, tmp_path / "run" / "model.pt")
+    out = tmp_path / "exported"
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
+              "from napari_dmd.cli import main; "
+              f"sys.exit(main(['export', '--model', {str(checkpoint)!r}, '--format', 'torchscript', "
+              f"'--out', {str(out)!r}]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "network_a.pt" in lines[0] and "file-size limit" in lines[0], done.stderr[-2000:]
+    assert not out.exists() or not any(out.iterdir())  # no hidden temporary file, no lock left
+
+
+# ---------------------------------------------------------------- unclear messages in these modules
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_unclear_a_damaged_output_manifest_is_named(tmp_path, content):
+    (tmp_path / MANIFEST).write_text(content)
+    (tmp_path / "disagreement.csv").write_text("case,disagreement\n")
+    with pytest.raises(DataError) as exc:
+        Outputs(tmp_path, "predict").claim([tmp_path / "disagreement.csv"])
+    assert str(tmp_path / MANIFEST) in str(exc.value) and "is damaged" in str(exc.value)
+    with pytest.raises(DataError, match="is damaged"):  # nothing new is written over it either
+        Outputs(tmp_path, "predict").claim([tmp_path / "new.nii.gz"])
+
+
+def test_unclear_a_link_in_a_loop_is_not_called_missing(tmp_path):
+    (tmp_path / "a.nii.gz").symlink_to(tmp_path / "b.nii.gz")
+    (tmp_path / "b.nii.gz").symlink_to(tmp_path / "a.nii.gz")
+    for call in (lambda: read_image(tmp_path / "a.nii.gz"), lambda: list_images(tmp_path)):
+        with pytest.raises(DataError) as exc:
+            call()
+        assert "is a link in a loop" in str(exc.value) and "does not exist" not in str(exc.value)
