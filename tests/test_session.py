@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from napari_dmd.config import RunOptions, TrainConfig
+from napari_dmd.current_model import new_run_dir
 from napari_dmd.errors import DataError
 from napari_dmd.jobs import Control, Finished, ImageResult, Started, train_and_predict
+from napari_dmd.label_book import LabelStats, slices_of
 from napari_dmd.review import Reviewed
-from napari_dmd.session import LabelStats, Session, slices_of
+from napari_dmd.session import Session, row_info, unpaired_reasons
 
 from synthetic import make_case
 
@@ -32,18 +34,18 @@ def test_pairing_and_the_users_choice():
     s.remove("case0 labels")
     assert s.pairs()["case0"] is None  # the picked layer is gone
     s.add_labels("wrong", np.zeros((3, 3, 3), np.uint8))
-    assert "no image of shape 3×3×3" in s.unpaired_reasons()["wrong"]
+    assert "no image of shape 3×3×3" in unpaired_reasons(s)["wrong"]
 
 
 def test_complete_labels_count_as_reviewed_whole_new_ones_as_not_reviewed():
     s, lab0 = session_with_cases()
     assert s.reviewed["case0 labels"].whole
-    assert s.info("case0", "case0 labels").startswith("16/16 reviewed")
+    assert row_info(s, "case0", "case0 labels").startswith("16/16 reviewed")
     s.add_labels("case1 labels", np.zeros_like(lab0))
     rec = s.reviewed["case1 labels"]
     assert not rec.whole and not rec.slices
-    s.painted("case1 labels", {3, 4})  # painting (or erasing) a slice reviews it
-    assert rec.slices == {3, 4} and "2/16 reviewed, all background" in s.info("case1", "case1 labels")
+    s.book.painted("case1 labels", {3, 4})  # painting (or erasing) a slice reviews it
+    assert rec.slices == {3, 4} and "2/16 reviewed, all background" in row_info(s, "case1", "case1 labels")
     saved = Reviewed(lab0.shape, slices={1})
     s.add_labels("case0 labels", lab0, reviewed=saved)  # a record read from the sidecar is kept
     assert s.reviewed["case0 labels"] is saved
@@ -65,9 +67,9 @@ def test_stats_are_cached_until_the_layer_reports_an_edit():
     assert st.labeled_slices == LabelStats.of(lab0).labeled_slices == int(lab0.any(axis=(1, 2)).sum())
     lab0[:] = 0  # an edit the session was not told of: the cached statistics stand
     assert st.top == 1
-    s.painted("case0 labels", {int(np.flatnonzero(st.slice_max)[0])})  # only the painted slice is rescanned
+    s.book.painted("case0 labels", {int(np.flatnonzero(st.slice_max)[0])})  # only the painted slice is rescanned
     assert st.top == 1 and st.labeled_slices == LabelStats.of(make_case(0)[1]).labeled_slices - 1
-    s.update_stats("case0 labels")
+    s.book.update_stats("case0 labels")
     assert s.stats["case0 labels"].top == 0 and s.stats["case0 labels"].labeled_slices == 0
 
 
@@ -78,9 +80,9 @@ def test_rename_keeps_choices_records_and_results():
     assert s.pairs()["case0"] == "mine" and "mine" in s.reviewed
     s.show_result("case1", np.zeros((16, 24, 24), np.uint8), np.zeros((16, 24, 24), np.float32), np.zeros(16))
     s.rename("case1", "other")
-    assert "other" in s.results.disagreement and "other" in s.results.slice_scores
+    assert "other" in s.current.results.disagreement and "other" in s.current.results.slice_scores
     s.remove("other")
-    assert not any("other" in t for t in s.results.tables())
+    assert not any("other" in t for t in s.current.results.tables())
 
 
 def test_training_set_carries_only_partial_records_and_the_run_keeps_them(tmp_path):
@@ -90,12 +92,12 @@ def test_training_set_carries_only_partial_records_and_the_run_keeps_them(tmp_pa
     with pytest.raises(DataError, match="empty"):
         s.training_set()
     s.labels["case1 labels"].data[5, 2:6, 2:6] = 1
-    s.painted("case1 labels", {5})
+    s.book.painted("case1 labels", {5})
     data = s.training_set()
     assert set(data.reviewed) == {"case1"} and data.reviewed["case1"].slices == {5}
     job = s.begin_run(config_of, RunOptions(), folder=str(tmp_path / "run"))
     kept = json.loads((tmp_path / "run" / "reviewed.json").read_text())
-    assert kept["partly_reviewed"]["case1"]["slices"] == [5] and job.run_dir == s.run_dir == tmp_path / "run"
+    assert kept["partly_reviewed"]["case1"]["slices"] == [5] and job.run_dir == s.current.run_dir == tmp_path / "run"
 
 
 def config_of(num_classes, class_names, ndim):
@@ -109,18 +111,19 @@ def test_start_to_finished_without_qt(tmp_path):
     with pytest.raises(DataError, match="no model yet"):
         s.begin_prediction()
     job = s.begin_run(config_of, RunOptions(refresh_every=1000), folder=str(tmp_path / "run"))
-    assert s.class_names == ("background", "class 1") and job.config.num_classes == 2
+    assert s.current.class_names == ("background", "class 1") and job.config.num_classes == 2
     messages = list(train_and_predict(job, Control()))
     started, finished = messages[1], messages[-1]  # after 'Preparing'
     assert isinstance(started, Started) and started.plan.patch == (16, 16, 16)
     assert isinstance(finished, Finished) and not finished.stopped
     assert sum(isinstance(m, ImageResult) for m in messages) == 2  # the final refresh: both images
-    s.finish_run(finished)
-    assert s.model is finished.model and s.model_path == tmp_path / "run" / "model.pt" and s.model_path.is_file()
+    s.current.finished(finished)
+    assert s.current.model is finished.model and s.current.path == tmp_path / "run" / "model.pt"
+    assert s.current.path.is_file()
     warm = s.begin_run(config_of, RunOptions(), warm=True, folder=str(tmp_path / "run"))
     assert warm.init == tmp_path / "run" / "model.pt" and warm.run_dir != tmp_path / "run"  # never the same folder
     assert [name for name, _ in s.begin_prediction()] == ["case0", "case1"]
-    s.model_saved(tmp_path / "elsewhere.pt")
+    s.current.saved(tmp_path / "elsewhere.pt")
     with pytest.raises(DataError, match="no checkpoint file"):
         s.begin_run(config_of, RunOptions(), warm=True)
 
@@ -137,16 +140,15 @@ def test_suggestions_leave_out_reviewed_slices():
 
 
 def test_a_new_run_never_reuses_a_folder_holding_a_run(tmp_path):
-    s = Session()
     picked = tmp_path / "run"
-    assert s.new_run_dir(picked) == picked  # new or empty: used as is
+    assert new_run_dir(picked) == picked  # new or empty: used as is
     picked.mkdir()
     (picked / "model.pt").write_text("x")
-    other = s.new_run_dir(picked)
+    other = new_run_dir(picked)
     assert other != picked and other.parent == tmp_path and other.name.startswith("run-")
     other.mkdir()
     (other / "model.pt").write_text("x")
-    assert s.new_run_dir(picked) not in (picked, other)
+    assert new_run_dir(picked) not in (picked, other)
 
 
 def test_slices_of_paint_atoms():
@@ -170,36 +172,37 @@ def channel_session():
 
 def test_channel_layers_of_one_case_are_grouped_by_default():
     s = channel_session()
-    assert s.members() == {"brain_T2": "brain_T1"}
-    assert s.cases() == ["brain_T1", "scan 1", "scan 2", "big_T1", "big_T2"]
+    assert s.grouping.members() == {"brain_T2": "brain_T1"}
+    assert s.grouping.cases() == ["brain_T1", "scan 1", "scan 2", "big_T1", "big_T2"]
     assert s.pairs()["brain_T1"] == "brain labels" and "brain_T2" not in s.pairs()
     image = s.rows()[0].image
     assert image.names == ("T1", "T2") and image.arrays[1] is s.images["brain_T2"].data  # by reference
-    assert s.info("brain_T2", None) == "channel of brain_T1"
-    assert s.info("brain_T1", "brain labels").startswith("2 channels (T1, T2) · 16/16 reviewed")
-    assert s.case_of("brain_T2") == "brain_T1" and s.channels_of("brain_T1") == ["brain_T1", "brain_T2"]
+    assert row_info(s, "brain_T2", None) == "channel of brain_T1"
+    assert row_info(s, "brain_T1", "brain labels").startswith("2 channels (T1, T2) · 16/16 reviewed")
+    assert s.grouping.case_of("brain_T2") == "brain_T1"
+    assert s.grouping.channels_of("brain_T1") == ["brain_T1", "brain_T2"]
     assert s.training_channels() == 2  # the plan (time and precision check) is of a 2-channel network
-    s.group("brain_T2", None)
+    s.grouping.group("brain_T2", None)
     assert s.training_channels() == 1
 
 
 def test_channel_grouping_is_changeable_and_survives_renames_and_removals():
     s = channel_session()
-    s.group("brain_T2", None)  # own case by hand
-    assert s.members() == {}
-    s.group("scan 2", "scan 1")
-    s.group("brain_T1", "brain_T2")  # the other way round: the picked case stays a case
-    assert s.members() == {"scan 2": "scan 1", "brain_T1": "brain_T2"}
-    s.group("big_T2", "big_T1")  # another shape: not a channel
-    assert "big_T2" not in s.members() and s.groupable("big_T2") == []
+    s.grouping.group("brain_T2", None)  # own case by hand
+    assert s.grouping.members() == {}
+    s.grouping.group("scan 2", "scan 1")
+    s.grouping.group("brain_T1", "brain_T2")  # the other way round: the picked case stays a case
+    assert s.grouping.members() == {"scan 2": "scan 1", "brain_T1": "brain_T2"}
+    s.grouping.group("big_T2", "big_T1")  # another shape: not a channel
+    assert "big_T2" not in s.grouping.members() and s.grouping.groupable("big_T2") == []
     s.rename("scan 1", "patient")
-    assert s.members()["scan 2"] == "patient"
+    assert s.grouping.members()["scan 2"] == "patient"
     s.remove("patient")
-    assert "scan 2" in s.cases() and not s.choices["scan 2"].grouped  # the picked case is gone
-    s.group("brain_T1", None)
-    s.group("brain_T2", None)
+    assert "scan 2" in s.grouping.cases() and not s.choices["scan 2"].grouped  # the picked case is gone
+    s.grouping.group("brain_T1", None)
+    s.grouping.group("brain_T2", None)
     s.choices["brain_T2"].grouped = False  # back to the default
-    assert s.members() == {"brain_T2": "brain_T1"}
+    assert s.grouping.members() == {"brain_T2": "brain_T1"}
 
 
 def test_rgb_layer_is_a_case_of_three_channels():
@@ -211,7 +214,7 @@ def test_rgb_layer_is_a_case_of_three_channels():
     assert s.choices["photo"].include and s.pairs() == {"photo": "photo labels"}
     image = s.rows()[0].image
     assert (image.count, image.shape, image.names) == (3, (20, 30), ("red", "green", "blue"))
-    assert s.info("photo", "photo labels") == "3 channels (red, green, blue) · reviewed"
+    assert row_info(s, "photo", "photo labels") == "3 channels (red, green, blue) · reviewed"
     assert s.training_set().ndim == 2
 
 
@@ -219,20 +222,20 @@ def test_a_model_of_another_channel_count_is_refused_for_warm_start_and_predicti
     from types import SimpleNamespace
 
     s = channel_session()
-    s.include("big_T2", False)
-    s.include("scan 1", False)
-    s.include("scan 2", False)
-    s.include("big_T1", False)
+    s.grouping.choice("big_T2").include = False
+    s.grouping.choice("scan 1").include = False
+    s.grouping.choice("scan 2").include = False
+    s.grouping.choice("big_T1").include = False
     assert s.training_set().labeled[0][1].count == 2
-    s.model = SimpleNamespace(class_names=("bg", "fg"), ndim=3, channels=("image",))
+    s.current.model = SimpleNamespace(class_names=("bg", "fg"), ndim=3, channels=("image",))
     with pytest.raises(DataError, match="the current model takes 1 channel"):
         s.training_set(warm=True)
     with pytest.raises(DataError, match=r"the model takes 1 channel\(s\) \(image\); no ticked 3D case has 1"):
         s.begin_prediction()
-    s.include("scan 1", True)
+    s.grouping.choice("scan 1").include = True
     assert [n for n, _ in s.begin_prediction()] == ["scan 1"]
-    s.include("scan 1", False)
-    s.model = SimpleNamespace(class_names=("bg", "fg"), ndim=3, channels=("T1", "T2"))
+    s.grouping.choice("scan 1").include = False
+    s.current.model = SimpleNamespace(class_names=("bg", "fg"), ndim=3, channels=("T1", "T2"))
     assert [(n, img.count) for n, img in s.begin_prediction()] == [("brain_T1", 2)]
 
 

@@ -58,7 +58,7 @@ class Corrections:
                 target_name, created = self._new_labels(image, layer), True
             target = self.viewer.layers[target_name]
             region = merging.region_of(tuple(layer.data.shape), index)
-            proposal = s.results.proposals.get(image)
+            proposal = s.current.results.proposals.get(image)
             record = merging.merge(target, self._log(target), layer.data, proposal, s.reviewed[target_name], region,
                                    overwrite, created)
         except DMDError as exc:
@@ -77,12 +77,13 @@ class Corrections:
     def _new_labels(self, image: str, like: Any) -> str:
         s, image_layer = self.session, find_layer(self.viewer, image) or like
         meta = {GEOMETRY: dict(like.metadata[GEOMETRY])} if GEOMETRY in like.metadata else {}
-        if s.class_names:
-            meta[CLASS_NAMES] = list(s.class_names)
+        names = s.current.class_names
+        if names:
+            meta[CLASS_NAMES] = list(names)
         layer = self.viewer.add_labels(np.zeros(like.data.shape, dtype=like.data.dtype), name=f"{image} labels",
                                        scale=tuple(image_layer.scale), translate=tuple(image_layer.translate),
                                        metadata=meta,
-                                       features=class_features(s.class_names) if s.class_names else None)
+                                       features=class_features(names) if names else None)
         s.pair(image, layer.name)
         return layer.name
 
@@ -123,14 +124,14 @@ class Corrections:
                 self._strokes(record)
                 moved = True
         if layer.name in s.labels:
-            s.update_stats(layer.name)
+            s.book.update_stats(layer.name)
             if moved:
                 self.store(layer.name)
             self.changed()
 
     def _proposal(self, record: merging.MergeRecord) -> np.ndarray | None:
         pred = record.prediction
-        return None if pred is None else self.session.results.proposals.get(source(pred))
+        return None if pred is None else self.session.current.results.proposals.get(source(pred))
 
     def _strokes(self, record: merging.MergeRecord) -> None:
         """The prediction layer's 'holds unmerged corrections' flag, after a step moved its proposal."""

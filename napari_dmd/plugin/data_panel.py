@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout
 
-from ..session import Session
+from ..session import Session, unpaired_reasons
 from .case_nav import CaseNavigator
 from .data_table import TrainingTable
 
@@ -22,7 +22,7 @@ class DataPanel(QGroupBox):
 
     def show_session(self, s: Session) -> None:
         """The case in view, the table, how many images train, and unusable labels with the reason."""
-        self.nav.show_cases(s.cases())
+        self.nav.show_cases(s.grouping.cases())
         self.table.show_session(s, self.nav.case)
         pairs = s.pairs()
         labeled = [n for n, lab in pairs.items() if lab and s.choices[n].include
@@ -31,7 +31,7 @@ class DataPanel(QGroupBox):
         unlabeled = sum(1 for n in pairs if n not in labeled and s.choices[n].include)
         text = (f"{len(labeled)} labeled + {unlabeled} unlabeled image(s) · {max(2, top + 1)} classes" if labeled
                 else "No labeled image yet: paint labels on a few slices of an image.")
-        unused = s.unpaired_reasons()
+        unused = unpaired_reasons(s)
         if unused:
             text += " · not used: " + "; ".join(f"'{n}' ({why})" for n, why in unused.items())
         self.summary.setText(text)

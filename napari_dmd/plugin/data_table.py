@@ -10,7 +10,7 @@ from collections.abc import Callable
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
 
-from ..session import Session
+from ..session import Session, row_info
 
 NONE = "— none —"
 OWN = "own"  # the Case column: "own" (its own case) or the name of the image whose case it is a channel of
@@ -54,9 +54,9 @@ class TrainingTable(QTableWidget):
     def show_session(self, session: Session, case: str | None = None) -> None:
         """Render the session with the row of ``case`` (the case in view) selected: widgets are rebuilt only
         when the images or labels layers changed."""
-        pairs, members = session.pairs(), session.members()
+        pairs, members = session.pairs(), session.grouping.members()
         labels, names = list(session.labels), list(session.images)
-        groupable = {n: session.groupable(n) for n in names}
+        groupable = {n: session.grouping.groupable(n) for n in names}
         layout = (tuple(groupable.items()), tuple(labels))
         if layout != self._layout:
             self._rebuild(groupable, labels)
@@ -76,7 +76,7 @@ class TrainingTable(QTableWidget):
             grouping.setToolTip(f"'{name}' is a channel of the case of '{owner}'" if owner else
                                 f"'{name}' is its own case; picking an image makes it a channel of that image's case "
                                 "(same shape)")
-            text = session.info(name, paired)
+            text = row_info(session, name, paired)
             item = QTableWidgetItem(text)
             item.setToolTip(f"{'×'.join(map(str, session.images[name].shape))} · {text}")
             self.setItem(r, INFO, item)

@@ -13,8 +13,9 @@ from typing import Any
 from napari.layers import Image, Labels
 
 from ..errors import DMDError
+from ..label_book import slices_of
 from ..review import Reviewed
-from ..session import Session, slices_of
+from ..session import Session
 from ._layers import CLASS_NAMES, REVIEWED, role
 
 
@@ -76,9 +77,9 @@ class LayerSync:
         if name is None:
             return
         if layer.ndim == 3:
-            self.session.painted(name, slices_of(event.value))
+            self.session.book.painted(name, slices_of(event.value))
         else:
-            self.session.painted(name, {0})
+            self.session.book.painted(name, {0})
         self.store(name)
         self.changed(name)
 

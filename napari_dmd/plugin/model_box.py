@@ -36,11 +36,11 @@ class ModelBox(QGroupBox):
 
     def set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
-        self.predict_button.setEnabled(not busy and self.session.model is not None)
-        self.save_button.setEnabled(not busy and self.session.model is not None)
+        self.predict_button.setEnabled(not busy and self.session.current.model is not None)
+        self.save_button.setEnabled(not busy and self.session.current.model is not None)
 
     def describe(self) -> None:
-        m, path = self.session.model, self.session.model_path
+        m, path = self.session.current.model, self.session.current.path
         where = f" · {path} ({file_size(Path(path))})" if path else ""
         self.label.setText("No model yet." if m is None else
                            f"{m.ndim}D model, {m.num_classes} classes ({', '.join(m.class_names)}), "
@@ -53,22 +53,22 @@ class ModelBox(QGroupBox):
         from ..checkpoint import save_model
 
         s = self.session
-        if s.model is None or not self.load_button.isEnabled():
-            show_warning("no model to save yet" if s.model is None else "wait until training has ended")
+        if s.current.model is None or not self.load_button.isEnabled():
+            show_warning("no model to save yet" if s.current.model is None else "wait until training has ended")
             return None
-        path = path or QFileDialog.getSaveFileName(self, "Save model", str(s.model_path or "model.pt"),
+        path = path or QFileDialog.getSaveFileName(self, "Save model", str(s.current.path or "model.pt"),
                                                    "napari-dmd model (*.pt)")[0]
         if not path:
             return None
         try:
-            save_model(s.model, Path(path))
+            save_model(s.current.model, Path(path))
         except DMDError as exc:
             show_error(str(exc))
             return None
-        s.model_saved(Path(path))
+        s.current.saved(Path(path))
         self.describe()
         show_info(f"model saved to {path}")
-        return s.model_path
+        return s.current.path
 
     def load(self, path: str | Path | None = None) -> bool:
         """Load a saved model; it can predict right away and training can continue from it."""
@@ -87,7 +87,7 @@ class ModelBox(QGroupBox):
         except Exception as exc:  # an unexpected file content
             show_error(f"{Path(path).name} does not load as a napari-dmd model ({type(exc).__name__})")
             return False
-        self.session.model_loaded(model, Path(path))
+        self.session.current.loaded(model, Path(path))
         self.describe()
         self._loaded()
         show_info(f"loaded {Path(path).name}: {model.ndim}D, classes {', '.join(model.class_names)}")

@@ -33,7 +33,7 @@ class ResultQueue(QObject):
 
     def queue(self, image: str) -> None:
         """Queue both result layers of ``image`` if it has results."""
-        if image not in self.session.results.latest:
+        if image not in self.session.current.results.latest:
             return
         for kind in (PREDICTION, "disagreement"):
             if (image, kind) not in self.pending:
@@ -77,7 +77,7 @@ class ResultQueue(QObject):
 
     def _add_or_refresh(self, image: str, kind: str) -> Any:
         """Add or refresh one layer and return it; a prediction holding unmerged edits is left alone."""
-        results = self.session.results
+        results = self.session.current.results
         if image not in results.latest or image not in self.session.images:
             return None
         if kind != PREDICTION:
@@ -91,7 +91,7 @@ class ResultQueue(QObject):
                              "delete the layer to see the new prediction")
             return None
         results.proposals[image] = results.latest[image].copy()  # the user's strokes start from it
-        return show_prediction(self.viewer, image, results.latest[image].copy(), self.session.class_names)
+        return show_prediction(self.viewer, image, results.latest[image].copy(), self.session.current.class_names)
 
     def flush(self) -> None:
         """Show every queued layer now (before a merge, a jump to a slice, a test's check)."""

@@ -140,9 +140,9 @@ class DMDWidget(QWidget):
     # ---------------------------------------------------------------- the session's view
     def refresh_view(self) -> None:
         """Show the session: the case in view, the training data, its review record, what Start will do."""
-        cases = self.session.cases()
+        cases = self.session.grouping.cases()
         if self.nav.case not in cases and cases:  # the case in view was removed or is a channel of another now
-            self.show_case(self.session.case_of(self.nav.case) or cases[0], select=False)
+            self.show_case(self.session.grouping.case_of(self.nav.case) or cases[0], select=False)
         image = self._current_image()
         self.data.show_session(self.session)
         self.next.show_review(image, self.session.reviewed_for(image) if image else None)
@@ -170,7 +170,7 @@ class DMDWidget(QWidget):
         self._timer.start()
 
     def _on_include(self, name: str, checked: bool) -> None:
-        self.session.include(name, checked)
+        self.session.grouping.choice(name).include = checked
         self._schedule()
 
     def _on_pair(self, name: str, labels: str | None) -> None:
@@ -178,7 +178,7 @@ class DMDWidget(QWidget):
         self._schedule()
 
     def _on_group(self, name: str, case: str | None) -> None:
-        self.session.group(name, case)
+        self.session.grouping.group(name, case)
         self._schedule()
 
     # ---------------------------------------------------------------- the case in view
@@ -187,7 +187,7 @@ class DMDWidget(QWidget):
         on) at slice ``index`` (None: where it was left, else its middle slice; the same case stays where it
         is), and with ``select`` select its labels (else the image) for the brush. A channel layer of a case
         shows that case."""
-        image = self.session.case_of(image)
+        image = self.session.grouping.case_of(image)
         if image is None or image not in self.viewer.layers:
             return
         old, layer = self._current_image(), self.viewer.layers[image]
@@ -200,7 +200,7 @@ class DMDWidget(QWidget):
         self.nav.case = image
         pairs = self.session.pairs()
         go_to(self.viewer, image, index, pairs, self.nav.unsure)
-        show_channels(self.viewer, self.session.members(), image, self.nav.hidden)
+        show_channels(self.viewer, self.session.grouping.members(), image, self.nav.hidden)
         if select:
             self.results.select(self.viewer.layers[pairs[image]] if pairs.get(image) else layer)
         self._look()
@@ -209,12 +209,13 @@ class DMDWidget(QWidget):
 
     def _show_volumes(self) -> None:
         """The structure volumes of the case in view: its last whole prediction and its labels."""
-        case, results = self._current_image(), self.session.results
+        case, results = self._current_image(), self.session.current.results
         if case is None:
             return
         labels = self.session.pairs().get(case)
         whole = results.latest.get(case) if case in results.slice_scores else None
-        names = self.session.model.class_names if self.session.model is not None else self.session.class_names
+        current = self.session.current
+        names = current.model.class_names if current.model is not None else current.class_names
         self.volumes.show_case(self.viewer.layers[case], self.viewer.layers[labels] if labels else None, whole,
                                tuple(names))
 
@@ -223,7 +224,7 @@ class DMDWidget(QWidget):
         with, or its source's."""
         name = source(layer) or layer.name
         if name in self.session.images:
-            return self.session.case_of(name)
+            return self.session.grouping.case_of(name)
         return next((img for img, lab in self.session.pairs().items() if lab == name), None)
 
     def _inserted(self, event) -> None:
@@ -327,7 +328,7 @@ class DMDWidget(QWidget):
             return
         self.run.offset = 0  # a prediction's messages count the model's own iterations
         self.run.begin(len(images), f"Predicting {len(images)} image(s)…")
-        self._launch(predict_only, self.session.model, images)
+        self._launch(predict_only, self.session.current.model, images)
 
     def _launch(self, func, *args) -> None:
         self._gone.clear()
@@ -423,10 +424,10 @@ class DMDWidget(QWidget):
     def _on_finished(self, f: Finished) -> None:
         s = self.session
         self.last_finished = f
-        s.finish_run(f)
+        s.current.finished(f)
         if self._mode == "train":
             self.settings.warm_start.value = True
-            text = self.run.finished(f, s.model.model_iterations)
+            text = self.run.finished(f, s.current.model.model_iterations)
             if not f.aborted:
                 show_info(text)
             if f.speed is not None and self._run_plan is not None:

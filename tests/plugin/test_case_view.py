@@ -103,7 +103,7 @@ def test_during_a_run_only_the_case_in_view_gets_results_and_all_at_the_end(dock
     wait_done(qtbot, widget)
     results = [(m.iteration, m.name) for m in seen if isinstance(m, ImageResult)]
     assert results == [(1, "case0"), (3, "case1"), (6, "case0"), (6, "case1")]
-    assert set(widget.session.results.slice_scores) == {"case0", "case1"}  # the ranking covers every case
+    assert set(widget.session.current.results.slice_scores) == {"case0", "case1"}  # the ranking covers every case
     assert visible(viewer) == {"case1", "case1 pred"}
     assert "case0 pred" in viewer.layers and not viewer.layers["case0 pred"].visible
 

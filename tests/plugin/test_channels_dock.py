@@ -36,7 +36,8 @@ def test_two_channel_cases_train_and_predict_in_the_dock(make_napari_viewer, qtb
     fast_settings(widget, tmp_path / "run")
     widget.refresh_view()
     s = widget.session
-    assert s.cases() == ["brain_T1", "other_T1"] and s.pairs() == {"brain_T1": "brain labels", "other_T1": None}
+    assert s.grouping.cases() == ["brain_T1", "other_T1"]
+    assert s.pairs() == {"brain_T1": "brain labels", "other_T1": None}
     info = {widget.table.item(r, 1).text(): widget.table.item(r, 3).text() for r in range(widget.table.rowCount())}
     assert info["brain_T2"] == "channel of brain_T1" and info["brain_T1"].startswith("2 channels (T1, T2) · 2/16")
     assert not widget.table.cellWidget(row_of(widget, "brain_T2"), 0).isEnabled()  # not trainable on its own
@@ -45,18 +46,18 @@ def test_two_channel_cases_train_and_predict_in_the_dock(make_napari_viewer, qtb
     widget.start()
     wait_done(qtbot, widget)
     assert not errors(notes), notes
-    model = s.model
+    model = s.current.model
     assert model is not None and model.channels == ("T1", "T2")
-    assert "brain_T1 pred" in viewer.layers and set(s.results.latest) == {"brain_T1", "other_T1"}
+    assert "brain_T1 pred" in viewer.layers and set(s.current.results.latest) == {"brain_T1", "other_T1"}
     assert "brain_T2 pred" not in viewer.layers  # one result per case, named after its first layer
     assert widget.next.coverage.text() == "Ranks all 2 image(s)."  # cases, not layers
 
-    s.results.clear()
+    s.current.results.clear()
     widget.table.cellWidget(row_of(widget, "brain_T1"), 0).setChecked(False)  # predict the unlabeled case only
     widget.predict()
     wait_done(qtbot, widget)
     assert not errors(notes), notes
-    assert set(s.results.latest) == {"other_T1"} and s.results.latest["other_T1"].shape == (16, 32, 32)
+    assert set(s.current.results.latest) == {"other_T1"} and s.current.results.latest["other_T1"].shape == (16, 32, 32)
     widget.shutdown()
 
 
@@ -71,7 +72,7 @@ def test_regrouping_in_the_table_refuses_a_run_of_mixed_channel_counts(make_napa
         "own", "brain_T1", "brain_T2", "other_T1"]
     combo.setCurrentText("own")  # the user splits the unlabeled case into two one-channel cases
     widget.refresh_view()
-    assert widget.session.cases() == ["brain_T1", "other_T1", "other_T2"]
+    assert widget.session.grouping.cases() == ["brain_T1", "other_T1", "other_T2"]
     widget.start()
     assert widget.worker is None
     assert any("'other_T1' has 1 channel(s) (image) but 'brain_T1' takes 2 channel(s) (T1, T2)" in m

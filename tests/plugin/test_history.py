@@ -82,7 +82,7 @@ def test_reviewed_background_trains_beside_labels_with_structure(dock, qtbot, no
     wait_done(qtbot, widget)
     assert widget.last_finished is not None and not any(kind == "error" for kind, _ in notes)
     assert "model saved to" in widget.run.status.text() and "B)" in widget.run.status.text()  # and its size
-    saved = widget.model_box.save(widget.session.run_dir / "copy.pt")
+    saved = widget.model_box.save(widget.session.current.run_dir / "copy.pt")
     widget.settings_box.expand(animate=False)
     widget.settings_box.collapse(animate=False)
     assert widget.model_box.load(saved) and not widget.settings_box.isExpanded()  # Load keeps them folded

@@ -150,7 +150,7 @@ def test_only_images_in_view_get_result_layers(dock, qtbot):
 
 
 def test_statistics_follow_each_labels_layers_own_edits(dock, monkeypatch):
-    from napari_dmd.session import LabelStats
+    from napari_dmd.label_book import LabelStats
 
     viewer, widget = dock
     calls = []

@@ -39,7 +39,7 @@ def test_training_produces_results_without_touching_user_labels(dock, qtbot, not
     assert pred.data.shape == dis.data.shape == viewer.layers["case0"].data.shape
     assert tuple(pred.scale) == tuple(dis.scale) == (2.0, 1.0, 1.0)
     assert 0 <= dis.data.min() and dis.data.max() <= 1 and not dis.visible
-    assert len(viewer.layers) == n_layers + 2 and "case1" in widget.session.results.latest  # case1: when shown
+    assert len(viewer.layers) == n_layers + 2 and "case1" in widget.session.current.results.latest  # case1: when shown
     np.testing.assert_array_equal(viewer.layers["case0 labels"].data, before)
     # the new result layers leave the user's brush on their labels (given back at the next event-loop turn)
     qtbot.waitUntil(lambda: getattr(viewer.layers.selection.active, "name", None) == "case0 labels", timeout=2000)
@@ -121,11 +121,11 @@ def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_pa
     assert saved.is_file()
     for layer in [la for la in viewer.layers if role(la)]:
         viewer.layers.remove(layer)
-    widget.session.model = None
+    widget.session.current.model = None
     assert widget.model_box.load(saved)
     widget.predict()
     wait_done(qtbot, widget)
-    assert "case0 pred" in viewer.layers and set(widget.session.results.latest) == {"case0", "case1"}
+    assert "case0 pred" in viewer.layers and set(widget.session.current.results.latest) == {"case0", "case1"}
     assert widget.run.progress.format() == "idle"  # no stale bar after a predict
     assert widget.settings.warm_start.value
     widget.settings.set(run_folder=str(tmp_path / "run2"))
@@ -133,7 +133,7 @@ def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_pa
     assert widget.worker is not None
     wait_done(qtbot, widget)
     assert not errors(notes), notes
-    assert widget.session.model_path == tmp_path / "run2" / "model.pt" and widget.session.model_path.is_file()
+    assert widget.session.current.path == tmp_path / "run2" / "model.pt" and widget.session.current.path.is_file()
 
 
 def test_the_model_iteration_count_and_curves_continue_across_warm_starts_save_and_reopen(
@@ -143,11 +143,11 @@ def test_the_model_iteration_count_and_curves_continue_across_warm_starts_save_a
     viewer, widget = dock
     widget.start()
     wait_done(qtbot, widget)
-    first = widget.session.model_path
+    first = widget.session.current.path
     widget.start()  # the same run folder: a new one is made, the first model stays
     wait_done(qtbot, widget)
-    assert widget.session.model_path != first and first.is_file()
-    assert widget.session.model.model_iterations == 4 and "4 iterations" in widget.model_box.label.text()
+    assert widget.session.current.path != first and first.is_file()
+    assert widget.session.current.model.model_iterations == 4 and "4 iterations" in widget.model_box.label.text()
     assert widget.run.curves.iterations[-1] == 4 and widget.run.curves.iterations[0] == 1
     assert "at iteration 4" in widget.run.status.text()
     saved = widget.model_box.save(tmp_path / "mine.pt")
@@ -182,7 +182,7 @@ def test_a_checkpoint_that_does_not_load_is_a_notification(dock, tmp_path, notes
     bad.write_text("not a model")
     assert not widget.model_box.load(bad)
     assert any("not a napari-dmd checkpoint" in m for m in errors(notes))
-    assert widget.session.model is None
+    assert widget.session.current.model is None
 
 
 def test_bad_input_notifies_and_keeps_every_layer(dock, qtbot, notes):
@@ -268,7 +268,7 @@ def test_2d_image_trains_with_the_2d_unet(make_napari_viewer, qtbot, tmp_path, n
     widget.start()
     wait_done(qtbot, widget)
     assert not errors(notes), notes
-    assert widget.session.model.ndim == 2
+    assert widget.session.current.model.ndim == 2
     assert viewer.layers["slide pred"].data.shape == (48, 48)
     # the labeled slide is reviewed whole: only the other one is suggested
     assert widget.next.ranking.rowCount() == 1 and widget.next.ranking.item(0, 1).text() == "slide2"
