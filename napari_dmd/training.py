@@ -32,22 +32,19 @@ from .distributed import (
 )
 from .errors import CheckpointError, DataError, DMDError
 from .io import write_text
-from .losses import Reduce, distillation_loss, pseudo_label_loss, supervised_loss
 from .mixing import copy_paste
 from .networks import SplitStatistics, splits_statistics
 from .outputs import Outputs
 from .plan import Plan
-from .precision import Precision, remember_fallback, reset_fp32_layers
+from .precision import Precision, remember_fallback
 from .runtime import memory_format, resolve_device
 from .spacing import choose_patch, data_spacing
+from .step import Batch, DMDStep, Guard, Step
 
 LOG_COLUMNS = ("iteration", "sup_loss", "distill_loss", "loss", "lambda", "lr", "precision", "skipped", "seconds")
-FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
-DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
 SPLIT_SHARE = 0.5  # 'auto' normalises labeled and unlabeled patches apart where one image holds more of the reviewed
 # voxels than this share: its statistics would single that image out (README, "Batch-norm statistics")
 SETTLE_BATCHES = 16  # batches whose batch-norm statistics, at the current weights, replace the running ones
-PROBLEMS = ("", "loss", "gradient", "batch-norm statistics")  # what a step may find not finite, in check order
 
 
 @dataclass(frozen=True)
@@ -68,16 +65,6 @@ class Progress:
     skipped: int = 0
     precision: str = ""
     note: str = ""
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one training step did: its losses, or what was not finite (the step was skipped)."""
-
-    sup_loss: float
-    distill_loss: float
-    loss: float
-    problem: str = ""
 
 
 def check_volumes(labeled: list[Volume], unlabeled: list[Volume], num_classes: int) -> int:
@@ -156,20 +143,16 @@ class Trainer:
         else:
             self.model = ModelPair.create(config, ndim, self.device)
         self.plan = Plan.of_config(config, self.device, self.patch, self.labeled_batch + self.unlabeled_batch)
-        self.precision = self.plan.choose_precision()
+        precision = self.plan.choose_precision()
         if world.distributed:
-            self.precision = agreed_precision(self.precision)
+            precision = agreed_precision(precision)
             for net in self.model.nets:
                 synchronise_batch_norm(net, self.device.type == "cuda")
         for net in self.model.nets:
-            self.precision.apply(net.to(memory_format=self._memory))
-        self._params = [p for net in self.model.nets for p in net.parameters()]
+            precision.apply(net.to(memory_format=self._memory))
         self._buffers = [b for net in self.model.nets for b in net.buffers()]
-        self.optimizer = torch.optim.SGD(self._params, lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.skipped = 0
-        self._skipped_reduced = self._bad_in_row = 0
+        self.dmd = DMDStep(list(self.model.nets), list(self.model.nets), config, precision, self.device, world)
+        self.guard = Guard(self.dmd)
         self.rng = np.random.default_rng(config.seed)
         self.start = 0
         if resume:
@@ -200,7 +183,36 @@ class Trainer:
                                        config.unlabeled_batch):  # the global batch's parts
             nets = [SplitStatistics(net, self.labeled_batch) for net in nets]
         self.batch_norm = "split" if nets[0] is not self.model.nets[0] else "joint"  # what runs ('auto' resolved)
-        self._nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
+        self.dmd.nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
+
+    @property
+    def _nets(self) -> list[torch.nn.Module]:
+        """The networks as the step runs them (wrapped for split statistics or several processes)."""
+        return self.dmd.nets
+
+    @property
+    def precision(self) -> Precision:
+        """The precision the step computes in now (fp32 after a fallback)."""
+        return self.dmd.precision
+
+    @precision.setter
+    def precision(self, precision: Precision) -> None:
+        self.dmd.precision = precision
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Both networks' SGD optimiser."""
+        return self.dmd.optimizer
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        """The fp16 loss scaler (disabled in other precisions)."""
+        return self.dmd.scaler
+
+    @property
+    def skipped(self) -> int:
+        """Steps skipped so far because something was not finite."""
+        return self.guard.skipped
 
     def stop(self) -> None:
         """Ask the run to end after the current step (thread-safe); a checkpoint is written."""
@@ -250,55 +262,14 @@ class Trainer:
     def step(self, iteration: int) -> Step:
         """One SGD step on a fresh batch. A non-finite loss, gradient or batch-norm statistic skips
         the update and puts the batch-norm statistics back as they were (``Step.problem`` says what)."""
-        cfg = self.config
         batch = self.sampler.batch(self.labeled_batch, self.unlabeled_batch)
         if self._mixes(iteration):
-            batch = copy_paste(batch, cfg.mix_ratio, self.rng)  # every patch now carries labels and a mask
+            batch = copy_paste(batch, self.config.mix_ratio, self.rng)  # every patch now carries labels and a mask
         x = torch.from_numpy(batch["image"]).to(self.device).contiguous(memory_format=self._memory)
         y = torch.from_numpy(batch["label"]).to(self.device)
         m = torch.from_numpy(batch["mask"]).to(self.device)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(iteration)
-        for net in self.model.nets:
-            net.train()
-        saved = [b.clone() for b in self._buffers]
-        reduce = self.world.all_sum if self.world.distributed else None
-        try:
-            with self.precision.autocast(self.device):
-                logits = [net(x) for net in self._nets]
-            sup = sum(supervised_loss(z[:len(y)], y, m, reduce, cfg.ce_weight) for z in logits)
-            if cfg.pseudo_weight > 0:
-                sup = sup + cfg.pseudo_weight * self.ramp_at(iteration) * self._pseudo_loss(logits, m, reduce)
-            dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else torch.zeros(())
-            loss = sup + self.lambda_at(iteration) * dis
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.scaler.is_enabled():
-                self.scaler.unscale_(self.optimizer)
-            values = float(sup.detach()), float(dis.detach()), float(loss.detach())
-            problem = self._non_finite(values[2])
-            if self.world.distributed:  # every process skips, or none
-                problem = PROBLEMS[int(self.world.agree([float(PROBLEMS.index(problem))])[0])]
-        except RuntimeError:  # out of memory, or another process lost: this step changes nothing
-            self._restore(saved)
-            raise
-        if problem:
-            self._restore(saved)
-            if self.scaler.is_enabled():
-                self.scaler.update()  # an fp16 overflow lowers the loss scale
-            return Step(*values, problem)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return Step(*values)
-
-    @staticmethod
-    def _pseudo_loss(logits: list[torch.Tensor], mask: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
-        """Cross pseudo-supervision of both networks on the voxels without a label: the unreviewed voxels of the
-        labeled patches (``mask`` 0) and every voxel of the unlabeled patches after them."""
-        free = torch.ones_like(logits[0][:, :1], dtype=torch.float32)
-        free[:len(mask)] = 1 - mask
-        a, b = logits
-        return pseudo_label_loss(a, b, free, reduce) + pseudo_label_loss(b, a, free, reduce)
+        pseudo = self.config.pseudo_weight * self.ramp_at(iteration) if self.config.pseudo_weight > 0 else 0.0
+        return self.dmd(Batch(x, y, m), self.lr_at(iteration), self.lambda_at(iteration), pseudo)
 
     def settle_statistics(self, iteration: int) -> None:
         """Replace the batch-norm running statistics, which predictions normalise with, by their average over
@@ -329,7 +300,7 @@ class Trainer:
                     for net in nets:
                         net(x)
             if not all(torch.isfinite(b).all() for b in self._buffers if b.is_floating_point()):
-                self._restore(saved)
+                self.dmd.restore(saved)
         finally:
             self.sampler.rng = sampler_rng
             for m, momentum in zip(norms, momenta):
@@ -342,48 +313,6 @@ class Trainer:
         if self.batch_norm == "split":
             return np.stack([self.sampler.unlabeled_patch() for _ in range(self.unlabeled_batch)])
         return self.sampler.batch(self.labeled_batch, self.unlabeled_batch)["image"]
-
-    def _restore(self, buffers: list[torch.Tensor]) -> None:
-        """Batch-norm statistics back to ``buffers``, no gradient left."""
-        for b, before in zip(self._buffers, buffers):
-            b.copy_(before)
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def _non_finite(self, loss: float) -> str:
-        """What is not finite after a backward pass ('' when all is finite)."""
-        if not np.isfinite(loss):
-            return "loss"
-        if not torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None])):
-            return "gradient"
-        if not torch.isfinite(torch.nn.utils.get_total_norm([b for b in self._buffers if b.is_floating_point()])):
-            return "batch-norm statistics"
-        return ""
-
-    def _after_skip(self, step: Step, done: int) -> str:
-        """Count a skipped step; fall back to fp32 or end the run when they pile up. Returns a note."""
-        self.skipped += 1
-        self._bad_in_row += 1
-        if self.scaler.is_enabled() and step.problem == "gradient":
-            return ""  # fp16 loss-scale overflow: the scaler lowers the scale, as designed
-        if self.dtype != torch.float32:
-            self._skipped_reduced += 1
-            if self._skipped_reduced < FALLBACK_AFTER:
-                return ""
-            was, checked = self.precision.name, self.precision
-            self.precision = Precision(torch.float32, (), f"{self._skipped_reduced} {was} steps gave a non-finite "
-                                                          f"{step.problem}; continued in fp32 from iteration {done}")
-            if self.world.writes:
-                remember_fallback(checked, self.precision)
-            for net in self.model.nets:
-                reset_fp32_layers(net)
-            self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
-            self._bad_in_row = 0
-            return f"switched to fp32 at iteration {done}: {self.precision.reason}"
-        if self._bad_in_row >= DIVERGED_AFTER:
-            raise DMDError(f"training diverged at iteration {done}: the {step.problem} was not finite in fp32 for "
-                           f"{self._bad_in_row} steps in a row (learning rate {self.lr_at(done - 1):g}); lower the "
-                           "learning rate, or check the images for extreme values")
-        return ""
 
     def save(self, iteration: int) -> Path | None:
         """Write the checkpoint of the run folder (atomically); ``None`` without a run folder."""
@@ -450,15 +379,15 @@ class Trainer:
                     raise
                 raise self._lost(exc, it, saved) from exc
             done = it + 1
-            precision = self.precision.name
-            note = self._after_skip(step, done) if step.problem else ""
-            if not step.problem:
-                self._bad_in_row = 0
+            checked = self.precision
+            note = self.guard.after(step, done, self.lr_at(it))
             if note:
+                if self.world.writes:
+                    remember_fallback(checked, self.precision)
                 self._write_config()
             elapsed = time.perf_counter() - t0
             self._log((done, f"{step.sup_loss:.6g}", f"{step.distill_loss:.6g}", f"{step.loss:.6g}",
-                       f"{self.lambda_at(it):.6g}", f"{self.lr_at(it):.6g}", precision, self.skipped,
+                       f"{self.lambda_at(it):.6g}", f"{self.lr_at(it):.6g}", checked.name, self.skipped,
                        f"{elapsed:.3f}"))
             ckpt = None
             if done == cfg.iterations or done % cfg.checkpoint_every == 0:
