@@ -18,7 +18,7 @@ from ..errors import DMDError
 from ..session import Session
 from . import label_merge as merging
 from ._layers import CLASS_NAMES, GEOMETRY, PREDICTION, class_features, role, source
-from .result_layers import find_layer, set_edited
+from .result_layers import find_layer, set_edited, slider_number
 
 
 class Corrections:
@@ -69,7 +69,7 @@ class Corrections:
         self._strokes(record)
         self.store(target_name)
         self.changed()
-        where = "the whole image" if index is None else f"slice {index}"
+        where = "the whole image" if index is None else f"slice {slider_number(self.viewer, image, index)}"
         show_info(f"merged {record.count} changed voxels of {where} of '{layer.name}' into '{target_name}', "
                   "now reviewed (Undo merge or Ctrl+Z on the labels reverts it)")
         return record

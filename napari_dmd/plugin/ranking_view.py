@@ -3,9 +3,7 @@ of the slice in view (mark, unmark) and the merge of corrected predictions."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -36,19 +34,6 @@ def ranges(indices: set[int]) -> str:
         else:
             runs.append([i])
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
-
-
-def slider_number(viewer: Any, image: str, index: int) -> str:
-    """Slice ``index`` of ``image`` as napari's slider numbers it (its world position: the layer's scale and
-    translate, counted from the first slice of all layers); '—' for a 2D image."""
-    if image not in viewer.layers or viewer.layers[image].ndim < 3:
-        return "—"
-    layer = viewer.layers[image]
-    point = np.zeros(layer.ndim)
-    point[0] = index
-    world = float(np.asarray(layer.data_to_world(point))[0])
-    start, _stop, step = viewer.dims.range[viewer.dims.ndim - layer.ndim]
-    return str(int(round((world - start) / step))) if step else str(index)
 
 
 def doubt(score: float) -> str:
@@ -132,10 +117,11 @@ class NextBox(QGroupBox):
         layout.addLayout(_row(self.merge_scope, self.merge_button, self.undo_button))
         layout.addWidget(self.overwrite)
 
-    def show_review(self, image: str | None, rec: Reviewed | None) -> None:
-        """The review record of the labels of the image in view."""
+    def show_review(self, image: str | None, rec: Reviewed | None, number: Callable[[int], str]) -> None:
+        """The review record of the labels of the image in view, its slices numbered by ``number`` (the slider's)."""
+        numbers = {int(number(i)) for i in rec.slices} if rec is not None else set()
         self.review_label.setText("" if rec is None else f"'{image}': " + (
-            "reviewed whole" if rec.whole else f"reviewed slices {ranges(rec.slices) or 'none'}"))
+            "reviewed whole" if rec.whole else f"reviewed slices {ranges(numbers) or 'none'}"))
 
 
 def _row(*widgets) -> QHBoxLayout:

@@ -142,6 +142,38 @@ def show_disagreement(viewer: Any, image: str, disagreement: np.ndarray, top: fl
     return _insert(viewer, Image(disagreement, **kwargs), image_layer, above)
 
 
+def stack(viewer: Any, channels: list[str], over: list[str | None]) -> None:
+    """Draw the image layers ``channels`` of one case as one picture: the channels after the first blend
+    additively over it, and all of them lie under the case's labels and results (``over``), whatever order
+    they were opened in."""
+    layers = viewer.layers
+    present = [n for n in channels if n in layers]
+    for name in present[1:]:
+        if layers[name].blending != "additive":
+            layers[name].blending = "additive"
+    tops = [layers.index(n) for n in over if n is not None and n in layers]
+    floor = min(tops, default=len(layers))
+    for name in present:
+        index = layers.index(name)
+        if index > floor:
+            layers.move(index, floor)  # just under the lowest of them, which moves up one
+            floor += 1
+
+
+def slider_number(viewer: Any, image: str, index: int) -> str:
+    """Slice ``index`` of ``image`` as napari's slider numbers it (its world position: the layer's scale and
+    translate, counted from the first slice of all layers); '—' for a 2D image. Every slice number the user
+    reads is this one; the array index stays in files."""
+    if image not in viewer.layers or viewer.layers[image].ndim < 3:
+        return "—"
+    layer = viewer.layers[image]
+    point = np.zeros(layer.ndim)
+    point[0] = index
+    world = float(np.asarray(layer.data_to_world(point))[0])
+    start, _stop, step = viewer.dims.range[viewer.dims.ndim - layer.ndim]
+    return str(int(round((world - start) / step))) if step else str(index)
+
+
 def go_to(viewer: Any, image: str, index: int | None, pairs: dict[str, str | None] | None = None,
           unsure: bool = False) -> None:
     """Show the case of ``image`` alone (``focus``) and move the viewer to slice ``index`` along the image's

@@ -12,7 +12,16 @@ from qtpy.QtCore import QObject, QTimer
 
 from ..session import Session
 from ._layers import PREDICTION
-from .result_layers import edited, find_layer, prediction_name, restore_selection, show_disagreement, show_prediction
+from .result_layers import (
+    disagreement_name,
+    edited,
+    find_layer,
+    prediction_name,
+    restore_selection,
+    show_disagreement,
+    show_prediction,
+    stack,
+)
 
 INTERVAL_MS = 30  # between two layers: the canvas is drawn in between
 
@@ -61,8 +70,15 @@ class ResultQueue(QObject):
         selected, before = list(layers.selection), set(layers)
         layer = self._add_or_refresh(image, kind)
         if layer is not None and layer not in before:
+            self.stack(image)
             self._reselect = (self._reselect[0] if self._reselect else selected, layer)
             QTimer.singleShot(0, self.reselect)
+
+    def stack(self, case: str) -> None:
+        """The channel layers of ``case`` drawn as one picture under its labels and results (``stack``)."""
+        if case in self.session.images:
+            stack(self.viewer, self.session.grouping.channels_of(case),
+                  [self.session.pairs().get(case), prediction_name(case), disagreement_name(case)])
 
     def reselect(self) -> None:
         """Give the user back the layers selected before the last new result layers (unless they chose since)."""

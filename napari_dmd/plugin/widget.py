@@ -51,9 +51,9 @@ from .data_table import TrainingTable
 from .job_thread import Runner
 from .layer_sync import LayerSync
 from .model_box import ModelBox
-from .ranking_view import NextBox, slider_number
+from .ranking_view import NextBox
 from .reader_preference import prefer_reader
-from .result_layers import disagreement_name, find_layer, go_to, prediction_name
+from .result_layers import disagreement_name, find_layer, go_to, prediction_name, slider_number
 from .result_refresh import ResultQueue
 from .run_panel import IDLE, RunPanel
 from .settings_form import SettingsForm
@@ -145,7 +145,8 @@ class DMDWidget(QWidget):
             self.show_case(self.session.grouping.case_of(self.nav.case) or cases[0], select=False)
         image = self._current_image()
         self.data.show_session(self.session)
-        self.next.show_review(image, self.session.reviewed_for(image) if image else None)
+        self.next.show_review(image, self.session.reviewed_for(image) if image else None,
+                              lambda index: slider_number(self.viewer, image, index))
         plan, estimate = self._describe_plan()
         self.settings.plan.setText(plan)
         self.settings_box.setText(f"Settings: {self.settings.summary()}{estimate}")
@@ -201,6 +202,7 @@ class DMDWidget(QWidget):
         pairs = self.session.pairs()
         go_to(self.viewer, image, index, pairs, self.nav.unsure)
         show_channels(self.viewer, self.session.grouping.members(), image, self.nav.hidden)
+        self.results.stack(image)
         if select:
             self.results.select(self.viewer.layers[pairs[image]] if pairs.get(image) else layer)
         self._look()

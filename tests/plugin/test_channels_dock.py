@@ -96,3 +96,31 @@ def test_an_rgb_layer_is_one_case_of_three_channels(make_napari_viewer, tmp_path
     assert widget.table.item(0, 3).text() == "3 channels (red, green, blue) · not reviewed"
     assert widget.table.cellWidget(0, 0).isChecked()
     widget.shutdown()
+
+
+def test_a_two_channel_case_from_two_files_shows_its_predictions_outlines_above_its_image(
+        make_napari_viewer, tmp_path):
+    from napari_dmd.io import write_image
+    from napari_dmd.plugin._layers import PREDICTION, role
+
+    from plugin_helpers import inject
+
+    img, lab = cube_case(0)
+    write_image(tmp_path / "case_0000.nii.gz", img)
+    write_image(tmp_path / "case_0001.nii.gz", -img)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "case_0000.nii.gz"), plugin="napari-dmd")
+    viewer.add_labels(lab, name="case labels")  # opened before the second channel: it lies under it at first
+    viewer.open(str(tmp_path / "case_0001.nii.gz"), plugin="napari-dmd")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    widget.refresh_view()
+    assert widget.session.grouping.channels_of("case_0000") == ["case_0000", "case_0001"]
+    inject(widget, "case_0000", lab)
+    widget.show_case("case_0000")
+    names = [layer.name for layer in viewer.layers]
+    pred = next(layer for layer in viewer.layers if role(layer) == PREDICTION)
+    channels = [names.index("case_0000"), names.index("case_0001")]
+    assert max(channels) < names.index(pred.name) and max(channels) < names.index("case labels")
+    assert pred.visible and viewer.layers["case labels"].visible
+    assert viewer.layers["case_0001"].blending == "additive"  # drawn with the first channel as one picture
+    widget.shutdown()

@@ -207,3 +207,24 @@ def test_new_result_layers_leave_the_users_selection_alone(dock, qtbot):
     qtbot.waitUntil(lambda: "case1 unsure" in viewer.layers, timeout=5000)
     qtbot.wait(50)
     assert viewer.layers.selection.active is viewer.layers["case1"]  # the user's own choice stays
+
+
+def test_the_slice_number_of_a_merge_and_of_the_review_line_is_the_sliders(dock, notes):
+    viewer, widget = dock
+    viewer.add_image(np.zeros(SHAPE, np.float32), name="earlier", scale=(2.0, 1.0, 1.0), translate=(-6.0, 0, 0),
+                     visible=False)  # the slider now starts 3 slices before case0's first
+    widget.show_case("case0")
+    inject(widget, "case0", np.zeros(SHAPE, np.uint8))
+    pred = viewer.layers["case0 pred"]
+    pred.data_setitem((np.full(3, 7), np.array([2, 3, 4]), np.array([2, 2, 2])), 1)
+    go_to_slice(viewer, 7)
+    slider = int(viewer.dims.current_step[0])
+    assert slider == 10
+    viewer.layers.selection.active = pred
+    widget.merge_prediction(whole=False)
+    merged = [m for _s, m in notes if m.startswith("merged")]
+    assert merged and f"slice {slider} of" in merged[-1]
+    widget.session.reviewed["case0 labels"].whole = False
+    widget.session.reviewed["case0 labels"].slices = {7}
+    widget.refresh_view()
+    assert widget.next.review_label.text().endswith(f"reviewed slices {slider}")
