@@ -38,7 +38,7 @@ class Corrections:
     @property
     def records(self) -> list[merging.MergeRecord]:
         """The merges in effect, oldest first: what 'Undo merge' can revert."""
-        return [r for r in self.steps if r.in_effect and r.layer in self.viewer.layers]
+        return [r for r in self.steps if r.merge and r.in_effect and r.layer in self.viewer.layers]
 
     def merge(self, layer: Any, index: int | None, overwrite: bool) -> merging.MergeRecord | None:
         """Merge slice ``index`` (None: all) of prediction ``layer`` into its image's labels, one undoable step.
@@ -73,6 +73,14 @@ class Corrections:
         show_info(f"merged {record.count} changed voxels of {where} of '{layer.name}' into '{target_name}', "
                   "now reviewed (Undo merge or Ctrl+Z on the labels reverts it)")
         return record
+
+    def stroke(self, layer: Any, slices: set[int]) -> None:
+        """A stroke on a user's labels layer: a new step of its history; the slices it made reviewed (``slices``)
+        are unmarked when it is undone and marked again when redone."""
+        log = self._log(layer)
+        log.stepped()
+        if slices and log.last is not None:
+            self.steps.append(merging.MergeRecord(_real(layer), None, log.last, frozenset(slices), merge=False))
 
     def _new_labels(self, image: str, like: Any) -> str:
         s, image_layer = self.session, find_layer(self.viewer, image) or like
@@ -145,13 +153,12 @@ class Corrections:
         return self.logs[id(_real(layer))]
 
     def _follow(self, layer: Any) -> None:
-        """Follow a user's labels layer's history from its start: its paint events are new steps, and its undo
-        and redo (Ctrl+Z, Ctrl+Shift+Z: napari calls ``layer.undo()``) move them, then call ``sync``."""
+        """Follow a user's labels layer's history from its start: its strokes are new steps (``stroke``), and its
+        undo and redo (Ctrl+Z, Ctrl+Shift+Z: napari calls ``layer.undo()``) move them, then call ``sync``."""
         real = _real(layer)
         if not isinstance(real, Labels) or role(real) is not None or id(real) in self.logs:
             return
         log = self.logs[id(real)] = merging.StepLog()
-        real.events.paint.connect(log.stepped)
         real.events.editable.connect(lambda _e: None if real.editable else log.reset())
         me = weakref.ref(self)
         for name, undoing in (("undo", True), ("redo", False)):

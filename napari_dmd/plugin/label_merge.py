@@ -74,11 +74,12 @@ class Patch:
 
 @dataclass(eq=False)
 class MergeRecord:
-    """One merge (or, ``marks`` False, the reversal of one written as a new step): the labels layer written,
-    the step of its history, what the step changed and whether it is in effect now (``applied``)."""
+    """One merge (or, ``marks`` False, the reversal of one written as a new step; ``merge`` False, a stroke):
+    the labels layer written, the step of its history, what the step changed and whether it is in effect now
+    (``applied``)."""
 
     layer: Any  # the napari Labels layer written
-    labels: Patch  # what the step wrote into the labels
+    labels: Patch | None  # what the step wrote into the labels (None for a stroke: napari holds it)
     step: int  # the step's number in the layer's ``StepLog``
     slices: frozenset[int]  # slices (a 2D image: {0}) the step made reviewed, or (``marks`` False) unreviewed
     marks: bool = True
@@ -86,13 +87,14 @@ class MergeRecord:
     proposal_patch: Patch | None = None  # what the step wrote into it
     prediction: Any = None  # the prediction layer merged from
     created: bool = False  # the labels layer was made by this merge
+    merge: bool = True  # a merge or its reversal ('Undo merge' can revert it), not a stroke
     applied: bool = True
     reverted_by: MergeRecord | None = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
         """Voxels of the labels the step changed."""
-        return self.labels.count
+        return 0 if self.labels is None else self.labels.count
 
     @property
     def in_effect(self) -> bool:

@@ -35,11 +35,13 @@ def stored_record(layer: Any) -> Reviewed | None:
 
 class LayerSync:
     """Follows the viewer's layers; ``changed(name)`` is called after a layer was added, edited or removed
-    (``None`` when the set of layers changed) and ``shown(name)`` when an image layer becomes visible."""
+    (``None`` when the set of layers changed), ``shown(name)`` when an image layer becomes visible and
+    ``stroked(layer, slices)`` after each stroke on a labels layer (one step of its history) with the slices
+    it made reviewed."""
 
     def __init__(self, viewer: Any, session: Session, changed: Callable[[str | None], None],
-                 shown: Callable[[str], None]) -> None:
-        self.viewer, self.session, self.changed, self.shown = viewer, session, changed, shown
+                 shown: Callable[[str], None], stroked: Callable[[Any, set[int]], None]) -> None:
+        self.viewer, self.session, self.changed, self.shown, self.stroked = viewer, session, changed, shown, stroked
         self._names: dict[int, str] = {}
         viewer.layers.events.inserted.connect(self._inserted)
         viewer.layers.events.removed.connect(self._removed)
@@ -76,10 +78,8 @@ class LayerSync:
         name = self._known(layer)
         if name is None:
             return
-        if layer.ndim == 3:
-            self.session.book.painted(name, slices_of(event.value))
-        else:
-            self.session.book.painted(name, {0})
+        new = self.session.book.painted(name, slices_of(event.value) if layer.ndim == 3 else {0})
+        self.stroked(layer, new)
         self.store(name)
         self.changed(name)
 

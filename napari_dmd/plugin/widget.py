@@ -82,7 +82,8 @@ class DMDWidget(QWidget):
         self._build(cpu=not torch.cuda.is_available())
         self._timer = QTimer(self, singleShot=True, interval=100)
         self._timer.timeout.connect(self.refresh_view)
-        self.sync = LayerSync(napari_viewer, self.session, self._schedule, self.results.queue)
+        self.sync = LayerSync(napari_viewer, self.session, self._schedule, self.results.queue,
+                              lambda layer, slices: self.corrections.stroke(layer, slices))
         napari_viewer.layers.events.inserted.connect(self._inserted)
         napari_viewer.layers.selection.events.active.connect(self._follow)
         napari_viewer.layers.selection.events.active.connect(self._schedule)

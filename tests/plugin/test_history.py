@@ -58,6 +58,24 @@ def test_ctrl_z_and_redo_move_the_review_record_with_the_labels(dock):
     assert not labels.data.any() and not rec.slices
 
 
+def test_ctrl_z_of_a_stroke_unmarks_the_slice_it_made_reviewed_and_redo_marks_it_again(dock):
+    viewer, widget = dock
+    labels = viewer.add_labels(np.zeros(SHAPE, np.uint8), name="case1 labels", scale=(2.0, 1.0, 1.0))
+    rec = widget.session.reviewed["case1 labels"]
+    labels.paint((4, 10, 10), 1)  # one brush stroke on slice 4, nothing reviewed before
+    assert rec.slices == {4}
+    labels.paint((4, 20, 20), 1)  # a second stroke on the slice now reviewed
+    labels.undo()
+    assert rec.slices == {4}  # that stroke did not make it reviewed: undoing it leaves it so
+    labels.undo()  # Ctrl+Z of the stroke that made slice 4 reviewed
+    assert not labels.data.any() and not rec.slices
+    widget.refresh_view()
+    assert "reviewed slices none" in widget.next.review_label.text()
+    labels.redo()  # Ctrl+Shift+Z
+    assert rec.slices == {4} and labels.data.any()
+    assert widget.next.undo_button.isEnabled() is False  # a stroke is no merge: 'Undo merge' stays off
+
+
 def test_undo_merge_after_later_edits_keeps_them(dock):
     viewer, widget = dock
     labels, pred = unlabeled_case1(viewer, widget, 6)
