@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from .channels import Channels
 from .dicom import check_series, dicom_series, series_ids
 from .errors import DataError
-from .image_checks import check_metaimage, check_nifti, check_spacing, nifti_pixdim
+from .image_checks import check_metaimage, check_nifti, check_spacing, itk_warnings_off, nifti_pixdim
 from .spacing import PLAUSIBLE_MM, implausible
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -170,9 +170,12 @@ def _geometry(path: Path, image: sitk.Image, spacing: Sequence[float] | None) ->
 
 
 def _read_checked(path: Path, spacing: Sequence[float] | None) -> sitk.Image:
-    """``_read``, a NIfTI file's stated spacing checked first (without ``spacing`` to replace it): ITK warns
-    about it and reads 1 mm instead."""
-    if spacing is None and extension(path) in (".nii", ".nii.gz") and path.is_file():
+    """``_read``, a NIfTI file's stated spacing checked first: ITK warns about it and reads 1 mm instead. With
+    ``spacing`` given to replace it, ITK's warnings about it are not shown."""
+    if spacing is not None:
+        with itk_warnings_off():
+            return _read(path)
+    if extension(path) in (".nii", ".nii.gz") and path.is_file():
         check_spacing(path, nifti_pixdim(path))
     return _read(path)
 
@@ -296,18 +299,28 @@ def _size_limit() -> int | None:
 
 
 def image_shape(path: str | Path) -> tuple[int, ...]:
-    """The array shape (z, y, x) of one channel of an image file from its header (a 4D file's channels are its
-    fourth axis, as ``read_channels`` reads them); a DICOM folder is read whole."""
+    """The array shape (z, y, x) of one channel of an image file from its header (``image_header``)."""
+    return image_header(path)[0]
+
+
+def image_header(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...], int]:
+    """(shape (z, y, x) of one channel, spacing in that order, channel count) of an image file from its header
+    alone (a 4D file's channels are its fourth axis, as ``read_channels`` reads them); a DICOM folder is read
+    whole."""
     path = Path(path)
     if path.is_dir() or extension(path) == ".dcm":
-        return read_image(path)[0].shape
+        image, geometry = read_channels(path)
+        return image.shape, geometry.scale, image.count
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise DataError(f"cannot read {path.absolute()}: damaged or not a valid image ({_reason(exc)})") from exc
-    return tuple(reader.GetSize()[:3][::-1])
+    size, spacing = reader.GetSize(), reader.GetSpacing()
+    shape = tuple(size[:3][::-1])
+    channels = reader.GetNumberOfComponents() * (size[3] if len(size) > 3 else 1)
+    return shape, tuple(float(s) for s in spacing[: len(shape)][::-1]), channels
 
 
 def write_failure(path: str | Path, exc: BaseException) -> str:

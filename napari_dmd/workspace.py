@@ -71,27 +71,6 @@ class CaseData:
     label_hash: str | None
 
 
-def _header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], int]:
-    """(shape (z, y, x), spacing in that order, channels) of an image from its header alone."""
-    import SimpleITK as sitk
-
-    from .io import extension, read_channels
-
-    if path.is_dir() or extension(path) == ".dcm":  # a DICOM series: its files have no one header
-        image, geometry = read_channels(path)
-        return image.shape, geometry.scale, image.count
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise DataError(f"cannot read {path.absolute()}: damaged or not a valid image") from exc
-    size, spacing = reader.GetSize(), reader.GetSpacing()
-    shape = tuple(size[:3][::-1])
-    channels = reader.GetNumberOfComponents() * (size[3] if len(size) > 3 else 1)
-    return shape, tuple(float(s) for s in spacing[: len(shape)][::-1]), channels
-
-
 class Workspace:
     """The workspace in ``folder`` (see ``workspace_layout``); writable unless another process holds it or the
     disk refuses, ``read_only`` then saying why. Use it as a context manager, or ``close`` it."""
@@ -171,7 +150,7 @@ class Workspace:
     def cases(self) -> list[CaseInfo]:
         """Every case of the workspace (training cases, then ``imagesTs/``), from headers and review records."""
         from .folders import by_case, check_geometry
-        from .io import Geometry, list_images
+        from .io import Geometry, image_header, list_images
 
         labels = by_case(list_images(self.layout.labels)) if self.layout.labels.is_dir() else {}
         found: list[CaseInfo] = []
@@ -185,13 +164,13 @@ class Workspace:
                     raise DataError(f"label {labels[orphan[0]].absolute()} has no image of case {orphan[0]!r} in "
                                     f"{folder.absolute()}")
             for case, paths in sorted(cases.items()):
-                shape, spacing, channels = _header(paths[0])
+                shape, spacing, channels = image_header(paths[0])
                 channels *= len(paths)
                 self._check_channels(case, paths, channels)
                 label = None if test else labels.get(case)
                 reviewed: int | None = 0
                 if label is not None:
-                    lshape, lspacing, _ = _header(label)
+                    lshape, lspacing, _ = image_header(label)
                     check_geometry(paths[0], label, shape, lshape, Geometry.from_scale(spacing),
                                    Geometry.from_scale(lspacing))
                     record = sidecar_path(label)
