@@ -1,5 +1,5 @@
 """A cohort in a folder: the cases of a workspace listed from their headers, read one at a time, their labels
-saved with a history, one writer at a time.
+saved with a history, one writer at a time (``workspace_lock``).
 
 Listing reads file headers and review records only, never voxel data. Saving a case's labels goes through
 the project's atomic, verified writer (``io.write_image``), keeps the version it replaces
@@ -8,9 +8,6 @@ while another process holds it (or on a read-only disk) opens read-only, and say
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,12 +19,12 @@ from .errors import DataError
 from .label_history import LabelHistory, label_hash
 from .review import Reviewed, load_reviewed, save_reviewed, sidecar_path
 from .workspace_layout import NNUNET, Layout, detect
+from .workspace_lock import WorkspaceLock
 
 if TYPE_CHECKING:
     from .channels import Channels
     from .io import Geometry
 
-LOCK = "lock"
 
 
 @dataclass(frozen=True)
@@ -78,50 +75,13 @@ class Workspace:
     def __init__(self, folder: Path, writable: bool = True):
         self.layout: Layout = detect(Path(folder))
         self.history = LabelHistory(self.layout.state / "history")
-        self.read_only: str | None = "opened for reading" if not writable else None
-        self._lock_fd: int | None = None
-        if writable:
-            self._take_lock()
-
-    # ------------------------------------------------------------------ the lock
-    def _take_lock(self) -> None:
-        from .io import write_failure
-
-        path = self.layout.state / LOCK
-        try:
-            self.layout.state.mkdir(exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            self.read_only = write_failure(path, exc).replace("cannot write", "cannot hold", 1)
-            return
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # Windows: no advisory locks
-            pass
-        except BlockingIOError:
-            os.close(fd)
-            self.read_only = f"{self.holder()} holds {self.layout.root.absolute()}: opened read-only"
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": datetime.now().isoformat(timespec="seconds")}).encode())
-        self._lock_fd = fd
-
-    def holder(self) -> str:
-        """Who holds the workspace, as the lock file says ('another napari-dmd' where it says nothing)."""
-        try:
-            who = json.loads((self.layout.state / LOCK).read_text(encoding="utf-8"))
-            return f"another napari-dmd (process {who['pid']} on {who['host']}, since {who['since']})"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another napari-dmd"
+        self.lock = WorkspaceLock(self.layout.state) if writable else None
+        self.read_only: str | None = "opened for reading" if self.lock is None else self.lock.refused
 
     def close(self) -> None:
         """Release the workspace for another writer."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self.lock is not None:
+            self.lock.release()
 
     def __enter__(self) -> Workspace:
         return self
@@ -289,19 +249,6 @@ class Workspace:
     def predictions(self, model: Path) -> Path:
         """Where the predictions of ``model`` go: ``.napari-dmd/predictions/<its run folder's name>``."""
         return self.layout.state / "predictions" / Path(model).resolve().parent.name
-
-    def check_state_writable(self, command: str) -> None:
-        """``DataError`` where ``command`` cannot write the workspace's hidden folder (a read-only disk)."""
-        from .io import write_failure
-
-        probe = self.layout.state / f".probe-{os.getpid()}"
-        try:
-            self.layout.state.mkdir(exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise DataError(f"{command} writes into the workspace, and "
-                            f"{write_failure(self.layout.state.absolute(), exc)}") from exc
 
     def check_label_values(self, values: dict[Path, np.ndarray]) -> None:
         """``DataError`` naming the file where a label value is not a class ``dataset.json`` declares."""

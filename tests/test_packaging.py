@@ -16,8 +16,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
+MAX_MODULE_LINES, MAX_CLASS_LINES = 450, 200
 # What the build reads; copied away so the build leaves nothing in the working tree.
-SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "napari_dmd", "sample_data")
+SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "LICENSE", "napari_dmd", "sample_data")
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +66,32 @@ def test_wheel_holds_every_module_and_the_manifest(src, wheel):
     assert "napari-dmd = napari_dmd:napari.yaml" in metadata(wheel, "entry_points.txt")
 
 
+def test_wheel_holds_the_licence(src, wheel):
+    assert metadata(wheel, "licenses/LICENSE") == (src / "LICENSE").read_text()
+    assert "License-Expression: BSD-3-Clause" in metadata(wheel, "METADATA")
+    assert "BSD 3-Clause License" in (src / "LICENSE").read_text()
+
+
+def test_no_module_or_class_is_a_hall():
+    """Small rooms: no module of the package over 450 lines, no class over 200 (each offender listed)."""
+    offenders = []
+    for path in sorted((ROOT / "napari_dmd").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT).as_posix()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            offenders.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                offenders.append(f"{name}: class {node.name} {node.end_lineno - node.lineno + 1} lines")
+    assert offenders == []
+
+
 def test_wheel_holds_the_sample_data(src, wheel):
     inside = names(wheel)
     sample = src / "sample_data"
     files = [p.relative_to(sample).as_posix() for p in sample.rglob("*") if p.is_file()]
-    assert any(f.startswith("images/") for f in files) and any(f.startswith("labels/") for f in files)
+    assert any(f.startswith("imagesTr/") for f in files) and any(f.startswith("labelsTr/") for f in files)
+    assert "dataset.json" in files
     missing = {f for f in files if f"napari_dmd/_sample/{f}" not in inside}
     assert missing == set()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..workspace import Workspace
+from ..workspace_lock import check_state_writable
 
 
 def _open(args: argparse.Namespace, command: str) -> Workspace:
@@ -16,7 +17,7 @@ def _open(args: argparse.Namespace, command: str) -> Workspace:
     if clash:
         raise DataError(f"--workspace gives the data: drop {' and '.join(clash)}")
     ws = Workspace(args.workspace, writable=False)
-    ws.check_state_writable(f"{command} --workspace")
+    check_state_writable(ws.layout.state, f"{command} --workspace")
     return ws
 
 
