@@ -107,8 +107,9 @@ class Workspace:
                                                 or bool(files) and all(CHANNEL_FILE.match(case_name(p)) for p in files))
         return image_cases(files, split)
 
-    def cases(self) -> list[CaseInfo]:
-        """Every case of the workspace (training cases, then ``imagesTs/``), from headers and review records."""
+    def cases(self, only: str | None = None) -> list[CaseInfo]:
+        """Every case of the workspace (training cases, then ``imagesTs/``), from headers and review records
+        (``only``: that case alone, no other header read)."""
         from .folders import by_case, check_geometry
         from .io import Geometry, image_header, list_images
 
@@ -124,6 +125,8 @@ class Workspace:
                     raise DataError(f"label {labels[orphan[0]].absolute()} has no image of case {orphan[0]!r} in "
                                     f"{folder.absolute()}")
             for case, paths in sorted(cases.items()):
+                if only is not None and case != only:
+                    continue
                 shape, spacing, channels = image_header(paths[0])
                 channels *= len(paths)
                 self._check_channels(case, paths, channels)
@@ -146,13 +149,12 @@ class Workspace:
                             f"{self.layout.root / 'dataset.json'} declares {len(declared)} ({', '.join(declared)})")
 
     def case(self, name: str) -> CaseInfo:
-        """The case ``name``; ``DataError`` listing a few names where there is none."""
-        cases = self.cases()
-        got = next((c for c in cases if c.name == name), None)
-        if got is None:
-            raise DataError(f"the workspace {self.layout.root.absolute()} has no case {name!r} (it has "
-                            f"{', '.join(c.name for c in cases[:5])}{', ...' if len(cases) > 5 else ''})")
-        return got
+        """The case ``name`` (its headers alone read); ``DataError`` where there is none."""
+        got = self.cases(only=name)
+        if not got:
+            raise DataError(f"the workspace {self.layout.root.absolute()} has no case {name!r} (napari-dmd workspace "
+                            f"{self.layout.root} lists them)")
+        return got[0]
 
     def read(self, name: str) -> CaseData:
         """Case ``name`` read for view: image, labels, review record and the label file's hash."""

@@ -75,6 +75,8 @@ def test_an_msd_task_folder_and_a_plain_folder_open_as_workspaces(tmp_path):
         data = ws.read("hippo_001")
         assert data.image.count == 2 and data.image.names == ("T1", "T2")
         np.testing.assert_array_equal(data.labels, lab)
+        with pytest.raises(DataError, match="has no case 'hippo_002'"):
+            ws.read("hippo_002")
 
     plain = tmp_path / "plain"
     write_image(plain / "a.nii.gz", img)
