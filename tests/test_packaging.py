@@ -185,7 +185,8 @@ def test_metadata_is_declared_once_in_setup_cfg(src, wheel):
     assert "License-Expression: BSD-3-Clause" in meta and "Name: napari-dmd" in meta
 
 
-@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md", "docs/precision.md", "docs/distributed.md"])
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md", "docs/precision.md", "docs/distributed.md",
+                                 "docs/method.md", "docs/command-line.md"])
 def test_the_documents_close_every_code_block(doc):
     """An unclosed fence turns the rest of a page into code on PyPI and GitHub."""
     fences = [line for line in (ROOT / doc).read_text(encoding="utf-8").splitlines() if line.startswith("```")]
