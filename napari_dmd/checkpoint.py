@@ -122,7 +122,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "auto") -> tuple[Mo
     path = Path(path)
     shown = path.absolute()
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {shown}")
+        raise CheckpointError(_not_a_checkpoint(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from a shared file
     except Exception as exc:  # any unreadable file: torch raises many kinds
@@ -155,6 +155,21 @@ def load_checkpoint(path: Path, device: str | torch.device = "auto") -> tuple[Mo
     model.normalization, model.iteration = payload["normalization"], payload["iteration"]
     model.trained_before = max(0, int(payload.get("model_iterations", model.iteration)) - model.iteration)
     return model, state
+
+
+def _not_a_checkpoint(path: Path) -> str:
+    """Why there is no checkpoint file at ``path``, naming its folder and what that folder holds."""
+    shown = path.absolute()
+    if path.is_dir():
+        inside = path / "model.pt"
+        hint = f"give its checkpoint, {inside}" if inside.is_file() else "give a checkpoint file (model.pt)"
+        return f"{shown} is a folder, not a checkpoint file: {hint}"
+    folder = shown.parent
+    if not folder.is_dir():
+        return f"no checkpoint file at {shown}: its folder {folder} does not exist"
+    found = sorted(p.name for p in folder.glob("*.pt"))
+    holds = f"holds {', '.join(found[:5])}" if found else "holds no .pt file"
+    return f"no checkpoint file {path.name} in the folder {folder} (it {holds})"
 
 
 def check_resumable(path: Path, state: dict[str, Any] | None) -> None:

@@ -9,16 +9,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import DataError
+from .image_checks import itk_warnings_off
 
 
 def series_ids(folder: str | Path) -> tuple[str, ...]:
     """The DICOM series directly in ``folder``, without ITK's warning when there is none."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
+    with itk_warnings_off():
         return sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _description(path: str) -> str:

@@ -6,6 +6,7 @@ really an image or a 0/255 mask) is refused with one line naming the file.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +27,19 @@ KINDS = "NIfTI, NRRD, MHA/MHD or a DICOM series"
 MAX_CLASSES_FOUND = 50  # more label values than this is not a label map (unless --classes says so)
 
 
-def folder_images(folder: Path) -> list[Path]:
-    """The images of a folder (``io.list_images``); ``DataError`` if it is no folder or holds none."""
+def folder_images(folder: Path, option: str = "") -> list[Path]:
+    """The images of a folder (``io.list_images``); ``DataError`` (naming the ``option`` that gave it, such as
+    '--labels') if it is no folder or holds none."""
     from .io import list_images
 
+    given = f"{option} {folder.absolute()}" if option else str(folder.absolute())
     if not folder.is_dir():
-        raise DataError(f"{folder.absolute()} is not a folder")
+        raise DataError(f"{given} is not a folder")
     paths = list_images(folder)
     if not paths:
-        raise DataError(f"{folder.absolute()} holds no image ({KINDS})")
+        kind = "label map" if option == "--labels" else "image"
+        raise DataError(f"{given} holds no {kind} ({KINDS}; hidden files are skipped): give the folder that holds "
+                        f"them")
     return paths
 
 
@@ -80,27 +85,36 @@ def image_cases(paths: list[Path], channels: bool) -> dict[str, list[Path]]:
         if other != p:
             raise DataError(f"{other.name} and {p.name} in {p.parent.absolute()} are the same channel of "
                             f"{m['case']!r}: keep one of them")
-    most = max(map(len, found.values()), default=0)
+    counts = Counter(len(files) for files in found.values())
+    usual = max(counts, key=lambda n: (counts[n], n), default=0)  # the count most cases have
     for case, files in found.items():
-        if sorted(files) != list(range(most)):
-            have = ", ".join(f"{c:04d}" for c in sorted(files))
-            raise DataError(f"case {case!r} has channel files {have}; every case needs {most} channels, "
-                            f"{', '.join(f'{c:04d}' for c in range(most))}")
-    return {case: [files[c] for c in range(most)] for case, files in found.items()}
+        if sorted(files) != list(range(len(files))):
+            missing = sorted(set(range(max(files) + 1)) - set(files))
+            raise DataError(f"case {case!r} has channel files {', '.join(f'{c:04d}' for c in sorted(files))} in "
+                            f"{files[min(files)].parent.absolute()}: channel {missing[0]:04d} is missing")
+    odd = next((case for case, files in found.items() if len(files) != usual), None)
+    if odd is not None:
+        raise DataError(f"case {odd!r} has channel files {', '.join(f'{c:04d}' for c in sorted(found[odd]))}; every "
+                        f"case needs {usual} channels, as the {counts[usual]} other case(s) have "
+                        f"({', '.join(f'{c:04d}' for c in range(usual))}): add or remove channel files of {odd!r} in "
+                        f"{found[odd][0].parent.absolute()}")
+    return {case: [files[c] for c in range(usual)] for case, files in found.items()}
 
 
-def read_case(paths: list[Path], names: Sequence[str] = ()) -> tuple[Channels, Geometry]:
+def read_case(paths: list[Path], names: Sequence[str] = (), spacing: Sequence[float] | None = None
+              ) -> tuple[Channels, Geometry]:
     """The image of a case, its channels named ``names`` (default: ``channels.default_names``): the channels of
-    one file (``io.read_channels``), or one channel per file, the files checked to lie on one grid."""
+    one file (``io.read_channels``), or one channel per file, the files checked to lie on one grid; ``spacing``
+    (``--spacing``, z y x) replaces the files' own."""
     from .channels import Channels
     from .io import read_channels, read_image
 
     if len(paths) == 1:
-        image, geometry = read_channels(paths[0])
+        image, geometry = read_channels(paths[0], spacing)
     else:
         arrays, geometry = [], None
         for p in paths:
-            array, g = read_image(p)
+            array, g = read_image(p, spacing)
             if geometry is None:
                 geometry = g
             else:
@@ -187,20 +201,39 @@ def review_record(label_path: Path, shape: tuple[int, ...]) -> Reviewed | None:
     return load_reviewed(path, shape) if path.exists() else None
 
 
+def _no_image(label: Path, files: list[Path], label_cases: set[str], images: Path) -> None:
+    """``DataError`` for a label file without its image: its case's channel files are there, but another image of
+    the folder is named as a whole case (so the folder is not read as channel files), or no image at all."""
+    from .channels import CHANNEL_FILE
+    from .io import case_name
+
+    case = case_name(label)
+    channels = [p.name for p in files if (m := CHANNEL_FILE.match(case_name(p))) and m["case"] == case]
+    whole = [p for p in files if case_name(p) in label_cases]
+    if channels and whole:
+        raise DataError(f"label {label.absolute()} has the channel files {', '.join(channels)} in {images.absolute()}, "
+                        f"but {whole[0].name} there is named as a whole case, so no file is read as a channel: name "
+                        f"every image of the folder as channel files ({case_name(whole[0])}_0000, _0001, ... one per "
+                        f"channel), or move {whole[0].name} to a folder of its own")
+    raise DataError(f"label {label.absolute()} has no image of the same name in {images.absolute()}")
+
+
 def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore_label: int | None = None,
-                       cache: Path | None = None, channel_names: Sequence[str] = ()) -> TrainingData:
+                       cache: Path | None = None, channel_names: Sequence[str] = (),
+                       spacing: Sequence[float] | None = None) -> TrainingData:
     """Labeled volumes (images with a label file of the same name, restricted to what their
     ``<case>.reviewed.json`` records and to voxels not ``ignore_label``), unlabeled volumes, and
     the label values found per file. An image is one file, or nnU-Net's channel files of its case
     (``channel_files``), named ``channel_names``. Float images are held as normalised float16
     (``Volume.create(..., compact=True)``); with ``cache``, each volume is kept in that folder and opened from
-    it memory-mapped (``volume_cache``), on later runs without reading the images again."""
+    it memory-mapped (``volume_cache``), on later runs without reading the images again. ``spacing`` (z y x,
+    ``--spacing``) replaces the files' own."""
     from .data import Volume
     from .io import read_image
     from .volume_cache import Built, VolumeCache
 
-    label_paths = by_case(folder_images(labels))
-    files = folder_images(images)
+    label_paths = by_case(folder_images(labels, "--labels"))
+    files = folder_images(images, "--images")
     split = channel_files(files, set(label_paths))
     image_paths = image_cases(files, split)
     paired = sorted(set(image_paths) & set(label_paths))
@@ -208,13 +241,13 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         raise DataError(f"no label file in {labels} has the name of an image in {images}")
     orphans = sorted(set(label_paths) - set(image_paths))
     if orphans:
-        raise DataError(f"label {label_paths[orphans[0]].name} has no image of the same name in {images}")
+        _no_image(label_paths[orphans[0]], files, set(label_paths), images)
     data = TrainingData([], [], {}, [], {})
     lone = sorted(p for p in labels.glob(f"*{SIDECAR_SUFFIX}") if p.name[: -len(SIDECAR_SUFFIX)] not in label_paths)
     data.notes += [f"{p.absolute()} has no label file of its case beside it: it is not used" for p in lone]
     dims: dict[int, Path] = {}
     store = VolumeCache(cache) if cache is not None else None
-    options = {"compact": True, "ignore_label": ignore_label}
+    options = {"compact": True, "ignore_label": ignore_label, "spacing": list(spacing) if spacing else None}
 
     def check_dims(ndim: int, path: Path) -> None:
         dims.setdefault(ndim, path)
@@ -230,8 +263,8 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         return got
 
     def labeled_case(case: str) -> Built | None:  # None: nothing of it is reviewed
-        img, gi = read_case(image_paths[case], channel_names)
-        lab, gl = read_image(label_paths[case])
+        img, gi = read_case(image_paths[case], channel_names, spacing)
+        lab, gl = read_image(label_paths[case], spacing)
         check_geometry(image_paths[case][0], label_paths[case], img.shape, lab.shape, gi, gl)
         rec = review_record(label_paths[case], lab.shape)
         mask = None if rec is None or rec.whole else rec.mask()
@@ -248,7 +281,7 @@ def load_training_data(images: Path, labels: Path, unlabeled: list[Path], ignore
         return volume, {"values": values, "reviewed": reviewed}
 
     def unlabeled_case(paths: list[Path]) -> Built:
-        img, g = read_case(paths, channel_names)
+        img, g = read_case(paths, channel_names, spacing)
         return Volume.create(img, name=paths[0].name, spacing=g.scale, compact=True), {}
 
     unlabeled_paths = [image_paths[c] for c in sorted(set(image_paths) - set(label_paths))]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from .errors import DataError
 from .spacing import PLAUSIBLE_MM, implausible
@@ -148,3 +150,14 @@ def check_metaimage(path: Path) -> None:
     if found < expected:
         raise DataError(f"{where} is truncated or corrupt: the header {path.name} announces {expected} bytes of voxel "
                         f"data, the file holds {max(found, 0)}")
+
+
+@contextmanager
+def itk_warnings_off() -> Iterator[None]:
+    """ITK's warnings not shown inside the block (those about what napari-dmd checks or replaces itself)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)

@@ -170,3 +170,104 @@ def test_unclear_a_link_in_a_loop_is_not_called_missing(tmp_path):
         with pytest.raises(DataError) as exc:
             call()
         assert "is a link in a loop" in str(exc.value) and "does not exist" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- 1: channel files grouped whatever the model
+def test_1_a_one_channel_model_refuses_a_case_of_two_channel_files(tmp_path, model, capsys):
+    image, _ = make_case(0)
+    write_image(tmp_path / "images" / "case_0000.nii.gz", image, GEOM)
+    write_image(tmp_path / "images" / "case_0001.nii.gz", -image, GEOM)  # the inverted second channel
+    out = tmp_path / "predictions"
+    _, err = run(["predict", "--model", model, "--images", tmp_path / "images", "--out", out], capsys, 2)
+    assert "case 'case' has 2 channel file(s) (case_0000.nii.gz, case_0001.nii.gz)" in err
+    assert "the model takes 1 channel(s)" in err and not out.exists()
+
+
+def two_channel_model(tmp_path):
+    pair = ModelPair.create(TrainConfig(num_classes=2, patch_size=(16, 16, 16), precision="fp32",
+                                        channels=("T1", "T2")), 3, resolve_device("cpu"))
+    return save_model(pair, tmp_path / "two" / "model.pt")
+
+
+def test_unclear_the_image_a_model_cannot_take_is_named(tmp_path, model, capsys):
+    image, _ = make_case(0)
+    write_image(tmp_path / "plain.nii.gz", image, GEOM)
+    _, err = run(["predict", "--model", two_channel_model(tmp_path), "--images", tmp_path / "plain.nii.gz",
+                  "--out", tmp_path / "p1"], capsys, 2)
+    assert f"{tmp_path / 'plain.nii.gz'} has 1 channel(s), but the model" in err and "T1, T2" in err
+    write_image(tmp_path / "flat.nii.gz", image[0], GEOM.from_scale((0.8, 0.8)))
+    _, err = run(["predict", "--model", model, "--images", tmp_path / "flat.nii.gz", "--out", tmp_path / "p2"],
+                 capsys, 2)
+    assert f"{tmp_path / 'flat.nii.gz'} is a 2D image of shape (24, 24), but the model" in err and "is 3D" in err
+
+
+# ---------------------------------------------------------------- unclear messages of folders and commands
+def test_unclear_a_third_channel_in_one_case_is_blamed_on_that_case(tmp_path):
+    from napari_dmd.folders import image_cases
+
+    names = ["a_0000", "a_0001", "a_0002", "b_0000", "b_0001", "c_0000", "c_0001"]
+    with pytest.raises(DataError, match=r"case 'a' has channel files 0000, 0001, 0002; every case needs 2 channels"):
+        image_cases([tmp_path / f"{n}.nii.gz" for n in names], True)
+
+
+def test_unclear_a_whole_case_file_among_channel_files_is_named(tmp_path):
+    image, label = make_case(0)
+    for name in ("case_0000", "case_0001", "other"):
+        write_image(tmp_path / "images" / f"{name}.nii.gz", image, GEOM)
+    for name in ("case", "other"):
+        write_image(tmp_path / "labels" / f"{name}.nii.gz", label, GEOM)
+    with pytest.raises(DataError, match=r"channel files case_0000.nii.gz, case_0001.nii.gz in .*, but other.nii.gz "
+                                        r"there is named as a whole case"):
+        load_training_data(tmp_path / "images", tmp_path / "labels", [])
+
+
+def test_unclear_an_empty_labels_folder_is_named_as_labels(data):
+    for p in (data / "labels").iterdir():
+        p.unlink()
+    with pytest.raises(DataError, match=r"^--labels .*labels holds no label map"):
+        load_training_data(data / "images", data / "labels", [])
+
+
+def test_unclear_class_names_too_few_for_the_labels_are_named(data, capsys):
+    from cli_helpers import FAST
+
+    _, err = run(["train", "--images", data / "images", "--labels", data / "labels", "--out", data / "run",
+                  "--class-names", "background", "structure", *FAST], capsys, 2)
+    assert "holds label value 2, but --class-names background structure (background first) gives 2 classes" in err
+
+
+def test_unclear_a_missing_checkpoint_is_named_with_its_folder(tmp_path):
+    from napari_dmd.checkpoint import load_checkpoint
+    from napari_dmd.errors import CheckpointError
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    for path, expected in ((tmp_path / "run", "is a folder, not a checkpoint file"),
+                           (tmp_path / "run" / "model.pt", f"model.pt in the folder {tmp_path / 'run'} (it holds "
+                                                            f"last.pt)"),
+                           (tmp_path / "gone" / "model.pt", f"its folder {tmp_path / 'gone'} does not exist")):
+        with pytest.raises(CheckpointError) as exc:
+            load_checkpoint(path)
+        assert expected in str(exc.value)
+
+
+def test_unclear_predict_names_a_link_loop_and_a_case_given_twice(data, model, capsys):
+    (data / "loop.nii.gz").symlink_to(data / "loop.nii.gz")
+    _, err = run(["predict", "--model", model, "--images", data / "loop.nii.gz", "--out", data / "p1"], capsys, 2)
+    assert "is a link in a loop" in err
+    shutil.copytree(data / "images", data / "again")
+    _, err = run(["predict", "--model", model, "--images", data / "images", data / "again", "--out", data / "p2"],
+                 capsys, 2)
+    assert f"{data / 'images' / 'case0.nii.gz'} and {data / 'again' / 'case0.nii.gz'} are both the case" in err
+
+
+def test_3_predict_with_spacing_given_measures_with_it(data, model, capsys):
+    with_pixdim(data / "images" / "case2.nii.gz", 0.0)
+    out = data / "predictions"
+    run(["predict", "--model", model, "--images", data / "images" / "case2.nii.gz", "--out", out,
+         "--spacing", "2", "0.5", "0.5"], capsys)
+    _, geometry = read_image(out / "case2.nii.gz")
+    assert geometry.scale == pytest.approx((2.0, 0.5, 0.5))
+    _, err = run(["predict", "--model", model, "--images", data / "images" / "case2.nii.gz", "--out", out,
+                  "--spacing", "2", "0.5"], capsys, 2)
+    assert "--spacing 2 0.5 gives 2 values" in err

@@ -161,7 +161,7 @@ def test_train_and_predict_two_channels_from_the_command_line(tmp_path, capsys):
     assert read_image(root / "pred" / "case0.nii.gz")[0].shape == (16, 24, 24)
     _, err = run(["predict", "--model", root / "run" / "model.pt", "--images", root / "images" / "case0_0000.nii.gz",
                   "--out", root / "one", "--device", "cpu"], capsys, code=2)
-    assert "takes 2 channel(s) (T1, T2); the image has 1" in err
+    assert "case 'case0' has 1 channel file(s) (case0_0000.nii.gz)" in err and "the model takes 2 channel(s)" in err
     run(["train", "--images", root / "images", "--labels", root / "labels", "--out", root / "warm",
          "--init", root / "run" / "model.pt", *FAST], capsys)
     assert load_model(root / "warm" / "model.pt", "cpu").channels == ("T1", "T2")  # a warm start keeps them
@@ -175,14 +175,16 @@ def test_train_and_predict_two_channels_from_the_command_line(tmp_path, capsys):
 
 
 def test_numbered_scans_are_not_taken_for_channels(tmp_path, capsys, model):
-    """A one-channel model predicts scan_0001 and scan_0002 as two cases; case_0000 alone is the case 'case'."""
+    """scan_0001 and scan_0002 (no scan_0000) are two cases whatever the model; case_0000 alone is the case 'case';
+    channel files with a gap are refused naming the missing channel."""
     from napari_dmd.cli.predict import _cases
 
     paths = [tmp_path / "scan_0001.nii.gz", tmp_path / "scan_0002.nii.gz"]
-    assert [c for c, _ in _cases(paths, 1)] == ["scan_0001", "scan_0002"]
+    for channels in (1, 2):
+        assert [c for c, _ in _cases(paths, channels)] == ["scan_0001", "scan_0002"]
     assert [c for c, _ in _cases([tmp_path / "case_0000.nii.gz"], 1)] == ["case"]
-    with pytest.raises(DataError, match="case 'scan' has channel files 0001, 0002"):
-        _cases(paths, 2)
+    with pytest.raises(DataError, match="case 'case' has channel files 0000, 0002 in .*: channel 0001 is missing"):
+        _cases([tmp_path / "case_0000.nii.gz", tmp_path / "case_0002.nii.gz"], 2)
 
 
 def test_the_cache_keeps_every_channel_memory_mapped(tmp_path):

@@ -44,6 +44,14 @@ def add_setting(parser: argparse.ArgumentParser, f: Field, of: type | None = Non
                         type=int if many else kind, nargs="+" if many else None, choices=f.metadata["choices"])
 
 
+def _spacing_option(parser: argparse.ArgumentParser) -> None:
+    """``--spacing Z Y X``: the voxel size of every image, in place of what the files state."""
+    parser.add_argument("--spacing", type=float, nargs="+", metavar="MM",
+                        help="voxel size in mm (z y x) of every image, replacing what the files state (default: "
+                             "the files'; a spacing that is 0, negative, not finite or outside 0.001-1000 mm is "
+                             "refused)")
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model pair with Deep Mutual Distillation")
     p.add_argument("--workspace", type=Path, help="workspace folder (nnU-Net or MSD layout, or a folder of images): "
@@ -63,6 +71,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    "one colour, vector or 4D file, or nnU-Net's channel files case_0000, case_0001, ...")
     p.add_argument("--ignore-label", type=int,
                    help="label value of voxels that are not supervised (not reviewed); it must not be a class")
+    _spacing_option(p)
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="folder keeping the volumes read as uncompressed arrays: later runs open them memory-mapped "
                         "instead of reading the images (a stale or damaged entry is rebuilt); default: none")
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average each window over its in-plane flips (4 forward passes instead of 1)")
     p.add_argument("--largest-component", action="store_true",
                    help="keep only the largest connected component of each class")
+    _spacing_option(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score predictions against ground truth")

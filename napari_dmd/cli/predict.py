@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..channels import describe
 from ..config import MIN_PATCH
 from ..errors import DataError
 from ..folders import KINDS, by_case, folder_images, image_cases, reviewed_of
@@ -31,18 +32,35 @@ Case = tuple[str, list[Path]]  # a case to predict: its name and its files (one,
 
 
 def _cases(paths: list[Path], channels: int) -> list[Case]:
-    """The cases of the images given: one file each, or nnU-Net's channel files of a case grouped
-    (``case_0000``, ``case_0001``, ...): for a model of several channels when every name ends in ``_NNNN``, for
-    a one-channel model when every name ends in ``_0000``."""
+    """The cases of the images given, whatever the model: nnU-Net's channel files of a case grouped (``case_0000``,
+    ``case_0001``, ...: the files named ``X_NNNN`` where ``X_0000`` is among them), every other file a case of its
+    own (``scan_0001``, ``scan_0002`` without a ``scan_0000`` are two). A case of channel files whose count is not
+    the model's ``channels`` is refused, naming the case, its files and both counts."""
     from ..channels import CHANNEL_FILE
     from ..io import case_name
 
-    found = [CHANNEL_FILE.match(case_name(p)) for p in paths]
-    grouped = all(found) and (channels > 1 or all(m["channel"] == "0000" for m in found if m))
-    cases = list(image_cases(paths, True).items()) if grouped and paths else [(case_name(p), [p]) for p in paths]
-    wrong = next(((c, files) for c, files in cases if len(files) > 1 and len(files) != channels), None)
-    if wrong is not None:
-        raise DataError(f"case {wrong[0]!r} has {len(wrong[1])} channel files; the model takes {channels}")
+    numbered: dict[str, list[Path]] = {}
+    for p in paths:
+        if m := CHANNEL_FILE.match(case_name(p)):
+            numbered.setdefault(m["case"], []).append(p)
+    groups = {case: files for case, files in numbered.items()
+              if any(case_name(f).endswith("_0000") for f in files)}
+    for case, files in groups.items():
+        if len(files) != channels:
+            names, where = ", ".join(f.name for f in files), files[0].parent.absolute()
+            raise DataError(f"case {case!r} has {len(files)} channel file(s) ({names}) in {where}, "
+                            f"but the model takes {channels} channel(s): give each case's {channels} channel file(s), "
+                            f"or a model of {len(files)} channel(s)")
+    grouped = image_cases([p for files in groups.values() for p in files], True)
+    cases, seen = [], set()
+    for p in paths:
+        m = CHANNEL_FILE.match(case_name(p))
+        case = m["case"] if m and m["case"] in grouped else None
+        if case is None:
+            cases.append((case_name(p), [p]))
+        elif case not in seen:
+            seen.add(case)
+            cases.append((case, grouped[case]))
     return cases
 
 
@@ -69,9 +87,13 @@ def _check_outputs(cases: list[Case], targets: list[Path], out: Path, outputs: O
         if any(f.resolve() in inputs for f in _written_by(target)):
             raise DataError(f"the prediction of {paths[0].absolute()} would overwrite an input image: choose another "
                             f"--out")
-    if len(set(targets)) < len(targets):
-        raise DataError("two input images have the same name, so their predictions would overwrite each other: "
-                        "predict them into different --out folders")
+    first: dict[Path, Path] = {}
+    for (_, paths), target in zip(cases, targets):
+        other = first.setdefault(target, paths[0])
+        if other != paths[0]:
+            raise DataError(f"{other.absolute()} and {paths[0].absolute()} are both the case {target.name!r}, so "
+                            f"their predictions would overwrite each other: predict them into different --out "
+                            f"folders, or rename one")
     outputs.claim([out / "disagreement.csv", out / "label_next.csv", out / VOLUMES_CSV,
                    *(f for t in targets for f in _written_by(t))])
     folder = Outputs(out / "disagreement", "predict")
@@ -170,7 +192,15 @@ def _predict_case(args: argparse.Namespace, model, case: str, files: list[Path],
     from ..io import write_image
     from ..structures import volumes_table
 
-    image, geometry = read_case(files, model.channels if len(files) > 1 else ())
+    image, geometry = read_case(files, model.channels if len(files) > 1 else (), args.spacing)
+    shown = files[0].absolute() if len(files) == 1 else f"case {case!r} ({', '.join(f.name for f in files)})"
+    if image.ndim != model.ndim:
+        raise DataError(f"{shown} is a {image.ndim}D image of shape {image.shape}, but the model "
+                        f"{args.model.absolute()} is {model.ndim}D: predict it with a {image.ndim}D model")
+    if image.count != len(model.channels):
+        raise DataError(f"{shown} has {image.count} channel(s), but the model {args.model.absolute()} takes "
+                        f"{describe(model.channels)}: give each case's channels (one 4D or colour file, or channel "
+                        f"files case_0000, case_0001, ...), or a model of {image.count} channel(s)")
     update, done = windows(target.name)
     pred = predict(model, image, tuple(args.patch) if args.patch else None,
                    tuple(args.stride) if args.stride else None, args.batch_size, progress=update,
@@ -213,12 +243,12 @@ def _write_label_next(path: Path, slice_scores: dict[str, np.ndarray], reviewed:
 
 def _expand(sources: list[Path]) -> list[Path]:
     """Image files as given; folders as the images they hold, or as one DICOM series."""
-    from ..io import is_supported, list_images
+    from ..io import is_supported, list_images, not_found
 
     paths: list[Path] = []
     for src in sources:
         if not src.exists():
-            raise DataError(f"{src.absolute()} does not exist")
+            raise not_found(src)
         inside = list_images(src) if src.is_dir() else []
         if src.is_dir() and not inside and not is_supported(src):
             raise DataError(f"{src.absolute()} holds no image ({KINDS})")

@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       f"{cfg.iterations}); raise --iterations above {reached} to train it further")
                 return 0
         data = load_training_data(args.images, args.labels, args.unlabeled, args.ignore_label, args.cache,
-                                  args.channel_names or ())
+                                  args.channel_names or (), args.spacing)
         for note in data.notes:
             print(note)
         if ws is not None:
@@ -130,12 +130,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             num_classes = args.classes or (len(args.class_names) if args.class_names else infer_classes(data.values))
             settings = {f.name: _setting_value(getattr(args, f.name)) for f in declared_settings()}
             cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()), **settings)
+        _check_given_classes(args, data, cfg.num_classes)
         if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
             raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
                             f"the ignored value must not be a class")
         if args.resume and current_world().writes:
             _prune_log(args.out / LOG_NAME, reached)
         return _train(args, data, cfg, options)
+
+
+def _check_given_classes(args: argparse.Namespace, data: TrainingData, num_classes: int) -> None:
+    """``DataError`` naming the label file, its value and where the class count came from (``--classes``,
+    ``--class-names`` or the resumed run) when a label value is not one of the classes."""
+    source = f"--classes {args.classes}" if args.classes else \
+        f"--class-names {' '.join(args.class_names)} (background first)" if args.class_names and not args.resume else \
+        f"the run {args.init.absolute()} that --resume continues" if args.resume else None
+    beyond = next(((p, int(v.max())) for p, v in data.values.items() if v.size and v.max() >= num_classes), None)
+    if source and beyond:
+        raise DataError(f"{beyond[0].absolute()} holds label value {beyond[1]}, but {source} gives {num_classes} "
+                        f"classes (values 0 to {num_classes - 1}): name every class, background first, or remap the "
+                        f"labels")
 
 
 def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, options: RunOptions) -> int:
