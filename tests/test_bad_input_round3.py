@@ -135,19 +135,23 @@ def test_unclear_cache_at_a_file_or_a_folder_that_cannot_be_written(tmp_path):
 
 
 # ---------------------------------------------------------------- 5: export on a full disk
-def test_5_export_under_a_file_size_limit_ends_with_one_line_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_5_export_under_a_file_size_limit_ends_with_one_line_and_leaves_nothing(tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
     pair = ModelPair.create(TrainConfig(num_classes=2, patch_size=(16, 16, 16), precision="fp32"), 3,
                             resolve_device("cpu"))
     checkpoint = save_model(pair, tmp_path / "run" / "model.pt")
     out = tmp_path / "exported"
     script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
               "from napari_dmd.cli import main; "
-              f"sys.exit(main(['export', '--model', {str(checkpoint)!r}, '--format', 'torchscript', "
+              f"sys.exit(main(['export', '--model', {str(checkpoint)!r}, '--format', {fmt!r}, "
               f"'--out', {str(out)!r}]))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "network_a.pt" in lines[0] and "file-size limit" in lines[0], done.stderr[-2000:]
+    name = "network_a.pt" if fmt == "torchscript" else "network_a.onnx"
+    assert len(lines) == 1 and name in lines[0] and "file-size limit" in lines[0], done.stderr[-2000:]
     assert not out.exists() or not any(out.iterdir())  # no hidden temporary file, no lock left
 
 
