@@ -52,7 +52,7 @@ from .job_thread import Runner
 from .layer_sync import LayerSync
 from .model_box import ModelBox
 from .ranking_view import NextBox
-from .reader_preference import prefer_reader
+from .reader_preference import route_saves
 from .result_layers import disagreement_name, find_layer, go_to, prediction_name, slider_number
 from .result_refresh import ResultQueue
 from .run_panel import IDLE, RunPanel
@@ -93,10 +93,7 @@ class DMDWidget(QWidget):
         me = weakref.ref(self)
         self.closing = ClosingHooks(self, lambda: me() is not None and me().shutdown())
         shown = [n for n in self.session.images if napari_viewer.layers[n].visible]
-        preferred = prefer_reader()
-        if preferred:
-            show_info(f"File → Open now reads {', '.join(preferred)} with napari-dmd without asking "
-                      "(File → Preferences → Plugins changes it)")
+        route_saves(napari_viewer)
         if self.session.images:  # the first case shown alone; the selection moves to it unless already there
             first, active = (shown or list(self.session.images))[0], napari_viewer.layers.selection.active
             self.show_case(first, select=active is None or self._case_of(active) != first)

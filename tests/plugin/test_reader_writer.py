@@ -133,3 +133,43 @@ def test_a_file_of_several_channels_opens_as_one_layer_per_channel(make_napari_v
     assert all(type(layer).__name__ == "Image" and layer.data.shape == img.shape for layer in layers)
     np.testing.assert_allclose(layers[1].data, 2 * img + 5)
     np.testing.assert_allclose(layers[1].scale, (2.5, 0.9, 0.8))
+
+
+def test_save_with_the_dialogs_default_filter_writes_the_nifti_and_its_review_record(
+        make_napari_viewer, tmp_path, monkeypatch):
+    from napari._qt import qt_viewer
+    from napari.plugins import _npe2
+
+    from napari_dmd.review import load_reviewed, sidecar_path
+
+    viewer = make_napari_viewer()
+    img, _ = cube_case(0)
+    viewer.add_image(img, name="scan")
+    labels = viewer.add_labels(np.zeros(img.shape, np.uint8), name="scan labels")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    labels.paint((5, 10, 10), 1)  # slice 5 reviewed
+    viewer.layers.selection.active = labels
+    filters, writers = _npe2.file_extensions_string_for_layers([labels])
+    default = filters.split(";;")[0]
+    assert writers[0].plugin_name != "napari-dmd", default  # the dialog starts with another plugin's filter
+    path = tmp_path / "x.nii.gz"
+    monkeypatch.setattr(qt_viewer.QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), default))
+    viewer.window._qt_viewer._save_layers_dialog(selected=True)  # File → Save Selected Layers…, Save
+    saved, _geometry = read_image(path)
+    assert saved.shape == img.shape and saved[5, 10, 10] == 1
+    assert load_reviewed(sidecar_path(path), img.shape).slices == {5}
+    widget.shutdown()
+
+
+def test_the_reader_is_chosen_at_activation_and_viewer_open_follows_it(make_napari_viewer, case_files):
+    from napari.plugins.utils import get_preferred_reader
+    from npe2 import PluginManager
+
+    viewer = make_napari_viewer()  # fresh settings: no preference yet
+    assert get_preferred_reader(str(case_files[0])) is None
+    pm = PluginManager.instance()
+    pm.deactivate("napari-dmd")
+    pm.activate("napari-dmd")  # what napari does at the first use of any of the plugin's contributions
+    assert get_preferred_reader(str(case_files[0])) == "napari-dmd"
+    [layer] = viewer.open(str(case_files[0]), plugin=None)  # no choice asked
+    assert "geometry" in layer.metadata and np.allclose(layer.scale, GEO.spacing[::-1])
