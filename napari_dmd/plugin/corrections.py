@@ -96,9 +96,9 @@ class Corrections:
         return layer.name
 
     def undo(self) -> None:
-        """Revert the last merge in effect: its labels, review record and strokes. The newest step of the labels
-        is undone as Ctrl+Z would (Ctrl+Shift+Z redoes it); a merge followed by other edits is reversed by a new
-        step that leaves those edits alone."""
+        """Revert the last merge in effect: its labels, review record and strokes; the prediction layer merged from
+        is selected again. The newest step of the labels is undone as Ctrl+Z would (Ctrl+Shift+Z redoes it); a
+        merge followed by other edits is reversed by a new step that leaves those edits alone."""
         records = self.records
         if not records:
             show_warning("no merge to undo")
@@ -116,6 +116,8 @@ class Corrections:
             self.store(name)
         if record.created and not np.asarray(layer.data).any() and layer in self.viewer.layers:
             self.viewer.layers.remove(layer)
+        if record.prediction is not None and record.prediction in self.viewer.layers:
+            self.viewer.layers.selection.active = record.prediction  # its strokes are strokes again: Merge redoes it
         show_info(f"merge into '{name}' undone")
         self.changed()
 

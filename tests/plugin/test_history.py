@@ -41,6 +41,22 @@ def test_merge_undo_merge_writes_the_strokes_again(dock):
     assert int(labels.data.sum()) == 18 and rec.slices == {6}
 
 
+def test_merge_after_undo_merge_of_a_merge_that_made_the_labels_layer(dock):
+    viewer, widget = dock
+    widget.show_case("case1")
+    inject(widget, "case1", np.zeros(SHAPE, np.uint8))  # case1 has no labels layer yet
+    pred = prediction_of(viewer, "case1")
+    strokes_on(pred, 6)
+    viewer.dims.set_point(0, 12.0)
+    viewer.layers.selection.active = pred
+    assert widget.merge_prediction(whole=False).count == 18 and "case1 labels" in viewer.layers
+    widget.next.undo_button.click()
+    assert "case1 labels" not in viewer.layers  # made by the merge, empty again: removed
+    assert viewer.layers.selection.active is pred
+    widget.next.merge_button.click()  # Merge again, as the user would
+    assert int(viewer.layers["case1 labels"].data.sum()) == 18
+
+
 def test_ctrl_z_and_redo_move_the_review_record_with_the_labels(dock):
     viewer, widget = dock
     labels, pred = unlabeled_case1(viewer, widget, 6)
