@@ -152,6 +152,39 @@ def check_metaimage(path: Path) -> None:
                         f"data, the file holds {max(found, 0)}")
 
 
+SPACING_KEYS = {".nrrd": ("space directions", "spacings"), ".nhdr": ("space directions", "spacings"),
+                ".mha": ("ElementSpacing", "ElementSize"), ".mhd": ("ElementSpacing", "ElementSize")}
+
+
+def _header_fields(path: Path, nrrd: bool) -> dict[str, str]:
+    """The fields of a NRRD (``key: value``, up to the blank line) or MetaImage (``Key = Value``, up to
+    ``ElementDataFile``) header, in its first 64 kB."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fields = {}
+    for raw in head.split(b"\n")[1 if nrrd else 0:]:
+        line = raw.decode("latin-1").strip()
+        if nrrd and not line:
+            break
+        key, sep, value = line.partition(": " if nrrd else "=")
+        if sep:
+            fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            break
+    return fields
+
+
+def check_spacing_stated(path: Path, ext: str) -> None:
+    """``DataError`` for a NRRD or MetaImage file whose header states no voxel spacing (none of
+    ``SPACING_KEYS``): ITK reads 1 mm then."""
+    keys = SPACING_KEYS.get(ext)
+    if keys is None or any(k in _header_fields(path, ext in (".nrrd", ".nhdr")) for k in keys):
+        return
+    raise DataError(f"{path.absolute()} states no voxel spacing (its header has no {' or '.join(map(repr, keys))} "
+                    f"field): volumes in mm³ and the network plan would be wrong; add it to the header, or give the "
+                    f"true spacing (command line: --spacing Z Y X)")
+
+
 @contextmanager
 def itk_warnings_off() -> Iterator[None]:
     """ITK's warnings not shown inside the block (those about what napari-dmd checks or replaces itself)."""

@@ -20,7 +20,14 @@ import SimpleITK as sitk
 from .channels import Channels
 from .dicom import check_series, dicom_series, series_ids
 from .errors import DataError
-from .image_checks import check_metaimage, check_nifti, check_spacing, itk_warnings_off, nifti_pixdim
+from .image_checks import (
+    check_metaimage,
+    check_nifti,
+    check_spacing,
+    check_spacing_stated,
+    itk_warnings_off,
+    nifti_pixdim,
+)
 from .spacing import PLAUSIBLE_MM, implausible
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -170,13 +177,16 @@ def _geometry(path: Path, image: sitk.Image, spacing: Sequence[float] | None) ->
 
 
 def _read_checked(path: Path, spacing: Sequence[float] | None) -> sitk.Image:
-    """``_read``, a NIfTI file's stated spacing checked first: ITK warns about it and reads 1 mm instead. With
-    ``spacing`` given to replace it, ITK's warnings about it are not shown."""
+    """``_read``, the spacing a file states checked first (NIfTI's pixdim; that NRRD and MetaImage state one): ITK
+    reads 1 mm instead (and warns about NIfTI's). With ``spacing`` given to replace it, ITK's warnings about it are
+    not shown."""
     if spacing is not None:
         with itk_warnings_off():
             return _read(path)
     if extension(path) in (".nii", ".nii.gz") and path.is_file():
         check_spacing(path, nifti_pixdim(path))
+    elif path.is_file():
+        check_spacing_stated(path, extension(path))
     return _read(path)
 
 

@@ -2,6 +2,7 @@
 cache source edited with its size and time kept, an export that cannot abort, and the unclear messages. Each
 test failed before the change it names."""
 import gzip
+import json
 import os
 import shutil
 import struct
@@ -49,6 +50,19 @@ def test_3_a_spacing_that_is_no_voxel_size_is_refused_naming_the_file_and_value(
         message = str(exc.value)
         assert str(path) in message and f"{value:g} mm along x" in message and "--spacing" in message
         assert "\n" not in message
+
+
+@pytest.mark.parametrize("name,field", [("scan.nrrd", b"space directions: "), ("scan.mha", b"ElementSpacing = ")])
+def test_3_a_nrrd_or_metaimage_stating_no_spacing_is_refused(tmp_path, name, field):
+    path = tmp_path / name
+    write_image(path, np.zeros((4, 5, 6), np.int16), GEOM)
+    raw = path.read_bytes()
+    head_end = raw.index(b"ElementDataFile") if name.endswith(".mha") else raw.index(b"\n\n")
+    head = b"\n".join(line for line in raw[:head_end].split(b"\n") if not line.startswith(field))
+    path.write_bytes(head + raw[head_end:])
+    with pytest.raises(DataError, match=f"{name} states no voxel spacing"):
+        read_image(path)
+    assert read_image(path, spacing=(2.0, 0.8, 0.7))[1].spacing == pytest.approx((0.7, 0.8, 2.0))
 
 
 def test_3_a_spacing_given_replaces_the_stated_one(tmp_path):
@@ -275,3 +289,16 @@ def test_3_predict_with_spacing_given_measures_with_it(data, model, capsys):
     _, err = run(["predict", "--model", model, "--images", data / "images" / "case2.nii.gz", "--out", out,
                   "--spacing", "2", "0.5"], capsys, 2)
     assert "--spacing 2 0.5 gives 2 values" in err
+
+
+def test_unclear_resume_on_other_data_is_refused_naming_the_difference(data, capsys):
+    from cli_helpers import FAST
+
+    train = ["train", "--images", data / "images", "--labels", data / "labels", "--out", data / "run", *FAST]
+    run(train, capsys)
+    assert json.loads((data / "run" / "data.json").read_text()) == {"labeled": ["case0", "case1"],
+                                                                     "unlabeled": ["case2.nii.gz"]}
+    (data / "images" / "case2.nii.gz").rename(data / "case2.nii.gz")
+    write_image(data / "images" / "case7.nii.gz", make_case(7, classes=3)[0], GEOM)
+    _, err = run([*train, "--init", data / "run" / "model.pt", "--resume", "--iterations", "2"], capsys, 2)
+    assert "the data given differ (unlabeled case7.nii.gz added; unlabeled case2.nii.gz missing)" in err

@@ -15,6 +15,7 @@ from ..folders import TrainingData, infer_classes, load_training_data
 from ..outputs import Outputs, locked
 from ..progress import bar
 from ..review import Reviewed, write_run_record
+from ..run_data import DATA_NAME, check_same_data, data_record, write_data_record
 from ..spacing import describe
 from .common import signals
 from .workspace import workspace_training
@@ -59,7 +60,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[TrainConfig, int]:
     return replace(cfg, **changes), saved.iteration
 
 
-RUN_FILES = (CONFIG_NAME, LOG_NAME, "reviewed.json")  # what a run writes beside model.pt
+RUN_FILES = (CONFIG_NAME, LOG_NAME, "reviewed.json", DATA_NAME)  # what a run writes beside model.pt
 
 
 def _check_run_folder(args: argparse.Namespace) -> None:
@@ -131,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             settings = {f.name: _setting_value(getattr(args, f.name)) for f in declared_settings()}
             cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()), **settings)
         _check_given_classes(args, data, cfg.num_classes)
+        if args.resume:
+            check_same_data(args.init, _record(data))
         if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
             raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
                             f"the ignored value must not be a class")
@@ -152,12 +155,19 @@ def _check_given_classes(args: argparse.Namespace, data: TrainingData, num_class
                         f"labels")
 
 
+def _record(data: TrainingData) -> dict[str, list[str]]:
+    """The record of the volumes a run trains on."""
+    return data_record([v.name for v in data.labeled], [v.name for v in data.unlabeled])
+
+
 def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, options: RunOptions) -> int:
     """Train with signals stopping after the current step; the run folder also gets ``reviewed.json``
     when review records or ``--ignore-label`` limited the supervision."""
     from ..training import Trainer
 
     trainer = Trainer(data.labeled, data.unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
+    if trainer.world.writes:  # what it trains on, for a later --resume
+        Outputs(args.out, "train").wrote(write_data_record(args.out, _record(data)))
     if trainer.world.writes and (data.reviewed or args.ignore_label is not None):  # what supervised, kept
         Outputs(args.out, "train").wrote(write_run_record(
             args.out, {n: Reviewed.from_dict(r) for n, r in data.reviewed.items()}, args.ignore_label))
