@@ -289,6 +289,13 @@ def test_3_predict_with_spacing_given_measures_with_it(data, model, capsys):
     _, err = run(["predict", "--model", model, "--images", data / "images" / "case2.nii.gz", "--out", out,
                   "--spacing", "2", "0.5"], capsys, 2)
     assert "--spacing 2 0.5 gives 2 values" in err
+    (data / "truth2").mkdir()
+    shutil.copy(data / "truth" / "case2.nii.gz", data / "truth2")
+    with_pixdim(data / "truth2" / "case2.nii.gz", 0.0)
+    evaluate = ["evaluate", "--predictions", out, "--labels", data / "truth2"]
+    _, err = run(evaluate, capsys, 2)
+    assert "case2.nii.gz states a voxel spacing of 0 mm" in err
+    run([*evaluate, "--spacing", "2", "0.5", "0.5"], capsys)
 
 
 def test_unclear_resume_on_other_data_is_refused_naming_the_difference(data, capsys):

@@ -50,8 +50,8 @@ def _evaluate(args: argparse.Namespace, outputs: Outputs | None) -> None:
     cases = sorted(refs)
     values: dict[Path, np.ndarray] = {}
     for case in bar(cases, desc="checking", unit="vol", leave=False):  # everything, before minutes of scoring
-        pred, gp = read_image(preds[case])
-        ref, gr = read_image(refs[case])
+        pred, gp = read_image(preds[case], args.spacing)
+        ref, gr = read_image(refs[case], args.spacing)
         check_geometry(refs[case], preds[case], ref.shape, pred.shape, gr, gp, what="prediction")
         values[refs[case]] = check_label_map(ref, refs[case])
         values[preds[case]] = check_label_map(pred, preds[case])
@@ -62,8 +62,8 @@ def _evaluate(args: argparse.Namespace, outputs: Outputs | None) -> None:
                         f"(--classes)")
     rows = []
     for case in bar(cases, desc="evaluating", unit="vol", leave=False):
-        pred, _ = read_image(preds[case])
-        ref, g = read_image(refs[case])
+        pred, _ = read_image(preds[case], args.spacing)
+        ref, g = read_image(refs[case], args.spacing)
         present = set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())
         rows += [{"case": case, **(r if r["class"] in present else {**r, **dict.fromkeys(METRICS, float("nan"))})}
                  for r in evaluate_case(pred, ref, classes, g.scale)]

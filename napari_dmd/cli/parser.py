@@ -45,7 +45,7 @@ def add_setting(parser: argparse.ArgumentParser, f: Field, of: type | None = Non
 
 
 def _spacing_option(parser: argparse.ArgumentParser) -> None:
-    """``--spacing Z Y X``: the voxel size of every image, in place of what the files state."""
+    """``--spacing Z Y X``: the voxel size of every image (and label map), in place of what the files state."""
     parser.add_argument("--spacing", type=float, nargs="+", metavar="MM",
                         help="voxel size in mm (z y x) of every image, replacing what the files state (default: "
                              "the files'; a spacing that is 0, negative, not finite or outside 0.001-1000 mm is "
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, required=True, help="ground truth; each needs a prediction of its name")
     p.add_argument("--classes", type=int, help="number of classes with background (default: from all files)")
     p.add_argument("--out", type=Path, help="CSV file for the table (new, or one evaluate wrote)")
+    _spacing_option(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="napari with the plugin and sample data (--headless: the loop without a screen)")
     p.add_argument("--headless", action="store_true")
