@@ -157,7 +157,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def _geometry(path: Path, image: sitk.Image, spacing: Sequence[float] | None) -> Geometry:
     """The geometry of ``image`` read from ``path`` (of its first three axes), its spacing checked
-    (``_check_spacing``); ``spacing`` (array order z, y, x: ``--spacing``) replaces it."""
+    (``image_checks.check_spacing``); ``spacing`` (array order z, y, x: ``--spacing``) replaces it."""
     dim = image.GetDimension()
     n = min(dim, 3)
     origin = image.GetOrigin()[:n]
