@@ -249,6 +249,9 @@ class RunOptions:
                                  level="basic", label="first refresh at", minimum=0, cpu_default=50, cli=False)
     minutes: float = setting(0.0, "end training after this much time, whatever the iterations (0: no limit)",
                              level="basic", label="stop after (minutes)", minimum=0.0, cpu_default=10.0)
+    threads: int = setting(0, "CPU threads of a training run (0: auto, PyTorch's default less one, at least 1: "
+                           "the viewer keeps a core; benchmarks/threads.py)", label="training threads",
+                           minimum=0, cli=False)
 
     def __post_init__(self) -> None:
         raise_problems(check_declared(self))

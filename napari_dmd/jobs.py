@@ -281,11 +281,16 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
     voxels) for the next run's estimate. When it ends, nothing of the run is kept but the model:
     the trainer (optimizer state, normalised volumes) is dropped and the GPU's cache emptied.
     """
+    import torch
+
     what = "preparing the training data"
     trainer = None
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()  # PyTorch's, given back when the run ends
     try:
         from .training import Trainer
+
+        torch.set_num_threads(training_threads(job.options.threads, threads))
 
         labeled, unlabeled = build_volumes(job.data)
         what = "setting up the networks"
@@ -338,7 +343,14 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         trainer = None
         control.detach()
         _release()
+        torch.set_num_threads(threads)
         control.done.set()
+
+
+def training_threads(setting: int, default: int) -> int:
+    """The CPU threads a run trains with: ``setting``, or (0) one fewer than PyTorch's ``default`` (at least 1),
+    so the viewer keeps a core (measured in benchmarks/threads.py)."""
+    return setting if setting > 0 else max(1, default - 1)
 
 
 def _timed(messages: Iterator[object], items: list[Item], spent: list[float]) -> Iterator[object]:

@@ -7,7 +7,7 @@ import pytest
 from napari_dmd.config import RunOptions, TrainConfig
 from napari_dmd.current_model import new_run_dir
 from napari_dmd.errors import DataError
-from napari_dmd.jobs import Control, Finished, ImageResult, Started, train_and_predict
+from napari_dmd.jobs import Control, Finished, ImageResult, Started, train_and_predict, training_threads
 from napari_dmd.label_book import LabelStats, slices_of
 from napari_dmd.review import Reviewed
 from napari_dmd.session import Session, row_info, unpaired_reasons
@@ -110,9 +110,16 @@ def test_start_to_finished_without_qt(tmp_path):
     s, _ = session_with_cases()
     with pytest.raises(DataError, match="no model yet"):
         s.begin_prediction()
-    job = s.begin_run(config_of, RunOptions(refresh_every=1000), folder=str(tmp_path / "run"))
+    import torch
+
+    before = torch.get_num_threads()
+    job = s.begin_run(config_of, RunOptions(refresh_every=1000, threads=1), folder=str(tmp_path / "run"))
     assert s.current.class_names == ("background", "class 1") and job.config.num_classes == 2
-    messages = list(train_and_predict(job, Control()))
+    messages, during = [], set()
+    for msg in train_and_predict(job, Control()):  # (the run's thread is this one here)
+        messages.append(msg)
+        during.add(torch.get_num_threads())
+    assert during == {1} and torch.get_num_threads() == before  # the run's threads, then PyTorch's again
     started, finished = messages[1], messages[-1]  # after 'Preparing'
     assert isinstance(started, Started) and started.plan.patch == (16, 16, 16)
     assert isinstance(finished, Finished) and not finished.stopped
@@ -248,3 +255,8 @@ def test_a_refresh_measures_a_multichannel_case_by_one_channel(monkeypatch):
     monkeypatch.setattr(jobs, "REFRESH_WHOLE_MVOXELS", 10)
     items = refresh_items([("a", Channels([big, big], ("T1", "T2")))], View("a", 20), final=False)
     assert items[0][2] is not None and items[0][2][0] < 20 < items[0][2][1]  # the slab in view, not the whole case
+
+
+def test_training_threads_leave_the_viewer_a_core_unless_set():
+    assert training_threads(0, 2) == 1 and training_threads(0, 1) == 1 and training_threads(0, 16) == 15
+    assert training_threads(2, 2) == 2

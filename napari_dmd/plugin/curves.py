@@ -6,6 +6,9 @@ iterations run along the bottom axis. No plotting library needed.
 """
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
@@ -29,6 +32,22 @@ class LossCurves(QWidget):
 
     def clear(self, total: int = 1) -> None:
         self.iterations, self.values, self.total = [], ([], []), max(1, total)
+        self.update()
+
+    def show_log(self, path: Path) -> None:
+        """The curves of a run's ``log.csv`` (a loaded model's run); empty where there is none or it does not read."""
+        self.clear()
+        try:
+            with open(path, newline="") as f:
+                rows = [(int(r["iteration"]), float(r["sup_loss"]), float(r["distill_loss"]))
+                        for r in csv.DictReader(f)]
+        except (OSError, KeyError, TypeError, ValueError):
+            return
+        for row in rows:
+            self.iterations.append(row[0])
+            self.values[0].append(row[1])
+            self.values[1].append(row[2])
+        self.total = max(1, *self.iterations)
         self.update()
 
     def add(self, iteration: int, supervised: float, distillation: float) -> None:

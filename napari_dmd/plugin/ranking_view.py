@@ -117,6 +117,12 @@ class NextBox(QGroupBox):
         layout.addLayout(_row(self.merge_scope, self.merge_button, self.undo_button))
         layout.addWidget(self.overwrite)
 
+    def enable(self, mark: bool, merge: bool) -> None:
+        """Mark/Unmark only where the case in view has labels, Merge only with a prediction layer selected."""
+        self.mark_button.setEnabled(mark)
+        self.unmark_button.setEnabled(mark)
+        self.merge_button.setEnabled(merge)
+
     def show_review(self, image: str | None, rec: Reviewed | None, number: Callable[[int], str]) -> None:
         """The review record of the labels of the image in view, its slices numbered by ``number`` (the slider's)."""
         numbers = {int(number(i)) for i in rec.slices} if rec is not None else set()

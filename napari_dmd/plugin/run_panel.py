@@ -15,6 +15,7 @@ from ..plan import duration, file_size
 from .curves import LossCurves
 
 IDLE, PREPARING, PREDICTING, FAILED = "idle", "preparing…", "predicting %v/%m", "failed"
+HINT = "Paint labels on a few slices of an image (or open labels), then start."
 
 
 def precision_words(described: str) -> str:
@@ -37,7 +38,8 @@ class RunPanel(QWidget):
         self.stop_button.clicked.connect(lambda: stop())
         self.progress = QProgressBar(format=IDLE, value=0)
         self.curves = curves
-        self.status = QLabel("Paint labels on a few slices of an image (or open labels), then start.", wordWrap=True)
+        self.status = QLabel(HINT, wordWrap=True)
+        self.refusal: str | None = None  # the reason Start was refused, while the status line says it
         self.offset = 0
         self.limit: float | None = None  # the run's time limit in seconds
         self._stopping = False
@@ -57,10 +59,12 @@ class RunPanel(QWidget):
         self.progress.setFormat(fmt)
         self.status.setText(text)
         self._stopping = False
+        self.refusal = None
 
     def refused(self, message: str) -> None:
         """Start was refused: the reason, in full, in the status line."""
         self.begin(1, f"Cannot start: {message}", IDLE)
+        self.refusal = self.status.text()
 
     def preparing(self, msg: Preparing) -> None:
         """What the run does before its first iteration, and how long it takes."""
@@ -132,6 +136,13 @@ class RunPanel(QWidget):
         if self.progress.format() in (PREPARING, PREDICTING):
             self.progress.setFormat(IDLE)
 
-    def set_busy(self, busy: bool) -> None:
-        self.start_button.setEnabled(not busy)
+    def resolved(self) -> None:
+        """The cause of a refusal is gone: the status line no longer says it."""
+        if self.refusal is not None and self.status.text() == self.refusal:
+            self.status.setText(HINT)
+        self.refusal = None
+
+    def set_busy(self, busy: bool, can_start: bool = True) -> None:
+        """Start only where it can run (``can_start``) and no run is going; Stop only during a run."""
+        self.start_button.setEnabled(not busy and can_start)
         self.stop_button.setEnabled(busy)

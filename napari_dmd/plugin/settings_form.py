@@ -14,11 +14,14 @@ from dataclasses import Field
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, Widget, create_widget
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..config import RunOptions, TrainConfig, declared_settings, default_of, label_of
-from ..plan import parse_patch
+from ..errors import DataError
+from ..plan import describe_plan, make_plan, parse_patch
+
+CANNOT_START = "Start cannot run yet"
 
 INT_MAX = 2**31 - 1
 
@@ -118,3 +121,42 @@ class SettingsForm(QWidget):
     def options(self) -> RunOptions:
         """The run options as ``RunOptions`` (``DataError`` naming what is invalid)."""
         return RunOptions(**{name: w.value for name, w in self.run_options.items()})
+
+    def describe_plan(self, session: Any) -> tuple[str, str]:
+        """Before Start: the device and precision 'auto' resolve to and the measured time estimate for the
+        ``session``'s training data (or ``CANNOT_START``: why not), and the estimated total in a few words
+        (' · ≈ 2:00', or '')."""
+        shapes, classes = session.training_shapes()
+        try:
+            plan = make_plan(shapes, classes, self.device(), self["precision"].value, str(self["patch_size"].value),
+                             self["labeled_batch"].value + self["unlabeled_batch"].value,
+                             session.training_spacing(), session.training_channels())
+            options = self.options()
+        except DataError as exc:
+            return f"{CANNOT_START}: {exc}", ""
+        megavoxels = sum(math.prod(shape) for shape in shapes.values()) / 1e6
+        return describe_plan(plan, megavoxels, self["iterations"].value, options)
+
+
+def folding(form: QWidget) -> QCollapsible:
+    """The settings in a box that folds away (its title shows their summary), unfolded at first."""
+    box = QCollapsible()
+    box.addWidget(form)
+    box.layout().setContentsMargins(0, 0, 0, 0)
+    box.toggleButton().setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+    box.expand(animate=False)
+    return box
+
+
+def scrolling_column(dock: QWidget) -> tuple[QScrollArea, QVBoxLayout]:
+    """The dock's one scrolling column: the scroll area and the column's layout."""
+    root = QVBoxLayout(dock)
+    root.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+    root.addWidget(scroll)
+    body = QWidget()
+    scroll.setWidget(body)
+    column = QVBoxLayout(body)
+    column.setSpacing(4)
+    dock.setMinimumWidth(520)
+    return scroll, column

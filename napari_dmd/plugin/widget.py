@@ -19,9 +19,9 @@ import napari.viewer
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFrame, QGroupBox, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
-from superqt import QCollapsible
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
+from ..config import LOG_NAME
 from ..errors import DataError, DMDError
 from ..jobs import (
     Control,
@@ -37,11 +37,11 @@ from ..jobs import (
     preload,
     train_and_predict,
 )
-from ..plan import Plan, describe_plan, make_plan
+from ..plan import Plan
 from ..ranking import Suggestion
 from ..session import Session
 from ..speed_store import record_speed
-from ._layers import DISAGREEMENT, PREDICTION, source
+from ._layers import DISAGREEMENT, PREDICTION, role, source
 from .case_nav import CaseNavigator, show_channels
 from .closing import ClosingHooks
 from .corrections import Corrections
@@ -56,7 +56,7 @@ from .reader_preference import route_saves
 from .result_layers import disagreement_name, find_layer, go_to, prediction_name, slider_number
 from .result_refresh import ResultQueue
 from .run_panel import IDLE, RunPanel
-from .settings_form import SettingsForm
+from .settings_form import CANNOT_START, SettingsForm, folding, scrolling_column
 from .volume_table import VolumeBox
 
 
@@ -78,6 +78,7 @@ class DMDWidget(QWidget):
         self._run_plan: Plan | None = None  # of the last training set up: its speed is recorded under it
         self._slices: dict[str, int] = {}  # the slice each case was left at
         self._added: str | None = None  # the layer being inserted (napari selects it)
+        self._can_start = True  # whether the settings and data make a plan
         self.results = ResultQueue(napari_viewer, self.session)
         self._build(cpu=not torch.cuda.is_available())
         self._timer = QTimer(self, singleShot=True, interval=100)
@@ -88,6 +89,7 @@ class DMDWidget(QWidget):
         napari_viewer.layers.selection.events.active.connect(self._follow)
         napari_viewer.layers.selection.events.active.connect(self._schedule)
         napari_viewer.layers.selection.events.active.connect(self._look)
+        napari_viewer.layers.selection.events.active.connect(self._update_buttons)
         napari_viewer.dims.events.current_step.connect(self._look)
         self.corrections = Corrections(napari_viewer, self.session, self.sync.store, self._after_merge)
         me = weakref.ref(self)
@@ -105,24 +107,12 @@ class DMDWidget(QWidget):
         """One scrolling column whose first screen holds the data, Start, progress and the ranking:
         the settings fold away at Start (their summary stays in the title), the curves, the merge
         and the model follow below."""
-        root = QVBoxLayout(self)
-        root.setContentsMargins(0, 0, 0, 0)
-        self.scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
-        root.addWidget(self.scroll)
-        body = QWidget()
-        self.scroll.setWidget(body)
-        outer = QVBoxLayout(body)
-        outer.setSpacing(4)
-        self.setMinimumWidth(520)
+        self.scroll, outer = scrolling_column(self)
         self.table = TrainingTable(self._on_include, self._on_pair, self.show_case, self._on_group)
         self.nav = CaseNavigator(self.show_case, self._show_unsure)
         self.data = DataPanel(self.nav, self.table)
         self.settings = SettingsForm(cpu)
-        self.settings_box = QCollapsible()
-        self.settings_box.addWidget(self.settings)
-        self.settings_box.layout().setContentsMargins(0, 0, 0, 0)
-        self.settings_box.toggleButton().setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.settings_box.expand(animate=False)
+        self.settings_box = folding(self.settings)
         self.run = RunPanel(self.start, self.stop, LossCurves())
         self.next = NextBox(self._go, self.mark_slice, self.merge_prediction, lambda: self.corrections.undo())
         self.model_box = ModelBox(self.session, self.settings.device, self.predict,
@@ -145,24 +135,17 @@ class DMDWidget(QWidget):
         self.data.show_session(self.session)
         self.next.show_review(image, self.session.reviewed_for(image) if image else None,
                               lambda index: slider_number(self.viewer, image, index))
-        plan, estimate = self._describe_plan()
+        plan, estimate = self.settings.describe_plan(self.session)
         self.settings.plan.setText(plan)
         self.settings_box.setText(f"Settings: {self.settings.summary()}{estimate}")
-
-    def _describe_plan(self) -> tuple[str, str]:
-        """Before Start: the device and precision 'auto' resolve to and the measured time estimate, and
-        the estimated total in a few words (' · ≈ 2:00', or '')."""
-        form = self.settings
-        shapes, classes = self.session.training_shapes()
-        try:
-            plan = make_plan(shapes, classes, form.device(), form["precision"].value, str(form["patch_size"].value),
-                             form["labeled_batch"].value + form["unlabeled_batch"].value,
-                             self.session.training_spacing(), self.session.training_channels())
-            options = form.options()
-        except DataError as exc:
-            return f"Start cannot run yet: {exc}", ""
-        megavoxels = sum(np.prod(shape) for shape in shapes.values()) / 1e6
-        return describe_plan(plan, megavoxels, form["iterations"].value, options)
+        self._can_start = not plan.startswith(CANNOT_START)
+        if self.run.refusal is not None and self.worker is None and self._can_start:
+            try:
+                self.session.training_set(self.settings.warm_start.value)
+                self.run.resolved()
+            except DMDError:
+                pass
+        self._update_buttons()
 
     def _schedule(self, *_changed) -> None:
         """Refresh the view shortly (many edits in a row refresh it once)."""
@@ -291,6 +274,7 @@ class DMDWidget(QWidget):
         """A loaded model: the next Start continues from it; the settings stay folded (the ranking in view)."""
         self.settings.warm_start.value = True
         self.settings_box.collapse(animate=False)
+        self.run.curves.show_log(self.session.current.path.parent / LOG_NAME)  # not the previous run's
 
     def _after_merge(self) -> None:
         self._update_buttons()
@@ -442,12 +426,17 @@ class DMDWidget(QWidget):
         self._update_buttons()
         self.run.ended()
 
-    def _update_buttons(self) -> None:
-        busy = self.worker is not None
-        self.run.set_busy(busy)
+    def _update_buttons(self, *_event) -> None:
+        """Each button enabled only where it can act (Start, Mark, Merge, Undo merge, the model's)."""
+        if not hasattr(self, "corrections"):
+            return  # (the dock is still being built)
+        busy, case = self.worker is not None, self._current_image()
+        self.run.set_busy(busy, self._can_start)
         self.table.set_busy(busy)
         self.model_box.set_busy(busy)
         self.next.undo_button.setEnabled(bool(self.corrections.records))
+        self.next.enable(case is not None and self.session.reviewed_for(case) is not None,
+                         role(self.viewer.layers.selection.active) == PREDICTION)
 
     # ---------------------------------------------------------------- closing
     def event(self, e) -> bool:  # noqa: D102
