@@ -10,7 +10,14 @@ seeded patch sampler over the same la_half scans, the same two V-Nets, the same 
                     so it is measured on any machine)
 Also inference seconds per la_half volume (patch 32x64x64, stride 2/9/9, both networks).
 
+The step against today's (``--compare`` alone: only this): in one process, on the same data, fp32, blocks of
+``--block`` steps of each interleaved for ``--rounds`` rounds (a busy machine slows all alike), median seconds:
+  today's step   : the step of commit 118c1a4 (benchmarks/step_ops.py ``todays_step``: 5 host reads a step)
+  new step       : ``Trainer.step`` with its batch drawn in line, its values read once after it (as ``run`` does)
+  batches ahead  : the same with the next batch drawn in a background thread meanwhile
+
     python benchmarks/speed.py --iterations 30
+    python benchmarks/speed.py --compare --block 3 --rounds 5
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from step_ops import todays_step
 
 from napari_dmd.config import TrainConfig
 from napari_dmd.data import PatchSampler
@@ -75,7 +83,7 @@ def variant(name: str, iterations: int, device: str) -> dict:
     cfg = TrainConfig(iterations=iterations + WARMUP, patch_size=PATCH, device=device, precision=precision)
     trainer = Trainer(lab, unl, cfg)
     if name == "napari-dmd bf16, bottleneck fp32":
-        trainer.precision = Precision(torch.bfloat16, BOTTLENECK, "forced by the benchmark")
+        trainer.dmd.precision = Precision(torch.bfloat16, BOTTLENECK, "forced by the benchmark")
         for net in trainer.model.nets:
             trainer.precision.apply(net)
     if name == "plain-fp32":
@@ -95,11 +103,44 @@ def variant(name: str, iterations: int, device: str) -> dict:
             loss.backward()
             opt.step()
     else:
-        step = trainer.step
+        def step(i: int) -> None:
+            _ = trainer.step(i).loss  # read as the run reads it
     rate = timed(step, iterations, trainer.device)
     return {"variant": name, "its_per_s": rate, "peak_memory_mb": peak_memory_mb(trainer.device),
             "device": str(trainer.device), "skipped": trainer.skipped,
             "precision": trainer.precision.describe() if name != "plain-fp32" else "fp32"}
+
+
+def compare(device: str, block: int, rounds: int) -> dict:
+    """Median seconds per step of today's step, the new one, and the new one with batches made ahead (see the
+    module's docstring), and the ratios of the first to the others (above 1: the new one is faster)."""
+    lab, unl = data()
+    total = WARMUP + block * rounds
+    trainers = {name: Trainer(lab, unl, TrainConfig(iterations=total, patch_size=PATCH, device=device,
+                                                    precision="fp32"), ahead=name == "batches ahead")
+                for name in ("today's step", "new step", "batches ahead")}
+    steps = {"today's step": todays_step(trainers["today's step"]),
+             "new step": lambda i: trainers["new step"].step(i, more=True).loss,
+             "batches ahead": lambda i: trainers["batches ahead"].step(i, more=True).loss}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        for i in range(WARMUP):
+            step(i)
+    for r in range(rounds):
+        for name, step in steps.items():
+            for i in range(block):
+                t0 = time.perf_counter()
+                step(WARMUP + r * block + i)
+                if trainers[name].device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    for t in trainers.values():
+        t.batches.close()
+    median = {name: float(np.median(v)) for name, v in times.items()}
+    return {"steps_each": block * rounds, "median_s": median,
+            "today_over_new": median["today's step"] / median["new step"],
+            "today_over_ahead": median["today's step"] / median["batches ahead"],
+            "inline_over_ahead": median["new step"] / median["batches ahead"]}
 
 
 def inference_seconds(device: str, volumes: int = 3) -> float:
@@ -117,10 +158,21 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", action="store_true", help="only the step against today's (see above)")
+    ap.add_argument("--block", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     args = ap.parse_args()
     if args.variant:
         print(json.dumps(variant(args.variant, args.iterations, args.device)))
+        return
+    machine = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+               "machine": machine_name(resolve_device(args.device))}
+    against_today = compare(args.device, args.block, args.rounds)
+    print(json.dumps(against_today), flush=True)
+    if args.compare:
+        save_report(args.out.with_name("step_vs_today.json"), {**against_today, "patch": PATCH, **machine,
+                                                                "batch": "2 labeled + 2 unlabeled"})
         return
     rows = []
     for name in VARIANTS:
@@ -132,8 +184,7 @@ def main() -> None:
     for r in rows:
         r["speedup_vs_plain_fp32"] = r["its_per_s"] / base
     result = {"iterations": args.iterations, "batch": "2 labeled + 2 unlabeled", "patch": PATCH, "variants": rows,
-              "inference_s_per_volume": inference_seconds(args.device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "machine": machine_name(resolve_device(args.device))}
+              "inference_s_per_volume": inference_seconds(args.device), "step_vs_today": against_today, **machine}
     save_report(args.out, result)
     print(f"machine: {result['machine']}")
     print("| loop | precision | it/s | × plain fp32 | peak memory (MB) |\n|---|---|---|---|---|")

@@ -7,15 +7,22 @@
   ops         : every dispatched aten operation (views included);
   kernels     : the dispatched operations that are not views (an upper bound of the kernel launches on a GPU).
 
-    python benchmarks/step_ops.py            # counts of one ordinary step of a small run, as JSON
+``todays_step`` is the step as it was before the step kept its values on the device (commit 118c1a4: three
+``float()`` of the losses, two finiteness checks read on the host, 174 ``clone`` of the batch-norm buffers, the
+unfused SGD), rebuilt on a ``Trainer``'s networks so the two can be counted and timed in one run.
+
+    python benchmarks/step_ops.py            # counts of one ordinary step, today's and the new, as JSON
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from napari_dmd.losses import distillation_loss, supervised_loss
 
 SYNC_OPS = ("aten._local_scalar_dense", "aten.is_nonzero")
 PATCHED = ("tolist", "numpy")  # ``.item()`` dispatches ``_local_scalar_dense``, counted there
@@ -64,6 +71,44 @@ class StepOps(TorchDispatchMode):
         return {"host_reads": self.host_reads, "reads": dict(self.reads), "ops": self.ops, "kernels": self.kernels}
 
 
+def todays_step(trainer):
+    """``step(iteration)`` as the step of commit 118c1a4 ran it (its own unfused SGD on the trainer's networks;
+    fp32 and bf16, whose loss scaler was off): the comparison for ``count_step`` and benchmarks/speed.py."""
+    cfg, dmd = trainer.config, trainer.dmd
+    opt = torch.optim.SGD(dmd.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    floats = [b for b in dmd.buffers if b.is_floating_point()]
+
+    def step(iteration: int) -> tuple[float, float, float, bool]:
+        batch = trainer._draw(iteration)
+        x = torch.from_numpy(batch["image"]).to(trainer.device).contiguous(memory_format=trainer._memory)
+        y, m = (torch.from_numpy(batch[k]).to(trainer.device) for k in ("label", "mask"))
+        for group in opt.param_groups:
+            group["lr"] = trainer.lr_at(iteration)
+        for net in dmd.owned:
+            net.train()
+        saved = [b.clone() for b in dmd.buffers]
+        with dmd.precision.autocast(trainer.device):
+            logits = [net(x) for net in dmd.nets]
+        sup = sum(supervised_loss(z[:len(y)], y, m, None, cfg.ce_weight) for z in logits)
+        dis = distillation_loss(*logits, cfg.temperature)
+        loss = sup + trainer.lambda_at(iteration) * dis
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        values = float(sup.detach()), float(dis.detach()), float(loss.detach())
+        bad = (not np.isfinite(values[2])
+               or not torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in dmd.params if p.grad is not None]))
+               or not torch.isfinite(torch.nn.utils.get_total_norm(floats)))
+        if bad:
+            for b, before in zip(dmd.buffers, saved):
+                b.copy_(before)
+            opt.zero_grad(set_to_none=True)
+        else:
+            opt.step()
+        return (*values, bad)
+
+    return step
+
+
 def count_step(step, iteration: int) -> dict:
     """Counts of ``step(iteration)`` (the step's own work: reading its result afterwards is not counted)."""
     with StepOps() as ops:
@@ -86,9 +131,13 @@ def main() -> None:
     lab = [Volume.create(*c) for c in cases[:2]]
     unl = [Volume.create(c[0]) for c in cases[2:]]
     cfg = TrainConfig(iterations=4, patch_size=(16, 16, 16), labeled_batch=2, unlabeled_batch=2, precision="fp32")
-    trainer = Trainer(lab, unl, cfg)
-    trainer.step(0)  # warm-up: the first step allocates what the optimiser keeps
-    print(json.dumps(count_step(trainer.step, 1)))
+    out = {}
+    for name in ("today", "new"):
+        trainer = Trainer(lab, unl, cfg)
+        step = todays_step(trainer) if name == "today" else trainer.step
+        step(0)  # warm-up: the first step allocates what the optimiser keeps
+        out[name] = count_step(step, 1)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

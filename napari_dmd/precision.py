@@ -6,8 +6,10 @@ batch, forward and backward, in fp32 and in the reduced precision several times,
 distinct convolution on its own. Layers that fail alone run in fp32 while the rest keeps the reduced
 precision, provided the whole network then passes; otherwise the run is fp32. For ``auto`` the
 reduced precision must also be faster: a training step in it is timed against fp32 (on a GPU with
-small patches bf16 measured slower). The verdict is cached per machine (CPU model or GPU name), torch
-version, network, shape and request, so it costs once.
+small patches bf16 measured slower); both are timed in turn, ``SPEED_ROUNDS`` times, and the medians compared,
+so a machine busy with other work slows both alike. The verdict is cached per machine (CPU model or GPU name),
+torch version, network, shape and request, so it costs once; it is measured again when it was taken by another
+version of napari-dmd, or, when speed decided it, while the machine's load exceeded its cores.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import __version__
 from .networks import build_network
 from .spacing import is_isotropic, pooling
 
@@ -35,7 +39,8 @@ LAYER_TOLERANCE = 0.05  # one layer: worst output error and gradient L2 error, r
 NETWORK_OUTPUT_TOLERANCE = 0.5  # whole network: relative L2 error of the logits
 LAYER_SECONDS = 0.3  # a layer is probed LAYER_REPS times, or at least once and then within this time
 CHECK_REPS = 3
-SPEED_REPS = 2  # timed steps per precision when 'auto' weighs speed (the correctness check warmed both up)
+SPEED_REPS = 1  # timed steps per precision and round when 'auto' weighs speed (the correctness check warmed both up)
+SPEED_ROUNDS = 5  # rounds of fp32 then the reduced precision; their medians are compared
 MIN_SPEEDUP = 1.1  # 'auto' keeps a reduced precision only when a step is at least this much faster
 LAYER_REPS = 50
 _LAYER_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -147,6 +152,29 @@ def _write_cache(key: str, value: dict) -> None:
         write_text(cache_path(), json.dumps(cache, indent=1))
     except Exception:  # a read-only home must not stop training: the check simply runs again next time
         pass
+
+
+def machine_load() -> float | None:
+    """The machine's load average over the last minute (``None`` where the system does not tell)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _circumstances(timed: bool) -> dict:
+    """What a verdict was measured under: this version, and (when speed decided it) the load and the cores."""
+    return {"version": __version__, "timed": timed, "load": machine_load() if timed else None,
+            "cores": os.cpu_count()}
+
+
+def _stale(entry: dict) -> bool:
+    """Whether a cached verdict must be measured again: taken by another version (or one that did not say), or
+    timed while the load exceeded the cores."""
+    if entry.get("version") != __version__:
+        return True
+    load, cores = entry.get("load"), entry.get("cores") or os.cpu_count() or 1
+    return bool(entry.get("timed")) and load is not None and load > cores
 
 
 def _finite(tensors) -> bool:
@@ -316,7 +344,7 @@ def known_precision(requested: str, device: torch.device, ndim: int, out_channel
     key = _verdict_key(requested, target, device, ndim, out_channels, shape, fmt, spacing)
     cached = _read_cache().get(key)
     try:
-        return None if cached is None else replace(Precision.from_dict(cached), cache_key=key)
+        return None if cached is None or _stale(cached) else replace(Precision.from_dict(cached), cache_key=key)
     except (KeyError, TypeError):  # an entry of another version: check again
         return None
 
@@ -334,7 +362,7 @@ def choose_precision(requested: str, device: torch.device, ndim: int, out_channe
     key = _verdict_key(requested, dtype, device, ndim, out_channels, shape, fmt, spacing)
     choice = self_check(dtype, device, ndim, out_channels, shape, fmt, faster_only=requested == "auto",
                         spacing=spacing)
-    _write_cache(key, choice.to_dict())
+    _write_cache(key, {**choice.to_dict(), **_circumstances(requested == "auto")})
     return replace(choice, cache_key=key)
 
 
@@ -342,7 +370,7 @@ def remember_fallback(checked: Precision, fallback: Precision) -> None:
     """A run that had to fall back to fp32 at run time (the check missed an intermittent fault)
     records fp32 as this machine's verdict, so the next run does not try the reduced precision again."""
     if checked.cache_key:
-        _write_cache(checked.cache_key, fallback.to_dict())
+        _write_cache(checked.cache_key, {**fallback.to_dict(), **_circumstances(False)})
 
 
 def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
@@ -370,8 +398,11 @@ def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels
             problem = whole or f"all {len(bad)} convolutions wrong"
             return Precision(torch.float32, (), f"this machine computes the network wrongly in {name} ({problem})")
         if faster_only:
-            fp32_s = step_seconds(net, x, contextlib.nullcontext)
-            reduced_s = step_seconds(net, x, lambda: torch.autocast(device.type, dtype=dtype))
+            fp32, reduced = [], []
+            for _ in range(SPEED_ROUNDS):  # in turn: load from other work slows both alike
+                fp32.append(step_seconds(net, x, contextlib.nullcontext))
+                reduced.append(step_seconds(net, x, lambda: torch.autocast(device.type, dtype=dtype)))
+            fp32_s, reduced_s = statistics.median(fp32), statistics.median(reduced)
             if reduced_s * MIN_SPEEDUP > fp32_s:
                 return Precision(torch.float32, (), f"{name} computes correctly but is not faster here "
                                                     f"({1e3 * reduced_s:.0f} vs {1e3 * fp32_s:.0f} ms per step; "

@@ -1,14 +1,19 @@
 """One Deep Mutual Distillation step: the forward of both networks on a batch, the loss terms, the SGD update,
 and the guard's decision (a non-finite loss, gradient or batch-norm statistic skips the update).
 
-The run around it (batches, schedules, batch-norm settling, checkpoints, progress) is ``training.Trainer``.
+The step never makes the host wait for the device: what is not finite is decided on the device, the fused SGD
+update is skipped there by a found-inf flag (as ``GradScaler`` keeps one), the batch-norm statistics are saved
+with one foreach copy into preallocated storage and put back on the device where the flag says so, and the
+losses stay on the device until the run reads them (``Step``). The run around it (batches, schedules,
+batch-norm settling, checkpoints, progress) is ``training.Trainer``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+import torch.distributed as dist
 
 from .config import TrainConfig
 from .distributed import World
@@ -21,14 +26,33 @@ DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
 PROBLEMS = ("", "loss", "gradient", "batch-norm statistics")  # what a step may find not finite, in check order
 
 
-@dataclass(frozen=True)
 class Step:
-    """What one training step did: its losses, or what was not finite (the step was skipped)."""
+    """What one training step did: its losses, or what was not finite (the step was skipped). The four values
+    stay on the device until one of them is first read; then all are read at once."""
 
-    sup_loss: float
-    distill_loss: float
-    loss: float
-    problem: str = ""
+    def __init__(self, values: torch.Tensor):
+        self._values = values  # sup_loss, distill_loss, loss, index in PROBLEMS
+
+    @functools.cached_property
+    def _read(self) -> list[float]:
+        return self._values.tolist()
+
+    @property
+    def sup_loss(self) -> float:
+        return self._read[0]
+
+    @property
+    def distill_loss(self) -> float:
+        return self._read[1]
+
+    @property
+    def loss(self) -> float:
+        return self._read[2]
+
+    @property
+    def problem(self) -> str:
+        """What was not finite ('' for an ordinary step)."""
+        return PROBLEMS[int(self._read[3])]
 
 
 @dataclass(frozen=True)
@@ -40,10 +64,43 @@ class Batch:
     mask: torch.Tensor
 
 
+class Snapshot:
+    """Tensors (the networks' buffers) saved into preallocated flat storage, one foreach copy per dtype, and put
+    back on the device, always or where a flag holds: the host reads nothing."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        self.floats = [t for t in tensors if t.is_floating_point()]
+        self._groups = []
+        for dtype in dict.fromkeys(t.dtype for t in tensors):
+            live = [t for t in tensors if t.dtype == dtype]
+            sizes = [t.numel() for t in live]
+            flat = torch.empty(sum(sizes), dtype=dtype, device=live[0].device)
+            self._groups.append((live, sizes, flat, [v.view(t.shape) for v, t in zip(flat.split(sizes), live)]))
+
+    def save(self) -> None:
+        for live, _, _, kept in self._groups:
+            torch._foreach_copy_(kept, live)
+
+    def restore(self, where: torch.Tensor | None = None) -> None:
+        """The saved values back: all (``where`` None) or only where the 0-d boolean ``where`` holds."""
+        for live, sizes, flat, kept in self._groups:
+            if where is None:
+                torch._foreach_copy_(live, kept)
+                continue
+            chosen = torch.where(where, flat, torch.cat([t.reshape(-1) for t in live]))
+            torch._foreach_copy_(live, [v.view(t.shape) for v, t in zip(chosen.split(sizes), live)])
+
+    def finite(self) -> torch.Tensor:
+        """Whether every floating-point value is finite (a 0-d boolean on the device)."""
+        if not self.floats:
+            return torch.ones((), dtype=torch.bool)
+        return torch.cat([t.reshape(-1) for t in self.floats]).isfinite().all()
+
+
 class DMDStep:
     """The DMD step of two networks: ``step(batch, lr, lam, pseudo)`` updates both (or, when something is not
-    finite, leaves them and their batch-norm statistics as they were). ``nets`` are the networks as they run
-    (wrapped for split statistics or several processes), ``owned`` the networks themselves."""
+    finite, leaves them, their momenta and their batch-norm statistics as they were). ``nets`` are the networks
+    as they run (wrapped for split statistics or several processes), ``owned`` the networks themselves."""
 
     def __init__(self, nets: list[torch.nn.Module], owned: list[torch.nn.Module], config: TrainConfig,
                  precision: Precision, device: torch.device, world: World):
@@ -51,9 +108,20 @@ class DMDStep:
         self.precision, self.device, self.world = precision, device, world
         self.params = [p for net in owned for p in net.parameters()]
         self.buffers = [b for net in owned for b in net.buffers()]
+        self.snapshot = Snapshot(self.buffers)
         self.optimizer = torch.optim.SGD(self.params, lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+                                         weight_decay=config.weight_decay, fused=True)
+        if config.momentum:  # zero momenta: the first update equals SGD's, and a skipped first step stays skipped
+            for p in self.params:
+                self.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
+        self._zero = torch.zeros((), device=device)
+
+    def load_optimizer(self, state: dict) -> None:
+        """The optimiser's state of a checkpoint (one written before the update was fused, too)."""
+        self.optimizer.load_state_dict(state)
+        for group in self.optimizer.param_groups:
+            group.update(fused=True, foreach=None)
 
     def __call__(self, batch: Batch, lr: float, lam: float, pseudo: float) -> Step:
         """One SGD step at learning rate ``lr``, distillation weight ``lam`` and pseudo-label weight ``pseudo``."""
@@ -62,7 +130,7 @@ class DMDStep:
             group["lr"] = lr
         for net in self.owned:
             net.train()
-        saved = [b.clone() for b in self.buffers]
+        self.snapshot.save()
         reduce = self.world.all_sum if self.world.distributed else None
         y, m = batch.label, batch.mask
         try:
@@ -71,27 +139,27 @@ class DMDStep:
             sup = sum(supervised_loss(z[:len(y)], y, m, reduce, cfg.ce_weight) for z in logits)
             if pseudo > 0:
                 sup = sup + pseudo * self._pseudo_loss(logits, m, reduce)
-            dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else torch.zeros(())
+            dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else self._zero
             loss = sup + lam * dis
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.scaler.is_enabled():
                 self.scaler.unscale_(self.optimizer)
-            values = float(sup.detach()), float(dis.detach()), float(loss.detach())
-            problem = self._non_finite(values[2])
+            problem = self._problem(loss.detach())
             if self.world.distributed:  # every process skips, or none
-                problem = PROBLEMS[int(self.world.agree([float(PROBLEMS.index(problem))])[0])]
+                dist.all_reduce(problem, op=dist.ReduceOp.MAX)
         except RuntimeError:  # out of memory, or another process lost: this step changes nothing
-            self.restore(saved)
+            self.snapshot.restore()
+            self.optimizer.zero_grad(set_to_none=True)
             raise
-        if problem:
-            self.restore(saved)
-            if self.scaler.is_enabled():
-                self.scaler.update()  # an fp16 overflow lowers the loss scale
-            return Step(*values, problem)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return Step(*values)
+        bad = problem > 0
+        self.optimizer.found_inf, self.optimizer.grad_scale = bad.float(), None  # read by the fused update
+        self.optimizer.step()
+        if self.scaler.is_enabled():
+            self.scaler.update()  # an fp16 overflow lowers the loss scale
+        self.snapshot.restore(bad)
+        self.optimizer.zero_grad(set_to_none=True)
+        return Step(torch.stack([sup.detach().float(), dis.detach().float(), loss.detach().float(), problem.float()]))
 
     @staticmethod
     def _pseudo_loss(logits: list[torch.Tensor], mask: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
@@ -102,21 +170,11 @@ class DMDStep:
         a, b = logits
         return pseudo_label_loss(a, b, free, reduce) + pseudo_label_loss(b, a, free, reduce)
 
-    def restore(self, buffers: list[torch.Tensor]) -> None:
-        """Batch-norm statistics back to ``buffers``, no gradient left."""
-        for b, before in zip(self.buffers, buffers):
-            b.copy_(before)
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def _non_finite(self, loss: float) -> str:
-        """What is not finite after a backward pass ('' when all is finite)."""
-        if not np.isfinite(loss):
-            return "loss"
-        if not torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])):
-            return "gradient"
-        if not torch.isfinite(torch.nn.utils.get_total_norm([b for b in self.buffers if b.is_floating_point()])):
-            return "batch-norm statistics"
-        return ""
+    def _problem(self, loss: torch.Tensor) -> torch.Tensor:
+        """The index in ``PROBLEMS`` of what is not finite after a backward pass (0: all is), on the device."""
+        grads = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        return torch.where(~loss.isfinite(), 1, torch.where(~grads.isfinite(), 2,
+                                                            torch.where(self.snapshot.finite(), 0, 3)))
 
     def fall_back(self, reason: str) -> None:
         """Compute in fp32 from now on (every layer; no loss scaling)."""

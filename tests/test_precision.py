@@ -233,3 +233,50 @@ def test_a_real_step_is_timed_in_both_precisions():
     net = P._prepare(P.build_network(3, 1), CPU, FMT)
     x = torch.randn(SHAPE).contiguous(memory_format=FMT)
     assert 0 < P.step_seconds(net, x, lambda: torch.autocast("cpu", dtype=torch.bfloat16), reps=1) < 60
+
+
+def test_a_verdict_of_another_version_is_measured_again(monkeypatch):
+    """A cached verdict is reused, unless another version of napari-dmd wrote it (or it does not say)."""
+    quick_check(monkeypatch)
+    checks = []
+    real = P.self_check
+    monkeypatch.setattr(P, "self_check", lambda *a, **k: checks.append(k["faster_only"]) or real(*a, **k))
+    P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
+    assert checks == [False]
+    checks.clear()
+    P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
+    assert checks == []  # cached, same version
+    cache = json.loads(P.cache_path().read_text())
+    for entry in cache.values():
+        entry["version"] = "0.0.1"
+    P.cache_path().write_text(json.dumps(cache))
+    P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
+    assert checks == [False]  # another version's verdict: checked again
+
+
+def quick_check(monkeypatch):
+    """A self-check that finds every layer sound at once: what is tested here is when it runs."""
+    monkeypatch.setattr(P, "check_network", lambda *a, **k: None)
+    monkeypatch.setattr(P, "failing_layers", lambda *a, **k: [])
+
+
+def test_a_timed_verdict_taken_under_load_is_measured_again(monkeypatch):
+    quick_check(monkeypatch)
+    monkeypatch.setattr(P, "_target", lambda requested, device: torch.bfloat16)  # 'auto' weighs bf16 on any CPU
+    monkeypatch.setattr(P, "step_seconds", lambda net, x, ctx_factory, reps=1: 1.0)
+    checks = []
+    real = P.self_check
+    monkeypatch.setattr(P, "self_check", lambda *a, **k: checks.append(1) or real(*a, **k))
+    cores = P.os.cpu_count()
+    monkeypatch.setattr(P, "machine_load", lambda: cores + 1.5)  # busier than its cores
+    assert P.choose_precision("auto", CPU, 3, 1, SHAPE, FMT).dtype == torch.float32
+    P.choose_precision("auto", CPU, 3, 1, SHAPE, FMT)
+    assert len(checks) == 2  # the verdict taken under load was not trusted
+    monkeypatch.setattr(P, "machine_load", lambda: cores / 2)
+    P.choose_precision("auto", CPU, 3, 1, SHAPE, FMT)
+    P.choose_precision("auto", CPU, 3, 1, SHAPE, FMT)
+    assert len(checks) == 3  # measured calmly: kept
+    P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
+    monkeypatch.setattr(P, "machine_load", lambda: cores + 1.5)
+    P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
+    assert len(checks) == 4  # a verdict on correctness alone does not depend on the load

@@ -301,10 +301,10 @@ def test_batch_norm_statistics_are_apart_where_one_image_holds_most_of_the_super
     assert TrainConfig().batch_norm == "auto"
     patch = {"labeled_batch": 2, "unlabeled_batch": 2, "patch_size": (32, 32, 32)}
     one = Trainer([whole], unl, config(**patch))
-    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in one._nets) and one.batch_norm == "split"
+    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in one.dmd.nets) and one.batch_norm == "split"
     assert Trainer([whole, few], unl, config(**patch)).batch_norm == "split"
     several = Trainer([whole, other], unl, config(**patch))  # half each: one pass
-    assert several._nets == list(several.model.nets) and several.batch_norm == "joint"
+    assert several.dmd.nets == list(several.model.nets) and several.batch_norm == "joint"
     assert Trainer([whole, other], unl, config(**patch, batch_norm="split")).batch_norm == "split"
     assert Trainer([whole], unl, config(**patch, batch_norm="joint")).batch_norm == "joint"
     tiny = Trainer([whole], unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
@@ -351,3 +351,22 @@ def test_settling_keeps_the_old_statistics_when_the_new_ones_are_not_finite(tiny
     t._settle_batch = lambda: np.full((4, 1, 16, 16, 16), np.nan, np.float32)
     t.settle_statistics(1)
     assert all(torch.equal(a, b) for a, b in zip(before, _statistics(t)))
+
+
+def test_an_ordinary_training_step_makes_the_host_wait_for_nothing(tiny_cases):
+    """Trainer.step (batch, copy-paste, forward, losses, guard, update) reads no device value on the host: the
+    operations that would (``_local_scalar_dense``, ``is_nonzero``, ``tolist``, ``numpy``) are counted while it
+    runs; the losses are read afterwards, once. benchmarks/README.md reports the counts (step_ops.py)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from step_ops import StepOps
+
+    t = Trainer(volumes(tiny_cases[:2]), volumes(tiny_cases[2:], False),
+                config(labeled_batch=2, unlabeled_batch=2, mix_probability=1.0, pseudo_weight=1.0, ce_weight=1.0))
+    t.step(0)
+    with StepOps() as ops:
+        step = t.step(1)
+    assert ops.host_reads == 0, ops.reads
+    assert ops.kernels > 100  # the counter sees the step's operations
+    assert step.problem == "" and np.isfinite([step.sup_loss, step.distill_loss, step.loss]).all()
