@@ -25,7 +25,10 @@ from ..jobs import contrast_top
 from ._layers import DISAGREEMENT, GEOMETRY, KEY, PREDICTION, class_features, role, source
 
 PREDICTION_OPACITY, PREDICTION_CONTOUR = 0.9, 1  # outlines one pixel thick
-UNSURE_COLORS = [[1.0, 1.0, 0.0, 0.0], [1.0, 0.6, 0.0, 0.5], [1.0, 0.0, 0.0, 0.9]]  # RGBA: agree -> disagree
+# RGBA from agree to disagree: transparent up to 30 % of the contrast limit (where the networks nearly agree the
+# image stays untinted), then yellow-orange to red
+UNSURE_COLORS = [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 0.6, 0.0, 0.5], [1.0, 0.0, 0.0, 0.9]]
+UNSURE_CONTROLS = [0.0, 0.3, 0.65, 1.0]
 DISAGREEMENT_STYLE = {"blending": "translucent", "opacity": 0.7}
 
 
@@ -41,7 +44,7 @@ def unsure_colormap() -> Any:
     """Transparent where the two networks agree, yellow to red where they disagree."""
     from napari.utils.colormaps import Colormap
 
-    return Colormap(UNSURE_COLORS, name="dmd unsure")
+    return Colormap(UNSURE_COLORS, controls=UNSURE_CONTROLS, name="dmd unsure")
 
 
 def edited(layer: Any) -> bool:
@@ -208,11 +211,16 @@ def case_of(viewer: Any, pairs: dict[str, str | None] | None = None) -> dict[str
 
 def focus(viewer: Any, image: str, pairs: dict[str, str | None] | None = None, unsure: bool = False) -> None:
     """Show the case of ``image``: the image, its labels, its prediction (its disagreement only with ``unsure``);
-    hide the other cases' layers. Layers of no case (the user's points, an unpaired labels layer) are left as
-    they are."""
-    owners = case_of(viewer, pairs)
+    hide the other cases' layers and the unpaired labels layers that do not fit its image. Other layers of no
+    case (the user's points) are left as they are."""
+    from napari.layers import Labels
+
+    owners, shown = case_of(viewer, pairs), find_layer(viewer, image)
     for layer in viewer.layers:
         kind = role(layer)
         case = owners.get(layer.name) if kind is None else source(layer)
         if case is not None:
             layer.visible = case == image and (kind != DISAGREEMENT or unsure)
+        elif kind is None and isinstance(layer, Labels) and shown is not None \
+                and tuple(layer.data.shape) != tuple(shown.data.shape[:-1] if shown.rgb else shown.data.shape):
+            layer.visible = False

@@ -123,3 +123,15 @@ def test_napari_dmd_is_the_preferred_reader_of_its_file_types(make_napari_viewer
     assert get_preferred_reader("/data/case.mha") == "napari-dmd"
     assert get_preferred_reader("/data/case.nrrd") == "napari"  # never overridden
     assert prefer_reader() == []
+
+
+def test_an_unpaired_labels_layer_is_hidden_with_the_case_in_view_and_the_near_agreement_untinted(dock):
+    from napari_dmd.plugin.result_layers import unsure_colormap
+
+    viewer, widget = dock
+    viewer.add_labels(np.zeros((5, 6, 7), np.uint8), name="stray labels")  # fits no image
+    widget.show_case("case1")
+    assert not viewer.layers["stray labels"].visible and viewer.layers["case1"].visible
+    colors = unsure_colormap().map(np.array([0.0, 0.2, 0.5, 1.0]))
+    assert colors[0, 3] == 0 and colors[1, 3] == 0  # where the networks nearly agree: no tint
+    assert 0 < colors[2, 3] < colors[3, 3]

@@ -131,6 +131,24 @@ def test_a_refusal_is_told_in_full_in_the_status_line_and_predict_waits_for_a_mo
     text = widget.run.status.text()
     assert text.startswith("Cannot start: ") and "'case0 labels': all background" in text
     assert text.endswith("paint it on a few slices of one of them")
+    labels = viewer.layers["case0 labels"]
+    labels.paint((5, 10, 10), 1)  # the cause is fixed: the line no longer says it
+    widget.refresh_view()
+    assert not widget.run.status.text().startswith("Cannot start")
+
+
+def test_buttons_are_enabled_only_where_they_can_act(dock):
+    viewer, widget = dock
+    widget.show_case("case1")  # no labels
+    assert not widget.next.mark_button.isEnabled() and not widget.next.merge_button.isEnabled()
+    widget.show_case("case0")
+    assert widget.next.mark_button.isEnabled() and widget.run.start_button.isEnabled()
+    inject(widget, "case0", np.zeros(SHAPE, np.uint8))
+    viewer.layers.selection.active = prediction_of(viewer, "case0")
+    assert widget.next.merge_button.isEnabled()
+    widget.settings.set(patch_size="7,7")  # no plan: Start off
+    widget.refresh_view()
+    assert not widget.run.start_button.isEnabled()
 
 
 def test_time_left_respects_the_minute_limit_clears_on_stop_and_counts_the_models_iterations(dock):

@@ -121,7 +121,11 @@ def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_pa
     for layer in [la for la in viewer.layers if role(la)]:
         viewer.layers.remove(layer)
     widget.session.current.model = None
+    assert widget.run.curves.iterations  # the run's curves
+    assert widget.model_box.load(tmp_path / "run" / "model.pt")
+    assert widget.run.curves.iterations == [1, 2]  # the loaded run's log
     assert widget.model_box.load(saved)
+    assert widget.run.curves.iterations == []  # no log beside it: not the previous run's curves
     widget.predict()
     wait_done(qtbot, widget)
     assert "case0 pred" in viewer.layers and set(widget.session.current.results.latest) == {"case0", "case1"}
