@@ -131,6 +131,11 @@ def _running_nets(nets: list[torch.nn.Module], config: TrainConfig, reviewed: li
     return nets
 
 
+def runtime(device: torch.device, world: World, precision: Precision) -> dict:
+    """Where and how a run computes, for config.json and the user."""
+    return {"device": str(device), "processes": world.size, "torch": torch.__version__, **precision.to_dict()}
+
+
 def _resume(dmd: DMDStep, rng: np.random.Generator, state: dict | None, device: torch.device) -> None:
     """The optimiser and random streams of a checkpoint's training ``state``."""
     if state is None:
@@ -219,14 +224,18 @@ class Trainer:
             self._stop.set()
         return self._stop.is_set()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stop.is_set()
+
     def lr_at(self, iteration: int) -> float:
         """Step schedule: ``lr × gamma^(iteration // lr_step)``."""
         return self.config.lr * self.config.lr_gamma ** (iteration // self.config.lr_step)
 
     def ramp_at(self, iteration: int) -> float:
-        """The share of the unlabeled terms' weights at this run's ``iteration``: ``exp(-5 (1 - t)²)`` over the
-        model's first ``lambda_rampup`` iterations (1 when 0), counted over the model's own iterations, so a
-        warm start of a model trained past the ramp keeps the full weights."""
+        """The unlabeled terms' share at this run's ``iteration``: ``exp(-5 (1 - t)²)`` over the model's first
+        ``lambda_rampup`` iterations (1 when 0; a warm start past the ramp keeps the full weights)."""
         cfg = self.config
         if cfg.lambda_rampup == 0:
             return 1.0
@@ -239,7 +248,7 @@ class Trainer:
 
     def _mixes(self, iteration: int) -> bool:
         """Whether this step's batch is mixed by copy-paste: with probability ``mix_probability`` from the model's
-        iteration ``mix_start`` on, when there are unlabeled patches (nothing is drawn when it is off)."""
+        iteration ``mix_start`` on, with unlabeled patches (nothing is drawn when it is off)."""
         cfg = self.config
         return (cfg.mix_probability > 0 and self.unlabeled_batch > 0
                 and self.model.trained_before + iteration >= cfg.mix_start and self.rng.random() < cfg.mix_probability)
@@ -258,10 +267,9 @@ class Trainer:
         return self.dmd(self.batches.take(iteration, more), self.lr_at(iteration), self.lambda_at(iteration), pseudo)
 
     def settle_statistics(self, iteration: int) -> None:
-        """Replace the batch-norm running statistics, which trail the weights by about ten steps, by their average
-        over ``SETTLE_BATCHES`` batches at the current weights (``settle.py``; README, "Batch-norm statistics"): the
-        unlabeled part of a training batch when the parts are normalised apart, the whole batch otherwise, from a
-        generator of their own (seeded by the seed and ``iteration``): training draws the same patches."""
+        """Running statistics averaged over ``SETTLE_BATCHES`` batches at the current weights (``settle.py``; README,
+        "Batch-norm statistics"): of the unlabeled part when the parts are normalised apart, else of whole batches,
+        from a generator of their own (seeded by the seed and ``iteration``): training draws the same patches."""
         self.batches.wait()  # the batch made ahead draws from the sampler's own generator
         sampler_rng, self.sampler.rng = self.sampler.rng, np.random.default_rng([self.config.seed, iteration,
                                                                                  self.world.rank])
@@ -286,11 +294,6 @@ class Trainer:
         self.checkpoint_path = self.folder.save(self.model, state) or self.checkpoint_path
         return self.checkpoint_path
 
-    def runtime(self) -> dict:
-        """Where and how the run computes, for config.json and the user."""
-        return {"device": str(self.device), "processes": self.world.size, "torch": torch.__version__,
-                **self.precision.to_dict()}
-
     def run(self) -> Iterator[Progress]:
         """Train to ``config.iterations``; yields after every step. A CUDA OOM becomes a ``DMDError``."""
         try:
@@ -301,7 +304,7 @@ class Trainer:
     def _steps(self) -> Iterator[Progress]:
         cfg = self.config
         self.folder.prepare()
-        self.folder.write_config(cfg.to_dict(), self.runtime())
+        self.folder.write_config(cfg.to_dict(), runtime(self.device, self.world, self.precision))
         t0, saved, last = time.perf_counter(), self.start, None
         for it in range(self.start, cfg.iterations):
             try:
@@ -321,7 +324,7 @@ class Trainer:
             if note:
                 if self.world.writes:
                     remember_fallback(checked, self.precision)
-                self.folder.write_config(cfg.to_dict(), self.runtime())
+                self.folder.write_config(cfg.to_dict(), runtime(self.device, self.world, self.precision))
             elapsed = time.perf_counter() - t0
             self.folder.log((done, f"{step.sup_loss:.6g}", f"{step.distill_loss:.6g}", f"{step.loss:.6g}",
                              f"{self.lambda_at(it):.6g}", f"{self.lr_at(it):.6g}", checked.name, self.skipped,
