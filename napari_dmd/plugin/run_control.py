@@ -1,0 +1,154 @@
+"""The dock's runs (a part of ``DMDWidget``): Start and Predict launch a worker thread (``job_thread.Runner``),
+Stop and the dock's closing tell it to end, and its messages are shown as they come (progress, results,
+the end of the run). Nothing here waits for the worker.
+"""
+from __future__ import annotations
+
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..errors import DMDError
+from ..jobs import (
+    Control,
+    Failed,
+    Finished,
+    ImageResult,
+    Predicting,
+    Preparing,
+    Refreshed,
+    Started,
+    predict_only,
+    train_and_predict,
+)
+from ..speed_store import record_speed
+from .job_thread import Runner
+from .result_layers import slider_number
+from .run_panel import IDLE
+
+
+class RunControl:
+    """The worker of the dock's current run and its messages (mixed into ``DMDWidget``)."""
+
+    def start(self) -> None:
+        """Check the training data and settings, then train in a worker thread."""
+        if self.worker is not None:
+            return
+        form = self.settings
+        try:
+            job = self.session.begin_run(form.config, form.options(), form.warm_start.value,
+                                         form.run_folder.value.strip() or None)
+        except DMDError as exc:
+            show_error(str(exc))
+            self.run.refused(str(exc))
+            return
+        for note in job.data.notes:
+            (show_info if note.startswith("no unlabeled") else show_warning)(note)
+        self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
+        self.run.begin(job.config.iterations, "Preparing the data and the networks…")
+        self._run_plan = None
+        self._launch(train_and_predict, job)
+
+    def predict(self) -> None:
+        """Predict every ticked image of the model's dimension with the current model."""
+        if self.worker is not None:
+            return
+        try:
+            images = self.session.begin_prediction()
+        except DMDError as exc:
+            show_warning(str(exc))
+            return
+        self.run.offset = 0  # a prediction's messages count the model's own iterations
+        self.run.begin(len(images), f"Predicting {len(images)} image(s)…")
+        self._launch(predict_only, self.session.current.model, images)
+
+    def _launch(self, func, *args) -> None:
+        self._gone.clear()
+        self.control = Control()
+        self._mode = "train" if func is train_and_predict else "predict"
+        self.worker = Runner(func(*args, self.control))
+        self.worker.message.connect(self._on_message)
+        self.worker.finished.connect(self._on_worker_finished)
+        self._look()
+        self._update_buttons()
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Stop training after the current step (a checkpoint and final predictions follow)."""
+        if self.control is None:
+            return
+        self.control.abort() if self._mode == "predict" else self.control.stop()
+        self.run.stop_button.setEnabled(False)
+        self.run.stopping()
+
+    def shutdown(self) -> None:
+        """Abort the worker without waiting (dock or viewer closing): its thread writes the checkpoint and ends."""
+        if self.control is not None:
+            self.control.abort()
+        if self.worker is not None:
+            try:
+                self.worker.message.disconnect(self._on_message)
+            except (TypeError, RuntimeError):
+                pass
+
+    def _on_message(self, msg) -> None:
+        if isinstance(msg, Started):
+            self._run_plan = msg.plan
+            self.run.started(msg)
+        elif isinstance(msg, Preparing):
+            self.run.preparing(msg)
+        elif isinstance(msg, Predicting):
+            self.run.predicting(msg, counting=self._mode == "predict")
+        elif isinstance(msg, ImageResult):
+            self._show(msg)
+        elif isinstance(msg, Refreshed):
+            self._fill_ranking()
+        elif isinstance(msg, Finished):
+            self._on_finished(msg)
+        elif isinstance(msg, Failed):
+            show_error(msg.message)
+            self.run.failed(msg.message)
+        else:  # napari_dmd.training.Progress
+            self.run.step(msg)
+            if msg.note:  # said once by the engine: a switch to fp32
+                show_warning(msg.note)
+
+    def _show(self, r: ImageResult) -> None:
+        if self._mode == "predict":
+            self.run.progress.setValue(self.run.progress.value() + 1)
+        if r.name not in self.session.images:
+            if r.name not in self._gone:
+                self._gone.add(r.name)
+                show_warning(f"image '{r.name}' is no longer in the viewer: its prediction is not shown")
+            return
+        self.session.show_result(r.name, r.labels, r.disagreement, r.slice_scores, r.rows)
+        self.results.tops[r.name] = r.contrast
+        if r.name == self.nav.case:
+            self._show_volumes()
+        if self.viewer.layers[r.name].visible:
+            self.results.queue(r.name)
+
+    def _fill_ranking(self) -> None:
+        self.next.ranking.show_suggestions(self.session.suggestions(),
+                                           lambda image, index: slider_number(self.viewer, image, index))
+        self.next.coverage.setText(self.session.ranking_coverage())
+
+    def _on_finished(self, f: Finished) -> None:
+        s = self.session
+        self.last_finished = f
+        s.current.finished(f)
+        if self._mode == "train":
+            self.settings.warm_start.value = True
+            text = self.run.finished(f, s.current.model.model_iterations)
+            if not f.aborted:
+                show_info(text)
+            if f.speed is not None and self._run_plan is not None:
+                record_speed(self._run_plan.speed_key(), f.speed)
+            self.refresh_view()  # the precision verdict and the speed are known now
+        else:
+            self.run.begin(1, f"Predicted with the model of iteration {f.iteration}", IDLE)
+        self.model_box.describe()
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        self._update_buttons()
+        self.run.ended()
+
