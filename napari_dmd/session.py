@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .cases import CaseGrouping, Choice, Layer
 from .channels import Channels, describe
 from .config import RANKING_SLAB, RunOptions, TrainConfig
@@ -19,6 +21,7 @@ from .current_model import CurrentModel, new_run_dir
 from .errors import DataError
 from .jobs import TrainJob
 from .label_book import LabelBook, LabelStats, review_summary
+from .metrics import dice
 from .pairing import LayerInfo, Row, TrainingSet, default_pairs, image_problem, training_set
 from .ranking import Suggestion, suggest
 from .review import Reviewed, write_run_record
@@ -242,3 +245,20 @@ def unpaired_reasons(session: Session) -> dict[str, str]:
     used = {v for v in session.pairs().values() if v}
     return {n: f"no image of shape {'×'.join(map(str, st.shape))}" for n, st in session.stats.items()
             if n not in used and st.shape not in shapes}
+
+
+def reviewed_dice(session: Session) -> float | None:
+    """The current model's mean Dice against the user's labels on the reviewed slices, over the cases predicted
+    whole (each case the mean over the classes present in either); None without such a case. After a continued
+    run, it says how the prediction changed where the user reviewed (whether a correction was learnt)."""
+    results, scores = session.current.results, []
+    for case, labels in session.pairs().items():
+        rec, pred = session.reviewed.get(labels or ""), results.latest.get(case)
+        if rec is None or pred is None or case not in results.slice_scores or not rec.marked() \
+                or tuple(pred.shape) != rec.shape:
+            continue
+        mask = rec.mask()
+        p, r = np.asarray(pred)[mask], np.asarray(session.labels[labels].data)[mask]
+        classes = [c for c in np.union1d(np.unique(p), np.unique(r)) if c > 0]
+        scores.append(float(np.mean([dice(p == c, r == c) for c in classes])) if classes else 1.0)
+    return float(np.mean(scores)) if scores else None

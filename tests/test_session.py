@@ -10,7 +10,7 @@ from napari_dmd.errors import DataError
 from napari_dmd.jobs import Control, Finished, ImageResult, Started, train_and_predict, training_threads
 from napari_dmd.label_book import LabelStats, slices_of
 from napari_dmd.review import Reviewed
-from napari_dmd.session import Session, row_info, unpaired_reasons
+from napari_dmd.session import Session, reviewed_dice, row_info, unpaired_reasons
 
 from synthetic import make_case
 
@@ -260,3 +260,18 @@ def test_a_refresh_measures_a_multichannel_case_by_one_channel(monkeypatch):
 def test_training_threads_leave_the_viewer_a_core_unless_set():
     assert training_threads(0, 2) == 1 and training_threads(0, 1) == 1 and training_threads(0, 16) == 15
     assert training_threads(2, 2) == 2
+
+
+def test_the_dice_on_the_reviewed_slices_compares_the_prediction_with_the_labels_there_only():
+    s, lab0 = session_with_cases()
+    assert reviewed_dice(s) is None  # no prediction yet
+    labeled = [i for i in range(lab0.shape[0]) if lab0[i].any()]
+    k, other = labeled[0], labeled[-1]
+    rec = s.reviewed["case0 labels"]
+    rec.whole, rec.slices = False, {k}
+    pred = lab0.copy()
+    pred[other] = 0  # wrong on an unreviewed slice only: not counted
+    s.show_result("case0", pred, np.zeros(lab0.shape, np.float32), np.zeros(lab0.shape[0]))
+    assert reviewed_dice(s) == 1.0
+    pred[k] = 0  # nothing predicted where the user reviewed labels
+    assert reviewed_dice(s) == 0.0

@@ -19,6 +19,7 @@ from ..jobs import (
     predict_only,
     train_and_predict,
 )
+from ..session import reviewed_dice
 from ..speed_store import record_speed
 from .job_thread import Runner
 from .result_layers import slider_number
@@ -33,6 +34,7 @@ class RunControl:
         if self.worker is not None:
             return
         form = self.settings
+        before = reviewed_dice(self.session) if form.warm_start.value else None  # the current model's
         try:
             job = self.session.begin_run(form.config, form.options(), form.warm_start.value,
                                          form.run_folder.value.strip() or None)
@@ -42,6 +44,7 @@ class RunControl:
             return
         for note in job.data.notes:
             (show_info if note.startswith("no unlabeled") else show_warning)(note)
+        self._dice_before = before
         self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
         self.run.begin(job.config.iterations, "Preparing the data and the networks…")
         self._run_plan = None
@@ -138,6 +141,10 @@ class RunControl:
         if self._mode == "train":
             self.settings.warm_start.value = True
             text = self.run.finished(f, s.current.model.model_iterations)
+            after = reviewed_dice(s) if self._dice_before is not None else None
+            if after is not None:  # what the continued run learnt from the corrections
+                text += f" · Dice on your reviewed slices {self._dice_before:.3f} → {after:.3f}"
+                self.run.status.setText(text)
             if not f.aborted:
                 show_info(text)
             if f.speed is not None and self._run_plan is not None:

@@ -68,6 +68,7 @@ class DMDWidget(CaseView, RunControl, QWidget):
         self._mode: str | None = None
         self._gone: set[str] = set()  # images said to be gone while their results came
         self._run_plan: Plan | None = None  # of the last training set up: its speed is recorded under it
+        self._dice_before: float | None = None  # of a continued run: the model's Dice on the reviewed slices
         self._slices: dict[str, int] = {}  # the slice each case was left at
         self._added: str | None = None  # the layer being inserted (napari selects it)
         self._can_start = True  # whether the settings and data make a plan

@@ -142,14 +142,17 @@ def test_save_load_predict_and_retrain_from_the_loaded_model(dock, qtbot, tmp_pa
 def test_the_model_iteration_count_and_curves_continue_across_warm_starts_save_and_reopen(
         dock, qtbot, tmp_path, make_napari_viewer):
     from napari_dmd.checkpoint import load_model
+    from napari_dmd.session import reviewed_dice
 
     viewer, widget = dock
     widget.start()
     wait_done(qtbot, widget)
-    first = widget.session.current.path
+    first, before = widget.session.current.path, reviewed_dice(widget.session)
     widget.start()  # the same run folder: a new one is made, the first model stays
     wait_done(qtbot, widget)
     assert widget.session.current.path != first and first.is_file()
+    after = reviewed_dice(widget.session)  # what the continued run changed on the reviewed slices, told
+    assert f"Dice on your reviewed slices {before:.3f} → {after:.3f}" in widget.run.status.text()
     assert widget.session.current.model.model_iterations == 4 and "4 iterations" in widget.model_box.label.text()
     assert widget.run.curves.iterations[-1] == 4 and widget.run.curves.iterations[0] == 1
     assert "at iteration 4" in widget.run.status.text()
