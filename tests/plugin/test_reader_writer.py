@@ -150,8 +150,8 @@ def test_save_with_the_dialogs_default_filter_writes_the_nifti_and_its_review_re
     labels.paint((5, 10, 10), 1)  # slice 5 reviewed
     viewer.layers.selection.active = labels
     filters, writers = _npe2.file_extensions_string_for_layers([labels])
-    default = filters.split(";;")[0]
-    assert writers[0].plugin_name != "napari-dmd", default  # the dialog starts with another plugin's filter
+    # the filter the dialog starts with where napari lists its own first: napari's (TIFF)
+    default = next(f for f, w in zip(filters.split(";;"), writers) if w.plugin_name != "napari-dmd")
     path = tmp_path / "x.nii.gz"
     monkeypatch.setattr(qt_viewer.QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), default))
     viewer.window._qt_viewer._save_layers_dialog(selected=True)  # File → Save Selected Layers…, Save
