@@ -1,12 +1,11 @@
 """What a training run was trained on, kept in its folder (``data.json``): the labeled and unlabeled volumes by
-name, so that ``--resume`` continues the run on the same data, or says how the data differ."""
+name, so that ``--resume`` says how the data it is given differ from the run's."""
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import DataError
 from .io import write_text
 
 DATA_NAME = "data.json"
@@ -31,17 +30,18 @@ def _names(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
-def check_same_data(checkpoint: Path, record: dict[str, list[str]]) -> None:
-    """``DataError`` naming what differs when the run of ``checkpoint`` was trained on other volumes than
-    ``record`` lists (a run without a record, from an earlier napari-dmd, is not checked)."""
+def data_changes(checkpoint: Path, record: dict[str, list[str]]) -> str | None:
+    """One line saying how the volumes of ``record`` differ from those the run of ``checkpoint`` was trained on
+    (``--resume`` continues it on them: its λ ramp-up, sampling and statistics then meet other data); None when
+    they are the same, or the run has no record (an earlier napari-dmd)."""
     path = Path(checkpoint).parent / DATA_NAME
     try:
         before = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path.absolute()}, the record of the data the run was trained on, is unreadable: restore "
-                        f"it, or start a new run from {checkpoint} (--init without --resume)") from exc
+        return None
+    except (OSError, ValueError):
+        return f"{path.absolute()}, the record of the data the run was trained on, is unreadable: the data given " \
+               f"are not compared with the run's"
     changes = []
     for kind in ("labeled", "unlabeled"):
         old, new = set(before.get(kind, [])), set(record[kind])
@@ -49,7 +49,7 @@ def check_same_data(checkpoint: Path, record: dict[str, list[str]]) -> None:
             changes.append(f"{kind} {_names(sorted(new - old))} added")
         if old - new:
             changes.append(f"{kind} {_names(sorted(old - new))} missing")
-    if changes:
-        raise DataError(f"--resume continues the run of {Path(checkpoint).absolute()} on its data, and the data given "
-                        f"differ ({'; '.join(changes)}): give the run's data, or start a new run from it (--init "
-                        f"without --resume)")
+    if not changes:
+        return None
+    return (f"--resume continues the run of {Path(checkpoint).absolute()} on other data than it was trained on "
+            f"({'; '.join(changes)}); for a run on the new data alone, start one from it (--init without --resume)")

@@ -116,8 +116,8 @@ def test_bad_input_gets_one_line(dataset, tmp_path, capsys):
     # no labeled data
     (tmp_path / "nolabels").mkdir()
     (tmp_path / "nolabels" / "readme.txt").write_text("x")
-    assert "no image" in bad(base + ["--images", str(dataset / "images"), "--labels", str(tmp_path / "nolabels")],
-                             capsys)
+    assert "no label map" in bad(base + ["--images", str(dataset / "images"), "--labels", str(tmp_path / "nolabels")],
+                                 capsys)
     # unreadable file
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from cli_helpers import FAST, GEOM, run
 
-from napari_dmd import cli, io
+from napari_dmd import io
 from napari_dmd.data import Volume
 from napari_dmd.errors import DataError
 from napari_dmd.folders import load_training_data
@@ -62,7 +62,7 @@ def training_process(data, out):
     cmd = [sys.executable, "-m", "napari_dmd.cli", "train", "--images", str(data / "images"), "--labels",
            str(data / "labels"), "--out", str(out), "--iterations", "100000", "--checkpoint-every", "100000",
            *FAST[2:]]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
 
 
 def test_row4_sigterm_stops_training_with_a_checkpoint(data):
@@ -86,7 +86,7 @@ def test_row4_a_signal_during_start_up_is_one_line(data, capsys, monkeypatch, si
         time.sleep(5)  # the handler interrupts this
         raise AssertionError("the signal did not stop start-up")
 
-    monkeypatch.setattr(cli, "load_training_data", slow_loading)
+    monkeypatch.setattr("napari_dmd.cli.train.load_training_data", slow_loading)
     _, err = run(train(data, data / "run"), capsys, code)
     assert signal.Signals(signum).name in err and not (data / "run").exists()
 

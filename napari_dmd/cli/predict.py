@@ -91,7 +91,7 @@ def _check_outputs(cases: list[Case], targets: list[Path], out: Path, outputs: O
     for (_, paths), target in zip(cases, targets):
         other = first.setdefault(target, paths[0])
         if other != paths[0]:
-            raise DataError(f"{other.absolute()} and {paths[0].absolute()} are both the case {target.name!r}, so "
+            raise DataError(f"{other.absolute()} and {paths[0].absolute()} have the same name, {target.name!r}, so "
                             f"their predictions would overwrite each other: predict them into different --out "
                             f"folders, or rename one")
     outputs.claim([out / "disagreement.csv", out / "label_next.csv", out / VOLUMES_CSV,

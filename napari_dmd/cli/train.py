@@ -15,7 +15,7 @@ from ..folders import TrainingData, infer_classes, load_training_data
 from ..outputs import Outputs, locked
 from ..progress import bar
 from ..review import Reviewed, write_run_record
-from ..run_data import DATA_NAME, check_same_data, data_record, write_data_record
+from ..run_data import DATA_NAME, data_changes, data_record, write_data_record
 from ..spacing import describe
 from .common import signals
 from .workspace import workspace_training
@@ -131,12 +131,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             num_classes = args.classes or (len(args.class_names) if args.class_names else infer_classes(data.values))
             settings = {f.name: _setting_value(getattr(args, f.name)) for f in declared_settings()}
             cfg = TrainConfig(num_classes=num_classes, class_names=tuple(args.class_names or ()), **settings)
-        _check_given_classes(args, data, cfg.num_classes)
-        if args.resume:
-            check_same_data(args.init, _record(data))
+        changed = data_changes(args.init, _record(data)) if args.resume else None
+        if changed:
+            print(changed)
         if args.ignore_label is not None and args.ignore_label < cfg.num_classes:
             raise DataError(f"--ignore-label {args.ignore_label} is class {args.ignore_label} of {cfg.num_classes}: "
                             f"the ignored value must not be a class")
+        _check_given_classes(args, data, cfg.num_classes)
         if args.resume and current_world().writes:
             _prune_log(args.out / LOG_NAME, reached)
         return _train(args, data, cfg, options)
