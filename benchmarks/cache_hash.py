@@ -1,4 +1,4 @@
-"""What checking a ``--cache`` entry by content costs, against the read the cache saves (issue 42).
+"""What checking a ``--cache`` entry by content costs, against the read the cache saves.
 
 Each source's SHA-256 (``volume_cache.file_state``) is computed once per run; the run without a cache reads and
 decodes every image instead. Measured: (1) la_half's 100 labeled images and labels, ``load_training_data``
