@@ -148,11 +148,22 @@ def folding(form: QWidget) -> QCollapsible:
     return box
 
 
+class StillScroll(QScrollArea):
+    """A scroll area that scrolls to the widget taking the focus only when the user moves it (Tab): Qt passes
+    the focus on when a focused button is disabled (Start at its own click), which must not scroll the dock."""
+
+    def focusNextPrevChild(self, next: bool) -> bool:  # noqa: N802, A002  (Qt's name)
+        leaving = self.focusWidget()
+        if leaving is not None and not leaving.isEnabled():  # the focus leaves a widget being disabled
+            return QWidget.focusNextPrevChild(self, next)
+        return super().focusNextPrevChild(next)
+
+
 def scrolling_column(dock: QWidget) -> tuple[QScrollArea, QVBoxLayout]:
     """The dock's one scrolling column: the scroll area and the column's layout."""
     root = QVBoxLayout(dock)
     root.setContentsMargins(0, 0, 0, 0)
-    scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+    scroll = StillScroll(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
     root.addWidget(scroll)
     body = QWidget()
     scroll.setWidget(body)

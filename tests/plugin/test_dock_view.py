@@ -1,0 +1,38 @@
+"""The dock's third pass (issue 40, point 8): the dock stays where the user left it during a run, result layers
+leave the layer selection alone, messages go to the dock's status lines, the table's columns fit the dock."""
+from qtpy.QtCore import QPoint, Qt
+
+from plugin_helpers import cube_case, fast_settings, wait_done
+
+
+def shown_dock(make_napari_viewer, tmp_path, size=(1280, 700)):
+    """(viewer, widget) in a shown window of ``size``: two cases, the first labeled."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*size)
+    for k in (0, 1):
+        img, lab = cube_case(k)
+        viewer.add_image(img, name=f"case{k}", scale=(2.0, 1.0, 1.0))
+        if k == 0:
+            viewer.add_labels(lab, name="case0 labels", scale=(2.0, 1.0, 1.0))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    fast_settings(widget, tmp_path / "run")
+    return viewer, widget
+
+
+def test_clicking_start_does_not_scroll_the_navigator_out_of_view(make_napari_viewer, qtbot, tmp_path):
+    """Start disables itself under the mouse: Qt passes the focus on, which must not scroll the dock."""
+    viewer, widget = shown_dock(make_napari_viewer, tmp_path)
+    bar, moved = widget.scroll.verticalScrollBar(), []
+    qtbot.wait(50)
+    assert bar.maximum() > 0 and bar.value() == 0  # the dock's column is taller than the window
+    bar.valueChanged.connect(moved.append)
+    qtbot.mouseClick(widget.run.start_button, Qt.MouseButton.LeftButton)
+    assert widget.worker is not None
+    wait_done(qtbot, widget)
+    qtbot.mouseClick(widget.run.start_button, Qt.MouseButton.LeftButton)  # continued
+    qtbot.mouseClick(widget.run.stop_button, Qt.MouseButton.LeftButton)  # Stop disables itself too
+    wait_done(qtbot, widget)
+    assert moved == []
+    top = widget.nav.next_button.mapTo(widget.scroll.viewport(), QPoint(0, 0)).y()
+    assert 0 <= top < widget.scroll.viewport().height()
+    widget.shutdown()
