@@ -2,8 +2,8 @@
 
 Opens the demo viewer (12 sample images, 3 with labels, the DMD dock) at 1280x800, then for each of the
 first ``--images`` images adds a prediction (Labels) and a disagreement (Image) layer exactly as the dock
-does (``plugin.results.show_prediction`` / ``show_disagreement``, the user's selection given back after
-each), one at a time, with only that image's layers visible. Prints the milliseconds of each insert (one
+does (``plugin.results.show_prediction`` / ``show_disagreement``, the user's selection left as it is),
+one at a time, with only that image's layers visible. Prints the milliseconds of each insert (one
 call on the GUI thread, nothing else running) and of the canvas draw that follows.
 
     xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/layer_insert.py --images 6
@@ -25,7 +25,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_dmd.plugin.demo import open_demo
-    from napari_dmd.plugin.result_layers import focus, restore_selection, show_disagreement, show_prediction
+    from napari_dmd.plugin.result_layers import focus, show_disagreement, show_prediction
 
     viewer = open_demo()
     viewer.window.resize(1280, 800)
@@ -54,20 +54,15 @@ def main() -> None:
         disagreement = np.random.default_rng(0).random(data.shape, np.float32) * 0.3
         row = []
         for show, values in ((show_prediction, labels), (show_disagreement, disagreement)):
-            selected = list(viewer.layers.selection)
             t0 = time.perf_counter()
-            layer = show(viewer, image.name, values)
+            show(viewer, image.name, values)
             insert = 1000 * (time.perf_counter() - t0)
             draw = settle()
-            t0 = time.perf_counter()
-            restore_selection(viewer, selected, layer)
-            reselect = 1000 * (time.perf_counter() - t0)
-            settle()
-            row += [insert, draw, reselect]
+            row += [insert, draw]
         rows.append(row)
-        print(f"{image.name}: prediction insert {row[0]:.0f} ms, draw {row[1]:.0f}, selection back {row[2]:.0f} | "
-              f"disagreement insert {row[3]:.0f} ms, draw {row[4]:.0f}, selection back {row[5]:.0f}", flush=True)
-    inserts = np.array(rows)[:, [0, 3]]
+        print(f"{image.name}: prediction insert {row[0]:.0f} ms, draw {row[1]:.0f} | "
+              f"disagreement insert {row[2]:.0f} ms, draw {row[3]:.0f}", flush=True)
+    inserts = np.array(rows)[:, [0, 2]]
     print(f"inserts: median {np.median(inserts):.0f} ms, range {inserts.min():.0f}-{inserts.max():.0f} ms "
           f"({inserts.size} layers)")
     viewer.close()

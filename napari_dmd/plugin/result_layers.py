@@ -75,25 +75,17 @@ def _placement(image_layer: Any) -> dict[str, Any]:
 
 
 def _insert(viewer: Any, layer: Any, image_layer: Any, above: int = 1) -> Any:
-    """Insert a new result layer ``above`` places over its image (below the user's labels)."""
-    index = viewer.layers.index(image_layer) + above if image_layer in viewer.layers else len(viewer.layers)
-    viewer.layers.insert(min(index, len(viewer.layers)), layer)
-    return layer
-
-
-def restore_selection(viewer: Any, selected: list, inserted: Any) -> None:
-    """Select the layers of ``selected`` again (those still in the viewer) if the selection is still only
-    ``inserted``: napari makes a layer it inserts the only selected one, and a refresh during training must
-    not move the user's next brush stroke onto a result layer."""
+    """Insert a new result layer ``above`` places over its image (below the user's labels), the layer selection
+    left as it is: napari would make the new layer the only selected one (its switch ``_activate_on_insert``),
+    and a result must never take the user's next brush stroke, not even until the next turn of the event loop."""
     layers = viewer.layers
-    if set(layers.selection) != {inserted}:
-        return  # the user chose a layer since
-    keep = [la for la in selected if la in layers]
-    if len(keep) == 1:
-        layers.selection.active = keep[0]
-        return
-    layers.selection.clear()
-    layers.selection.update(keep)
+    index = layers.index(image_layer) + above if image_layer in layers else len(layers)
+    layers._activate_on_insert = False
+    try:
+        layers.insert(min(index, len(layers)), layer)
+    finally:
+        layers._activate_on_insert = True
+    return layer
 
 
 def show_prediction(viewer: Any, image: str, labels: np.ndarray, class_names: tuple[str, ...] = ()) -> Any:

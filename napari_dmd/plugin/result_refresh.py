@@ -1,8 +1,7 @@
 """Result layers shown a layer at a time, only for the images in view, the canvas drawn in between:
 napari creates a layer on the GUI thread (a few hundred milliseconds on a small CPU), so the
 queue never creates two in one go, and updates an existing layer in place (a few milliseconds).
-napari selects a layer it inserts: the queue gives the user's selection back, so a refresh during
-training never moves the user's brush onto a result layer."""
+A new result layer leaves the layer selection as the user had it (``result_layers._insert``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +16,6 @@ from .result_layers import (
     edited,
     find_layer,
     prediction_name,
-    restore_selection,
     show_disagreement,
     show_prediction,
     stack,
@@ -36,7 +34,6 @@ class ResultQueue(QObject):
         self.warned: set[str] = set()  # predictions already said to hold unmerged edits
         self.tops: dict[str, float | None] = {}  # each image's disagreement contrast, from the worker thread
         self.show_unsure = False  # whether a new disagreement layer is shown (the dock's toggle)
-        self._reselect: tuple[list, Any] | None = None  # the user's selection, and the result layer napari chose
         self._timer = QTimer(self, interval=INTERVAL_MS)
         self._timer.timeout.connect(self.show_next)
 
@@ -64,15 +61,11 @@ class ResultQueue(QObject):
             self._show(image, PREDICTION)
 
     def _show(self, image: str, kind: str) -> None:
-        """Add or refresh one layer. napari selects a layer it inserts; the user's selection comes back at the
-        next turn of the event loop (``reselect``), so the viewer never waits for both at once."""
-        layers = self.viewer.layers
-        selected, before = list(layers.selection), set(layers)
+        """Add or refresh one layer (a new one is stacked with its case's)."""
+        before = set(self.viewer.layers)
         layer = self._add_or_refresh(image, kind)
         if layer is not None and layer not in before:
             self.stack(image)
-            self._reselect = (self._reselect[0] if self._reselect else selected, layer)
-            QTimer.singleShot(0, self.reselect)
 
     def stack(self, case: str) -> None:
         """The channel layers of ``case`` drawn as one picture under its labels and results (``stack``)."""
@@ -80,15 +73,8 @@ class ResultQueue(QObject):
             stack(self.viewer, self.session.grouping.channels_of(case),
                   [self.session.pairs().get(case), prediction_name(case), disagreement_name(case)])
 
-    def reselect(self) -> None:
-        """Give the user back the layers selected before the last new result layers (unless they chose since)."""
-        if self._reselect is not None:
-            restore_selection(self.viewer, *self._reselect)
-            self._reselect = None
-
     def select(self, layer: Any) -> None:
-        """Make ``layer`` the active layer (a choice of the user's, which no pending ``reselect`` undoes)."""
-        self._reselect = None
+        """Make ``layer`` the active layer (the user's choice: a table row, a ranked slice, a case shown)."""
         self.viewer.layers.selection.active = layer
 
     def _add_or_refresh(self, image: str, kind: str) -> Any:
@@ -114,4 +100,3 @@ class ResultQueue(QObject):
         while self.pending:
             self.show_next()
         self._timer.stop()
-        self.reselect()
