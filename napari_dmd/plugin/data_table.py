@@ -8,7 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHeaderView,
+    QStyle,
+    QStyleOptionComboBox,
+    QStylePainter,
+    QTableWidget,
+    QTableWidgetItem,
+)
 
 from ..session import Session, row_info
 
@@ -16,6 +26,27 @@ NONE = "— none —"
 OWN = "own"  # the Case column: "own" (its own case) or the name of the image whose case it is a channel of
 ROW = 22  # pixels
 USE, IMAGE, LABELS, INFO, CASE = range(5)  # the columns (CASE is shown after IMAGE)
+WIDTHS = {IMAGE: 90, CASE: 58, LABELS: 86}  # pixels: Info takes the rest of the dock's 520 (its text in full)
+
+
+class ElidedCombo(QComboBox):
+    """A combo box whose choice, when longer than the box, is cut in the middle ('hippoc…1 labels'): the start
+    and the end of a name tell cases apart. The full name is its tooltip and in the list that opens."""
+
+    def paintEvent(self, _event) -> None:  # noqa: N802  (Qt's name)
+        painter, option = QStylePainter(self), QStyleOptionComboBox()
+        self.initStyleOption(option)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                            QStyle.SubControl.SC_ComboBoxEditField, self)
+        option.currentText = self.fontMetrics().elidedText(option.currentText, Qt.TextElideMode.ElideMiddle,
+                                                           field.width())
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+
+    def showPopup(self) -> None:  # noqa: N802
+        """The list that opens is as wide as its longest name."""
+        self.view().setMinimumWidth(self.view().sizeHintForColumn(0) + 24)
+        super().showPopup()
 
 
 class TrainingTable(QTableWidget):
@@ -42,12 +73,11 @@ class TrainingTable(QTableWidget):
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a cut name keeps its case number, a cut Info its end
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(LABELS, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(CASE, QHeaderView.ResizeMode.Interactive)
         header.moveSection(CASE, LABELS)
-        self.setColumnWidth(LABELS, 118)
-        self.setColumnWidth(CASE, 102)  # with Labels: Info keeps some room in the dock's 520 pixels
+        for column, width in WIDTHS.items():  # names cut in the middle, in full in their tooltips
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            self.setColumnWidth(column, width)
         self.setMinimumHeight(12 * ROW + 30)  # a dozen rows in view
         self.cellClicked.connect(self._on_clicked)
 
@@ -106,11 +136,11 @@ class TrainingTable(QTableWidget):
             item = QTableWidgetItem(name)
             item.setToolTip(name)
             self.setItem(r, IMAGE, item)
-            combo = QComboBox()
+            combo = ElidedCombo()
             combo.addItems([NONE] + labels)
             combo.currentTextChanged.connect(lambda text, n=name: self._pair(n, None if text == NONE else text))
             self.setCellWidget(r, LABELS, combo)
-            grouping = QComboBox()
+            grouping = ElidedCombo()
             grouping.addItems([OWN, *cases])
             grouping.currentIndexChanged.connect(
                 lambda i, n=name, c=tuple(cases): self._group(n, c[i - 1] if i > 0 else None))

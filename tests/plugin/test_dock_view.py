@@ -36,3 +36,30 @@ def test_clicking_start_does_not_scroll_the_navigator_out_of_view(make_napari_vi
     top = widget.nav.next_button.mapTo(widget.scroll.viewport(), QPoint(0, 0)).y()
     assert 0 <= top < widget.scroll.viewport().height()
     widget.shutdown()
+
+
+def test_the_tables_info_fits_its_column_and_long_names_are_cut_in_the_middle(make_napari_viewer, qtbot):
+    """At the dock's width, with the sample's names: every Info text in full; a labels name too long for its box
+    is drawn cut in the middle, in full in its tooltip."""
+    from napari_dmd.plugin.data_table import INFO, LABELS
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1280, 800)
+    for k in range(3):
+        img, lab = cube_case(k)
+        viewer.add_image(img, name=f"hippocampus_00{k}", scale=(2.0, 1.0, 1.0))
+        if k < 2:
+            viewer.add_labels(lab, name=f"hippocampus_00{k} labels", scale=(2.0, 1.0, 1.0))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    qtbot.wait(50)
+    table = widget.table
+    assert widget.width() <= 540  # the dock at about its minimum width
+    for row in range(table.rowCount()):
+        text, room = table.item(row, INFO).text(), table.columnWidth(INFO)
+        assert table.fontMetrics().horizontalAdvance("35/35 reviewed, 35 labeled") + 8 <= room, (text, room)
+        assert table.fontMetrics().horizontalAdvance(text) + 8 <= room, (text, room)
+    combo = table.cellWidget(0, LABELS)
+    assert combo.currentText() == "hippocampus_000 labels" and "hippocampus_000 labels" in combo.toolTip()
+    shown = combo.grab()  # drawn: the full name would not fit the box
+    assert shown.width() <= table.columnWidth(LABELS) < combo.fontMetrics().horizontalAdvance(combo.currentText())
+    widget.shutdown()
