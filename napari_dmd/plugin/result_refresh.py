@@ -78,9 +78,10 @@ class ResultQueue(QObject):
         self.viewer.layers.selection.active = layer
 
     def _add_or_refresh(self, image: str, kind: str) -> Any:
-        """Add or refresh one layer and return it; a prediction holding unmerged edits is left alone."""
+        """Add or refresh one layer and return it; a prediction holding unmerged edits, or the results of an image
+        hidden since they were queued (another case shown), are left alone."""
         results = self.session.current.results
-        if image not in results.latest or image not in self.session.images:
+        if image not in results.latest or image not in self.session.images or not self.viewer.layers[image].visible:
             return None
         if kind != PREDICTION:
             return show_disagreement(self.viewer, image, results.disagreement[image], self.tops.get(image),

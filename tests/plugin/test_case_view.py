@@ -105,7 +105,10 @@ def test_during_a_run_only_the_case_in_view_gets_results_and_all_at_the_end(dock
     assert results == [(1, "case0"), (3, "case1"), (6, "case0"), (6, "case1")]
     assert set(widget.session.current.results.slice_scores) == {"case0", "case1"}  # the ranking covers every case
     assert visible(viewer) == {"case1", "case1 pred"}
-    assert "case0 pred" in viewer.layers and not viewer.layers["case0 pred"].visible
+    assert "case0 pred" not in viewer.layers or not viewer.layers["case0 pred"].visible  # hidden since the click
+    widget.show_case("case0")
+    widget.results.flush()
+    assert visible(viewer) == {"case0", "case0 labels", "case0 pred"}
 
 
 def test_napari_dmd_is_the_preferred_reader_of_its_file_types(make_napari_viewer):
