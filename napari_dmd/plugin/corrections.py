@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Labels
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 
 from ..errors import DMDError
 from ..session import Session
@@ -23,11 +23,12 @@ from .result_layers import find_layer, set_edited, slider_number
 
 class Corrections:
     """Merges (and undoes merges) of prediction layers into their images' labels; ``store(name)`` writes a
-    labels layer's review record back to the layer, ``changed()`` refreshes the views."""
+    labels layer's review record back to the layer, ``changed()`` refreshes the views, ``say(line)`` tells what a
+    merge or its undo did (the dock's merge line; problems are napari notifications)."""
 
     def __init__(self, viewer: Any, session: Session, store: Callable[[str], None],
-                 changed: Callable[[], None]) -> None:
-        self.viewer, self.session, self.store, self.changed = viewer, session, store, changed
+                 changed: Callable[[], None], say: Callable[[str], None]) -> None:
+        self.viewer, self.session, self.store, self.changed, self.say = viewer, session, store, changed, say
         self.steps: list[merging.MergeRecord] = []  # every merge (and reversal) whose step napari holds
         self.logs: dict[int, merging.StepLog] = {}  # per user labels layer (by id of the layer itself)
         viewer.layers.events.inserted.connect(self._inserted)
@@ -70,7 +71,7 @@ class Corrections:
         self.store(target_name)
         self.changed()
         where = "the whole image" if index is None else f"slice {slider_number(self.viewer, image, index)}"
-        show_info(f"merged {record.count} changed voxels of {where} of '{layer.name}' into '{target_name}', "
+        self.say(f"merged {record.count} changed voxels of {where} of '{layer.name}' into '{target_name}', "
                   "now reviewed (Undo merge or Ctrl+Z on the labels reverts it)")
         return record
 
@@ -118,7 +119,7 @@ class Corrections:
             self.viewer.layers.remove(layer)
         if record.prediction is not None and record.prediction in self.viewer.layers:
             self.viewer.layers.selection.active = record.prediction  # its strokes are strokes again: Merge redoes it
-        show_info(f"merge into '{name}' undone")
+        self.say(f"merge into '{name}' undone")
         self.changed()
 
     def sync(self, layer: Any) -> None:

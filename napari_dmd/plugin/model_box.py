@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from ..errors import DMDError
@@ -66,8 +66,7 @@ class ModelBox(QGroupBox):
             show_error(str(exc))
             return None
         s.current.saved(Path(path))
-        self.describe()
-        show_info(f"model saved to {path}")
+        self.describe()  # (its line names where the model was saved)
         return s.current.path
 
     def load(self, path: str | Path | None = None) -> bool:
@@ -89,6 +88,5 @@ class ModelBox(QGroupBox):
             return False
         self.session.current.loaded(model, Path(path))
         self.describe()
-        self._loaded()
-        show_info(f"loaded {Path(path).name}: {model.ndim}D, classes {', '.join(model.class_names)}")
+        self._loaded()  # (the model's line says what was loaded)
         return True

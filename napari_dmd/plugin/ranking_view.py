@@ -104,6 +104,7 @@ class NextBox(QGroupBox):
         self.merge_button, self.undo_button = QPushButton("Merge into labels"), QPushButton("Undo merge")
         self.merge_button.clicked.connect(lambda: merge())
         self.undo_button.clicked.connect(lambda: undo())
+        self.merged = QLabel(wordWrap=True)  # what the last merge or its undo did
         self.overwrite = QCheckBox("Also replace reviewed labels")
         self.overwrite.setToolTip("Off: merge your strokes on the prediction, and the prediction only where the "
                                   "labels are not reviewed yet. On: the prediction replaces reviewed labels too.")
@@ -116,6 +117,7 @@ class NextBox(QGroupBox):
             layout.addWidget(w)
         layout.addLayout(_row(self.merge_scope, self.merge_button, self.undo_button))
         layout.addWidget(self.overwrite)
+        layout.addWidget(self.merged)
 
     def enable(self, mark: bool, merge: bool) -> None:
         """Mark/Unmark only where the case in view has labels, Merge only with a prediction layer selected."""

@@ -4,7 +4,7 @@ the end of the run). Nothing here waits for the worker.
 """
 from __future__ import annotations
 
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 
 from ..errors import DMDError
 from ..jobs import (
@@ -42,11 +42,13 @@ class RunControl:
             show_error(str(exc))
             self.run.refused(str(exc))
             return
-        for note in job.data.notes:
-            (show_info if note.startswith("no unlabeled") else show_warning)(note)
         self._dice_before = before
         self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
         self.run.begin(job.config.iterations, "Preparing the data and the networks…")
+        for note in job.data.notes:  # under the status line; a warning is a notification too
+            self.run.note(note)
+            if not note.startswith("no unlabeled"):
+                show_warning(note)
         self._run_plan = None
         self._launch(train_and_predict, job)
 
@@ -145,8 +147,6 @@ class RunControl:
             if after is not None:  # what the continued run learnt from the corrections
                 text += f" · Dice on your reviewed slices {self._dice_before:.3f} → {after:.3f}"
                 self.run.status.setText(text)
-            if not f.aborted:
-                show_info(text)
             if f.speed is not None and self._run_plan is not None:
                 record_speed(self._run_plan.speed_key(), f.speed)
             self.refresh_view()  # the precision verdict and the speed are known now

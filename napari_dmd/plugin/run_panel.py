@@ -39,6 +39,7 @@ class RunPanel(QWidget):
         self.progress = QProgressBar(format=IDLE, value=0)
         self.curves = curves
         self.status = QLabel(HINT, wordWrap=True)
+        self.notes = QLabel(wordWrap=True, visible=False)  # the run's notes (kept while its status changes)
         self.refusal: str | None = None  # the reason Start was refused, while the status line says it
         self.offset = 0
         self.limit: float | None = None  # the run's time limit in seconds
@@ -51,6 +52,7 @@ class RunPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.notes)
 
     def begin(self, steps: int, text: str, fmt: str = PREPARING) -> None:
         """An empty bar of ``steps`` with the format ``fmt``, and ``text`` in the status line."""
@@ -60,6 +62,13 @@ class RunPanel(QWidget):
         self.status.setText(text)
         self._stopping = False
         self.refusal = None
+        self.notes.clear()
+        self.notes.hide()
+
+    def note(self, text: str) -> None:
+        """A note of the run (e.g. no unlabeled image) under its status line, until the next run."""
+        self.notes.setText(f"{self.notes.text()}\n{text}".strip())
+        self.notes.show()
 
     def refused(self, message: str) -> None:
         """Start was refused: the reason, in full, in the status line."""

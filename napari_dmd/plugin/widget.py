@@ -10,8 +10,9 @@ The state and its transitions live in ``napari_dmd.session.Session`` (kept in st
 and the merge buttons), ``case_view.py`` (the case in view) and ``run_control.py`` (Start, Predict, Stop and the
 worker's messages). The runs are in ``napari_dmd/jobs.py`` (driven by ``job_thread.py``), the merges in
 ``corrections.py``, the result layers in ``result_refresh.py``; the views in ``case_nav.py``, ``data_table.py``,
-``settings_form.py``, ``ranking_view.py``, ``model_box.py`` and ``curves.py``. Every problem is a napari
-notification, never a traceback.
+``settings_form.py``, ``ranking_view.py``, ``model_box.py`` and ``curves.py``. What the dock did is said in its
+own lines (the run's status and notes, the merge line, the model's line); a napari notification is for a problem
+only, said once, never a traceback.
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ class DMDWidget(CaseView, RunControl, QWidget):
         napari_viewer.layers.selection.events.active.connect(self._look)
         napari_viewer.layers.selection.events.active.connect(self._update_buttons)
         napari_viewer.dims.events.current_step.connect(self._look)
-        self.corrections = Corrections(napari_viewer, self.session, self.sync.store, self._after_merge)
+        self.corrections = Corrections(napari_viewer, self.session, self.sync.store, self._after_merge,
+                                       self.next.merged.setText)
         me = weakref.ref(self)
         self.closing = ClosingHooks(self, lambda: me() is not None and me().shutdown())
         shown = [n for n in self.session.images if napari_viewer.layers[n].visible]

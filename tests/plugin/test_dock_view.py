@@ -1,5 +1,6 @@
 """The dock's third pass (issue 40, point 8): the dock stays where the user left it during a run, result layers
 leave the layer selection alone, messages go to the dock's status lines, the table's columns fit the dock."""
+import numpy as np
 from qtpy.QtCore import QPoint, Qt
 
 from plugin_helpers import cube_case, fast_settings, wait_done
@@ -63,3 +64,22 @@ def test_the_tables_info_fits_its_column_and_long_names_are_cut_in_the_middle(ma
     shown = combo.grab()  # drawn: the full name would not fit the box
     assert shown.width() <= table.columnWidth(LABELS) < combo.fontMetrics().horizontalAdvance(combo.currentText())
     widget.shutdown()
+
+
+def test_what_the_dock_did_is_said_in_its_lines_not_over_the_canvas(dock, qtbot, notes, tmp_path):
+    """A run, a merge and its undo, a saved model: each said in the dock; no napari notification."""
+    viewer, widget = dock
+    viewer.layers.selection.active = viewer.layers["case0 labels"]
+    widget.start()
+    wait_done(qtbot, widget)
+    assert widget.run.status.text().startswith("Training finished at iteration 2")
+    pred = viewer.layers["case0 pred"]
+    pred.data_setitem((np.full(3, 7), np.array([2, 3, 4]), np.array([2, 2, 2])), 1)
+    viewer.layers.selection.active = pred
+    widget.merge_prediction(whole=False)
+    assert widget.next.merged.text().startswith("merged ")
+    widget.corrections.undo()
+    assert widget.next.merged.text() == "merge into 'case0 labels' undone"
+    widget.model_box.save(tmp_path / "m.pt")
+    assert str(tmp_path / "m.pt") in widget.model_box.label.text()
+    assert notes == []

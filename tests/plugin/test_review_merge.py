@@ -222,8 +222,8 @@ def test_the_slice_number_of_a_merge_and_of_the_review_line_is_the_sliders(dock,
     assert slider == 10
     viewer.layers.selection.active = pred
     widget.merge_prediction(whole=False)
-    merged = [m for _s, m in notes if m.startswith("merged")]
-    assert merged and f"slice {slider} of" in merged[-1]
+    merged = widget.next.merged.text()
+    assert merged.startswith("merged") and f"slice {slider} of" in merged
     widget.session.reviewed["case0 labels"].whole = False
     widget.session.reviewed["case0 labels"].slices = {7}
     widget.refresh_view()
