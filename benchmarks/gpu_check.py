@@ -11,6 +11,7 @@
               32x64x64) and its test Dice by benchmarks/la_half.py's protocol (stopped early, with the iteration
               reached, when the time runs out)
 
+The bf16 variants are skipped (and said so) on a device without native bf16, where napari-dmd trains in fp32.
 ``--device cpu --quick`` runs every part on the CPU at small sizes (patches 16x16x16 and 16x32x32, one step,
 ``torch.compile`` with its eager backend: the capture, not the code generation; 4 iterations on 2 + 2 scans,
 patch 16x32x32, 2 test volumes at half-patch stride) in under 3 minutes, so the script is known to work before a
@@ -35,7 +36,7 @@ from napari_dmd.inference import predict
 from napari_dmd.io import read_image
 from napari_dmd.losses import distillation_loss, supervised_loss
 from napari_dmd.metrics import evaluate_case
-from napari_dmd.precision import Precision, machine_name
+from napari_dmd.precision import Precision, machine_name, native_bf16
 from napari_dmd.runtime import resolve_device
 from napari_dmd.training import Trainer
 
@@ -116,6 +117,10 @@ def loops(lab, unl, setup: dict, device: torch.device) -> list[dict]:
         variants = [("plain fp32", None, None)] + [(f"napari-dmd {name} {'compiled' if b else 'eager'}", d, b)
                                                     for b in (None, setup["backend"]) for name, d in dtypes.items()]
         for name, dtype, backend in variants:
+            if dtype is torch.bfloat16 and not native_bf16(device):  # emulated: napari-dmd runs fp32 there
+                rows.append({"patch": patch, "variant": name, "skipped": "this device has no native bf16"})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             trainer = trainer_for(lab, unl, patch, str(device))
             step = plain_step(trainer) if dtype is None else dmd_step(trainer, dtype, backend)
             try:

@@ -309,10 +309,17 @@ def _target(requested: str, device: torch.device) -> torch.dtype | Precision:
     if requested != "auto":
         return DTYPES[requested]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16 if native_bf16(device) else torch.float16
+    if native_bf16(device):
         return torch.bfloat16
     return Precision(torch.float32, (), "this CPU has no native bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (a CPU without it emulates bf16, many times slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def run_key(device: torch.device, ndim: int, out_channels: int, shape: tuple[int, ...],
