@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -26,7 +27,7 @@ NONE = "— none —"
 OWN = "own"  # the Case column: "own" (its own case) or the name of the image whose case it is a channel of
 ROW = 22  # pixels
 USE, IMAGE, LABELS, INFO, CASE = range(5)  # the columns (CASE is shown after IMAGE)
-WIDTHS = {IMAGE: 90, CASE: 58, LABELS: 86}  # pixels: Info takes the rest of the dock's 520 (its text in full)
+WIDTHS = {IMAGE: 80, CASE: 66, LABELS: 112}  # pixels: Info takes the rest of the dock's 540
 
 
 class ElidedCombo(QComboBox):
@@ -36,12 +37,14 @@ class ElidedCombo(QComboBox):
     def paintEvent(self, _event) -> None:  # noqa: N802  (Qt's name)
         painter, option = QStylePainter(self), QStyleOptionComboBox()
         self.initStyleOption(option)
+        text, option.currentText = option.currentText, ""
         painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
-        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
-                                            QStyle.SubControl.SC_ComboBoxEditField, self)
-        option.currentText = self.fontMetrics().elidedText(option.currentText, Qt.TextElideMode.ElideMiddle,
-                                                           field.width())
-        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+        style, box = self.style(), QStyle.ComplexControl.CC_ComboBox
+        field = style.subControlRect(box, option, QStyle.SubControl.SC_ComboBoxEditField, self)
+        field.setRight(style.subControlRect(box, option, QStyle.SubControl.SC_ComboBoxArrow, self).left() - 2)
+        shown = self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, field.width())
+        painter.drawItemText(field, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), self.palette(),
+                             self.isEnabled(), shown, QPalette.ColorRole.ButtonText)
 
     def showPopup(self) -> None:  # noqa: N802
         """The list that opens is as wide as its longest name."""
@@ -91,6 +94,7 @@ class TrainingTable(QTableWidget):
         if layout != self._layout:
             self._rebuild(groupable, labels)
             self._layout = layout
+            self.setColumnHidden(CASE, not any(groupable.values()))  # shown where an image can join another's case
         self._channels = set(members)
         for r, name in enumerate(names):
             paired, owner = pairs.get(name), members.get(name)

@@ -76,15 +76,19 @@ def _placement(image_layer: Any) -> dict[str, Any]:
 
 def _insert(viewer: Any, layer: Any, image_layer: Any, above: int = 1) -> Any:
     """Insert a new result layer ``above`` places over its image (below the user's labels), the layer selection
-    left as it is: napari would make the new layer the only selected one (its switch ``_activate_on_insert``),
-    and a result must never take the user's next brush stroke, not even until the next turn of the event loop."""
+    left as the user had it: napari makes the layer it inserts the only selected one, which is undone before
+    anyone is told (the selection's events held), so a result never takes the user's next brush stroke."""
     layers = viewer.layers
     index = layers.index(image_layer) + above if image_layer in layers else len(layers)
-    layers._activate_on_insert = False
-    try:
+    selection = layers.selection
+    chosen, active = set(selection), selection.active
+    with selection.events.blocker_all():
         layers.insert(min(index, len(layers)), layer)
-    finally:
-        layers._activate_on_insert = True
+        if active is not None:
+            selection.active = active
+        else:
+            selection.clear()
+            selection.update(chosen)
     return layer
 
 

@@ -169,5 +169,5 @@ def scrolling_column(dock: QWidget) -> tuple[QScrollArea, QVBoxLayout]:
     scroll.setWidget(body)
     column = QVBoxLayout(body)
     column.setSpacing(4)
-    dock.setMinimumWidth(520)
+    dock.setMinimumWidth(540)  # the data table's Info in full
     return scroll, column

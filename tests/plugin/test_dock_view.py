@@ -42,12 +42,12 @@ def test_clicking_start_does_not_scroll_the_navigator_out_of_view(make_napari_vi
 def test_the_tables_info_fits_its_column_and_long_names_are_cut_in_the_middle(make_napari_viewer, qtbot):
     """At the dock's width, with the sample's names: every Info text in full; a labels name too long for its box
     is drawn cut in the middle, in full in its tooltip."""
-    from napari_dmd.plugin.data_table import INFO, LABELS
+    from napari_dmd.plugin.data_table import CASE, INFO, LABELS
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1280, 800)
-    for k in range(3):
-        img, lab = cube_case(k)
+    for k in range(3):  # of different shapes, as the sample's: no image can be a channel of another
+        img, lab = (a[:, :, : a.shape[2] - k] for a in cube_case(k))
         viewer.add_image(img, name=f"hippocampus_00{k}", scale=(2.0, 1.0, 1.0))
         if k < 2:
             viewer.add_labels(lab, name=f"hippocampus_00{k} labels", scale=(2.0, 1.0, 1.0))
@@ -55,6 +55,9 @@ def test_the_tables_info_fits_its_column_and_long_names_are_cut_in_the_middle(ma
     qtbot.wait(50)
     table = widget.table
     assert widget.width() <= 540  # the dock at about its minimum width
+    assert table.isColumnHidden(CASE)  # no choice to show
+    viewer.add_image(viewer.layers["hippocampus_002"].data, name="hippocampus_005")  # of the shape of another
+    qtbot.waitUntil(lambda: not table.isColumnHidden(CASE), timeout=2000)  # it could be a channel of its case
     for row in range(table.rowCount()):
         text, room = table.item(row, INFO).text(), table.columnWidth(INFO)
         assert table.fontMetrics().horizontalAdvance("35/35 reviewed, 35 labeled") + 8 <= room, (text, room)
@@ -63,6 +66,8 @@ def test_the_tables_info_fits_its_column_and_long_names_are_cut_in_the_middle(ma
     assert combo.currentText() == "hippocampus_000 labels" and "hippocampus_000 labels" in combo.toolTip()
     shown = combo.grab()  # drawn: the full name would not fit the box
     assert shown.width() <= table.columnWidth(LABELS) < combo.fontMetrics().horizontalAdvance(combo.currentText())
+    viewer.layers.remove("hippocampus_005")
+    qtbot.waitUntil(lambda: table.isColumnHidden(CASE), timeout=2000)
     widget.shutdown()
 
 
