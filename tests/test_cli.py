@@ -55,17 +55,18 @@ def test_train_predict_evaluate(dataset, capsys):
     np.testing.assert_allclose(g.origin, GEOM.origin, atol=1e-4)
     dis, _ = read_image(pred_dir / "disagreement" / "case0.nii.gz")
     assert dis.dtype == np.float32 and 0 <= dis.min() and dis.max() <= 1
-    ranking = list(csv.DictReader((pred_dir / "disagreement.csv").open()))
+    ranking = list(csv.DictReader((pred_dir / "disagreement.csv").open(encoding="utf-8")))
     assert len(ranking) == 3
     assert [float(r["disagreement"]) for r in ranking] == sorted((float(r["disagreement"]) for r in ranking),
                                                                  reverse=True)
-    volumes = list(csv.DictReader((pred_dir / "volumes.csv").open()))  # each class's volume from the spacing
+    # each class's volume from the spacing
+    volumes = list(csv.DictReader((pred_dir / "volumes.csv").open(encoding="utf-8")))
     assert [(r["case"], r["class"]) for r in volumes] == [(f"case{k}.nii.gz", c) for k in range(3) for c in "12"]
     voxels = int(np.count_nonzero(pred == 1))
     row = volumes[0]
     assert row["unit"] == "mm³" and int(row["voxels"]) == voxels
     assert float(row["volume"]) == pytest.approx(voxels * 0.8 * 0.8 * 2.0, rel=1e-3)
-    label_next = list(csv.DictReader((pred_dir / "label_next.csv").open()))
+    label_next = list(csv.DictReader((pred_dir / "label_next.csv").open(encoding="utf-8")))
     assert [r["rank"] for r in label_next] == [str(k) for k in range(1, len(label_next) + 1)]
     # ranking.suggest spreads the list: every image's best slab comes before any image's second
     assert {r["case"] for r in label_next[:3]} == {"case0.nii.gz", "case1.nii.gz", "case2.nii.gz"}
@@ -74,7 +75,7 @@ def test_train_predict_evaluate(dataset, capsys):
     table = dataset / "metrics.csv"
     assert main(["evaluate", "--predictions", str(pred_dir), "--labels", str(dataset / "truth"),
                  "--classes", "3", "--out", str(table)]) == 0
-    rows = list(csv.DictReader(table.open()))
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
     assert [r["case"] for r in rows] == ["case0", "case0", "case1", "case1", "case2", "case2", "mean", "mean"]
     assert all(0 <= float(r["dice"]) <= 1 for r in rows)
     # distances in mm use the anisotropic spacing, so they differ from the voxel ones
@@ -146,7 +147,7 @@ def test_ctrl_c_stops_training_with_a_resumable_checkpoint(dataset, tmp_path):
     cmd = [sys.executable, "-m", "napari_dmd.cli", "train", "--images", str(dataset / "images"), "--labels",
            str(dataset / "labels"), "--out", str(run), "--iterations", "100000", "--patch", "16", "16", "16",
            "--checkpoint-every", "100000", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     deadline = time.monotonic() + 120
     while not (run / "config.json").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -146,13 +146,13 @@ def _torchrun(dataset: Path, run: Path, *flags: str) -> subprocess.Popen:
            str(_free_port()), "-m", "napari_dmd", "train", "--images", str(dataset / "images"), "--labels",
            str(dataset / "labels"), "--out", str(run), "--patch", "16", "16", "16", "--precision", "fp32", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env,
                             start_new_session=True)
 
 
 def _logged(run: Path) -> list[dict]:
     path = run / "log.csv"
-    return list(csv.DictReader(path.open())) if path.exists() else []
+    return list(csv.DictReader(path.open(encoding="utf-8"))) if path.exists() else []
 
 
 def _wait_for_steps(proc: subprocess.Popen, run: Path, steps: int, limit: float = 60) -> None:

@@ -178,7 +178,7 @@ def test_9_an_out_that_cannot_be_created_is_one_line(data, model, capsys, comman
 def test_10_out_of_memory_is_one_line_and_the_run_folder_can_be_reused(data, capsys, monkeypatch):
     from napari_dmd.training import Trainer
 
-    def no_memory(self, iteration):
+    def no_memory(self, iteration, more=False):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
 
     with monkeypatch.context() as m:

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import FAST, run
+from test_workspace import nnunet
 
 from napari_dmd.checkpoint import load_model
 from napari_dmd.io import read_image, write_image
 from napari_dmd.review import Reviewed, save_reviewed, sidecar_path
-
-from test_workspace import nnunet
 
 
 def _state(root: Path) -> list[str]:
@@ -42,9 +41,9 @@ def test_train_and_predict_in_a_workspace(tmp_path, capsys):
     assert sorted(p.name for p in preds.glob("*.nii.gz")) == ["case1.nii.gz", "case2.nii.gz", "case3.nii.gz"]
     assert sorted(p.name for p in (preds / "disagreement").glob("*.nii.gz")) == \
         ["case1.nii.gz", "case2.nii.gz", "case3.nii.gz"]
-    volumes = list(csv.DictReader((preds / "volumes.csv").open()))
+    volumes = list(csv.DictReader((preds / "volumes.csv").open(encoding="utf-8")))
     assert {r["case"] for r in volumes} == {"case1.nii.gz", "case2.nii.gz", "case3.nii.gz"}
-    ranked = list(csv.DictReader((preds / "label_next.csv").open()))
+    ranked = list(csv.DictReader((preds / "label_next.csv").open(encoding="utf-8")))
     assert ranked and not any(r["case"] == "case1.nii.gz" and int(r["slice"]) in (5, 6) for r in ranked)
     assert read_image(preds / "case2.nii.gz")[0].shape == (16, 24, 24)
 
@@ -113,13 +112,13 @@ def test_predict_under_torchrun_splits_the_cases_and_writes_what_one_process_wri
     run(["train", "--workspace", root, *FAST], capsys)
     (model,) = (root / ".napari-dmd" / "runs").glob("*/model.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    text = {"capture_output": True, "text": True, "encoding": "utf-8", "env": env, "timeout": 300}
     one = subprocess.run([sys.executable, "-m", "napari_dmd", "predict", "--workspace", str(root), "--out",
-                          str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=300)
+                          str(tmp_path / "one")], **text)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           str(_free_port()), "-m", "napari_dmd", "predict", "--workspace", str(root), "--model",
-                          str(model), "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env,
-                         timeout=300)
+                          str(model), "--out", str(tmp_path / "two")], **text)
     assert two.returncode == 0, two.stderr
     names = sorted(p.name for p in (tmp_path / "one").glob("*.nii.gz"))
     assert names == [f"case{k}.nii.gz" for k in (1, 2, 3, 4)]
@@ -129,4 +128,5 @@ def test_predict_under_torchrun_splits_the_cases_and_writes_what_one_process_wri
             a, b = (read_image(tmp_path / d / sub / name)[0] for d in ("one", "two"))
             np.testing.assert_array_equal(a, b)
     for table in ("volumes.csv", "disagreement.csv", "label_next.csv"):
-        assert (tmp_path / "one" / table).read_text() == (tmp_path / "two" / table).read_text(), table
+        one_table, two_table = ((tmp_path / d / table).read_text(encoding="utf-8") for d in ("one", "two"))
+        assert one_table == two_table, table
