@@ -186,8 +186,8 @@ def test_torchrun_run_of_the_command_line_resumes_a_run_of_one_process_and_is_re
     model = load_model(run / "model.pt", "cpu")
     assert model.iteration == 5 and model.config.labeled_batch == 2
     assert [r["iteration"] for r in _logged(run)] == ["1", "2", "3", "4", "5"]  # one log, each step once
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["config.json", "log.csv",
-                                                                                    "model.pt"]
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["config.json", "data.json",
+                                                                                    "log.csv", "model.pt"]
 
 
 def test_a_signal_to_one_process_stops_every_process_with_one_checkpoint(dataset):
