@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import DataError
 from .label_history import LabelHistory, label_hash
-from .review import Reviewed, load_reviewed, save_reviewed, sidecar_path
+from .review import SIDECAR_SUFFIX, Reviewed, load_reviewed, save_reviewed, sidecar_path
 from .workspace_layout import NNUNET, Layout, detect
 from .workspace_lock import WorkspaceLock
 
@@ -212,7 +212,7 @@ class Workspace:
         """Make a saved ``version`` of ``case`` its current labels again (the current version kept in turn)."""
         from .io import read_image
 
-        saved = [p for p in version.iterdir() if not p.name.endswith(".reviewed.json")]
+        saved = [p for p in version.iterdir() if not p.name.endswith(SIDECAR_SUFFIX)]
         if len(saved) != 1:
             raise DataError(f"{version.absolute()} is not a saved version of {case.info.name!r}")
         labels, _ = read_image(saved[0])

@@ -4,7 +4,7 @@ import csv
 import errno
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import FAST, run
+from test_distributed import _free_port
 from test_workspace import nnunet
 
 from napari_dmd.checkpoint import load_model
@@ -71,7 +72,7 @@ def test_a_bad_workspace_is_refused_with_one_line_and_nothing_written(tmp_path, 
     root = nnunet(tmp_path, cases=2, labelled=1, channels=2, tests=0)
     edit(root)
     _, err = run(["train", "--workspace", root, *FAST], capsys, code=2)
-    assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    assert err.count("\n") == 1 and re.search(message, err), err
     assert not list((root / ".napari-dmd" / "runs").glob("*/model.pt"))
 
 
@@ -99,12 +100,6 @@ def test_predict_without_a_model_or_data_says_what_is_missing(tmp_path, capsys):
     assert "predict needs --model and --out (or --workspace FOLDER)" in err
     _, err = run(["train", "--workspace", root, "--images", root], capsys, code=2)
     assert "--workspace gives the data: drop --images" in err
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_predict_under_torchrun_splits_the_cases_and_writes_what_one_process_writes(tmp_path, capsys):
