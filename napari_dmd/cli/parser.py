@@ -21,6 +21,7 @@ from ..export import add_parser as add_export_parser
 from ..sample_data import DEMO_ITERATIONS
 from .demo import cmd_demo
 from .evaluate import cmd_evaluate
+from .open import cmd_open
 from .predict import cmd_predict
 from .train import cmd_train
 from .workspace import cmd_workspace
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-names", nargs="+", default=["image"], help="with --create: the image channels")
     p.add_argument("--class-names", nargs="+", help="with --create: the classes, background first")
     p.set_defaults(func=cmd_workspace)
+    p = sub.add_parser("open", help="napari with the DMD dock on a workspace: its cases, the case in view loaded, "
+                       "labels saved as you go")
+    p.add_argument("folder", type=Path, help="the workspace folder")
+    p.set_defaults(func=cmd_open)
     add_export_parser(sub)
     return parser
 

@@ -39,6 +39,16 @@ def open_demo(show: bool = True):
     return viewer
 
 
+def open_workspace(folder: str | Path, show: bool = True):
+    """A napari viewer with the DMD dock on the workspace in ``folder`` (its first case shown)."""
+    check_screen()
+    import napari
+
+    viewer = napari.Viewer(title=f"napari-dmd: {Path(folder).name}", show=show)
+    dock_widget(viewer).workspace.open(Path(folder))
+    return viewer
+
+
 def dock_widget(viewer):
     """The DMD dock of ``viewer`` (docked if it was not)."""
     _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", DOCK_NAME)

@@ -7,7 +7,8 @@ and the full geometry (spacing, origin, direction) in ``metadata['geometry']``; 
 Labels when its voxels are integers with at most ``MAX_LABEL_VALUES`` distinct values and its name
 or its folder's name says so ('label' or 'seg' in it); everything else opens as an Image. A labels
 file's review record (``<case>.reviewed.json`` beside it) comes along in ``metadata['reviewed']``;
-without one the labels count as reviewed whole.
+without one the labels count as reviewed whole. A workspace folder (one holding ``dataset.json`` or ``imagesTr/``)
+opens in the dock as a workspace instead (``open_in_dock``).
 """
 from __future__ import annotations
 
@@ -30,9 +31,31 @@ LayerData = tuple[np.ndarray, dict[str, Any], str]
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
     """The reader function for ``path`` (a file, a DICOM folder, or a list of them), else None."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if len(paths) == 1 and is_workspace(paths[0]):
+        return open_in_dock
     if not paths or not all(is_supported(p) for p in paths):
         return None
     return read_layers
+
+
+def is_workspace(path: str | Path) -> bool:
+    """Whether ``path`` is a workspace folder (``dataset.json`` or ``imagesTr/`` in it)."""
+    path = Path(path)
+    return path.is_dir() and ((path / "dataset.json").is_file() or (path / "imagesTr").is_dir())
+
+
+def open_in_dock(path: str | list[str]) -> list[tuple[None]]:
+    """File → Open of a workspace folder: the dock of the current viewer opens it (no layer is returned: the dock
+    adds the case in view)."""
+    import napari
+
+    from .demo import dock_widget
+
+    folder = path if isinstance(path, (str, Path)) else path[0]
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        dock_widget(viewer).workspace.open(Path(folder))
+    return [(None,)]
 
 
 def looks_like_labels(path: str | Path, array: np.ndarray) -> bool:

@@ -88,6 +88,7 @@ class RunControl:
         """Abort the worker without waiting (dock or viewer closing): its thread writes the checkpoint and ends."""
         if self.control is not None:
             self.control.abort()
+        self.workspace.close()
         if self.worker is not None:
             try:
                 self.worker.message.disconnect(self._on_message)

@@ -51,6 +51,7 @@ from .run_control import RunControl
 from .run_panel import RunPanel
 from .settings_form import CANNOT_START, SettingsForm, folding, scrolling_column
 from .volume_table import VolumeBox
+from .workspace_cases import WorkspaceCases
 
 
 class DMDWidget(CaseView, RunControl, QWidget):
@@ -103,8 +104,9 @@ class DMDWidget(CaseView, RunControl, QWidget):
         the settings fold away at Start (their summary stays in the title), the curves, the merge
         and the model follow below."""
         self.scroll, outer = scrolling_column(self)
+        self.workspace = WorkspaceCases(self)
         self.table = TrainingTable(self._on_include, self._on_pair, self.show_case, self._on_group)
-        self.nav = CaseNavigator(self.show_case, self._show_unsure)
+        self.nav = CaseNavigator(self._go_case, self._show_unsure)
         self.data = DataPanel(self.nav, self.table)
         self.settings = SettingsForm(cpu)
         self.settings_box = folding(self.settings)
@@ -115,7 +117,8 @@ class DMDWidget(CaseView, RunControl, QWidget):
         curves = QGroupBox("Loss curves")
         QVBoxLayout(curves).addWidget(self.run.curves)
         self.volumes = VolumeBox()
-        for w in (self.data, self.settings_box, self.run, self.next, self.volumes, curves, self.model_box):
+        for w in (self.workspace.box, self.data, self.settings_box, self.run, self.next, self.volumes, curves,
+                  self.model_box):
             outer.addWidget(w)
         outer.addStretch(1)
         self.settings.on_change(self._schedule)
@@ -128,6 +131,9 @@ class DMDWidget(CaseView, RunControl, QWidget):
             self.show_case(self.session.grouping.case_of(self.nav.case) or cases[0], select=False)
         image = self._current_image()
         self.data.show_session(self.session)
+        if self.workspace.ws is not None:  # the cohort, not the layers in the viewer
+            self.nav.show_cases(self.workspace.names())
+            self.data.summary.setText(self.workspace.summary())
         self.next.show_review(image, self.session.reviewed_for(image) if image else None,
                               lambda index: slider_number(self.viewer, image, index))
         plan, estimate = self.settings.describe_plan(self.session)
@@ -141,6 +147,18 @@ class DMDWidget(CaseView, RunControl, QWidget):
             except DMDError:
                 pass
         self._update_buttons()
+
+    def _go_case(self, name: str) -> None:
+        """Show a case: on a workspace, open it (the case in view saved and released)."""
+        if self.workspace.ws is not None:
+            self.workspace.go(name)
+        else:
+            self.show_case(name)
+
+    def show_workspace(self, on: bool) -> None:
+        """A workspace opened (its case table replaces the table of layers) or closed."""
+        self.table.setVisible(not on)
+        self.refresh_view()
 
     def _schedule(self, *_changed) -> None:
         """Refresh the view shortly (many edits in a row refresh it once)."""
@@ -189,6 +207,7 @@ class DMDWidget(CaseView, RunControl, QWidget):
         self.run.curves.show_log(self.session.current.path.parent / LOG_NAME)  # not the previous run's
 
     def _after_merge(self) -> None:
+        self.workspace.save_soon()
         self._update_buttons()
         self.refresh_view()
         self._fill_ranking()

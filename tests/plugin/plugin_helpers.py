@@ -31,3 +31,29 @@ def inject(widget, name, labels, disagreement=None, iteration=1):
     widget._fill_ranking()
     widget.results.flush()
     return d
+
+
+def small_workspace(root, cases: int = 3, labelled: int = 1):
+    """An MSD-layout workspace of ``cases`` cube cases (2 classes), the first ``labelled`` with label files."""
+    import json
+
+    from napari_dmd.io import Geometry, write_image
+
+    geometry = Geometry.from_scale((2.0, 1.0, 1.0))
+    for k in range(cases):
+        image, label = cube_case(k)
+        write_image(root / "imagesTr" / f"case{k}.nii.gz", image, geometry)
+        if k < labelled:
+            write_image(root / "labelsTr" / f"case{k}.nii.gz", label, geometry)
+    (root / "dataset.json").write_text(json.dumps({"modality": {"0": "CT"}, "labels": {"0": "background", "1": "box"},
+                                                   "numTraining": cases, "file_ending": ".nii.gz"}))
+    return root
+
+
+def workspace_dock(make_napari_viewer, root, run_dir, autosave: int = 10):
+    """(viewer, widget): an empty viewer whose dock has the workspace in ``root`` open."""
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    fast_settings(widget, run_dir, autosave=autosave)
+    assert widget.workspace.open(root)
+    return viewer, widget

@@ -1,0 +1,182 @@
+"""The dock on a workspace: its cases listed, only the case in view loaded, moving on saves and releases it;
+labels saved every N seconds off the GUI thread, a file changed on disk asked about, a second writer read-only,
+a failed save said with the strokes kept, earlier versions restored."""
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from napari_dmd import io as dmd_io
+from napari_dmd.io import read_image, write_image
+from napari_dmd.review import load_reviewed, sidecar_path
+from napari_dmd.workspace import Workspace
+
+from plugin_helpers import small_workspace, workspace_dock
+
+
+def user_layers(viewer):
+    return sorted(layer.name for layer in viewer.layers)
+
+
+def paint(layer, index):
+    """A stroke as napari's brush makes it (one step of the layer's history, its paint event), changing the
+    voxel (index, 5, 5) between background and class 1; returns the value painted."""
+    value = 1 - int(layer.data[index, 5, 5])
+    layer.paint((index, 5, 5), value, refresh=True)
+    return value
+
+
+def test_a_workspace_opens_with_its_cases_listed_and_only_the_case_in_view_loaded(make_napari_viewer, tmp_path):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    box = widget.workspace.box
+    assert [box.table.item(r, 0).text() for r in range(box.table.rowCount())] == ["case0", "case1", "case2"]
+    assert box.table.item(0, 1).text() == "labelled" and box.table.item(1, 1).text() == "unlabelled"
+    assert user_layers(viewer) == ["case0", "case0 labels"]
+    assert widget.nav.label.text() == "Case 1 of 3: case0" and "1 labelled" in widget.data.summary.text()
+    assert viewer.layers["case0 labels"].metadata["class_names"] == ["background", "box"]
+
+    widget.nav.step(1)  # ▶: case0 released, case1 loaded with an empty labels layer
+    assert user_layers(viewer) == ["case1", "case1 labels"]
+    assert not viewer.layers["case1 labels"].data.any() and widget.nav.case == "case1"
+    box.table.cellClicked.emit(2, 0)
+    assert user_layers(viewer) == ["case2", "case2 labels"]
+    assert not (root / "labelsTr" / "case1.nii.gz").exists()  # nothing painted: nothing written
+    widget.workspace.close()
+    assert user_layers(viewer) == [] and widget.table.isVisible() == widget.isVisible()
+
+
+def test_moving_on_saves_the_strokes_with_their_review_record_and_keeps_the_version_before(make_napari_viewer,
+                                                                                           tmp_path):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    widget.nav.step(1)
+    paint(viewer.layers["case1 labels"], 4)
+    widget.nav.step(-1)  # the stroke on case1 is saved as it is released
+    saved = root / "labelsTr" / "case1.nii.gz"
+    labels, _ = read_image(saved)
+    assert labels[4, 5, 5] == 1
+    assert load_reviewed(sidecar_path(saved), labels.shape).marked() == {4}
+    assert widget.workspace.box.table.item(1, 1).text() == "1 of 16 slices reviewed"
+    paint(viewer.layers["case0 labels"], 2)
+    widget.nav.step(1)
+    assert len(Workspace(root, writable=False).history.versions("case0")) == 1  # the expert's file kept
+
+
+def test_strokes_are_saved_every_n_seconds_off_the_gui_thread(make_napari_viewer, tmp_path, qtbot):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run", autosave=1)
+    path = root / "labelsTr" / "case0.nii.gz"
+    before = path.read_bytes()
+    import threading
+
+    threads: list[str] = []
+    original = dmd_io.write_image
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    dmd_io.write_image = recording
+    try:
+        paint(viewer.layers["case0 labels"], 9)
+        qtbot.waitUntil(lambda: path.read_bytes() != before, timeout=10_000)
+    finally:
+        dmd_io.write_image = original
+    assert threads and all(name.startswith("napari-dmd-save") for name in threads)
+    qtbot.waitUntil(lambda: "saved" in widget.workspace.box.saving.text(), timeout=5_000)
+    assert widget.workspace.box.versions.count() == 1  # the version before, ready to restore
+    assert not widget.workspace.saver.dirty
+
+
+def test_a_label_file_changed_on_disk_is_asked_about_never_overwritten(make_napari_viewer, tmp_path):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    path = root / "labelsTr" / "case0.nii.gz"
+    theirs = np.zeros((16, 32, 32), np.uint8)
+    theirs[0] = 1
+    write_image(path, theirs, dmd_io.Geometry.from_scale((2.0, 1.0, 1.0)))
+    mine = paint(viewer.layers["case0 labels"], 9)
+    assert widget.workspace.save_now().changed_on_disk
+    assert read_image(path)[0][0].all()  # theirs untouched
+    box = widget.workspace.box
+    assert not box.conflict.isHidden() and "changed on disk" in box.conflict_text.text()
+    assert "NOT SAVED" in box.saving.text()
+    widget.nav.step(1)  # refused: the case stays, strokes in the layer
+    assert widget.workspace.case == "case0" and viewer.layers["case0 labels"].data[9, 5, 5] == mine
+    box.overwrite_button.click()  # mine over theirs; theirs kept in the history
+    assert read_image(path)[0][9, 5, 5] == mine and box.conflict.isHidden()
+    (version,) = Workspace(root, writable=False).history.versions("case0")
+    assert read_image(version / "case0.nii.gz")[0][0].all()
+
+    write_image(path, theirs, dmd_io.Geometry.from_scale((2.0, 1.0, 1.0)))
+    paint(viewer.layers["case0 labels"], 3)
+    widget.workspace.save_now()
+    box.reload_button.click()  # theirs into the layer
+    assert viewer.layers["case0 labels"].data[0].all() and not widget.workspace.saver.dirty
+
+
+def test_a_second_writer_opens_read_only_and_says_why(make_napari_viewer, tmp_path):
+    root = small_workspace(tmp_path / "ws")
+    with Workspace(root) as holder:
+        assert holder.read_only is None
+        viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+        text = widget.workspace.box.folder.text() + widget.workspace.box.saving.text()
+        assert "read-only" in text and f"process {os.getpid()}" in text
+        assert not viewer.layers["case0 labels"].editable
+        widget.workspace.close()
+
+
+def test_a_failed_save_is_said_in_full_and_keeps_the_strokes_and_the_file(make_napari_viewer, tmp_path, monkeypatch):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    path = root / "labelsTr" / "case0.nii.gz"
+    before = path.read_bytes()
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dmd_io, "_verify", full)
+    mine = paint(viewer.layers["case0 labels"], 9)
+    result = widget.workspace.save_now()
+    assert result.error and not result.changed_on_disk
+    text = widget.workspace.box.saving.text()
+    assert "NOT SAVED" in text and "the disk is full" in text and str(path) in text
+    assert path.read_bytes() == before and viewer.layers["case0 labels"].data[9, 5, 5] == mine
+    assert widget.workspace.saver.dirty and not widget.workspace.release()  # the case stays open
+    monkeypatch.undo()
+    assert widget.workspace.release() and read_image(path)[0][9, 5, 5] == mine
+
+
+def test_an_earlier_version_is_restored_from_the_dock(make_napari_viewer, tmp_path):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    layer = viewer.layers["case0 labels"]
+    expert = layer.data.copy()
+    paint(layer, 9)
+    widget.workspace.save_now()
+    box = widget.workspace.box
+    assert box.versions.count() == 1
+    box.restore_button.click()  # the expert's version back, the painted one kept
+    assert np.array_equal(viewer.layers["case0 labels"].data, expert)
+    assert np.array_equal(read_image(root / "labelsTr" / "case0.nii.gz")[0], expert)
+    assert box.versions.count() == 2
+
+
+@pytest.mark.parametrize("how", ["reader", "cli"])
+def test_file_open_of_a_workspace_folder_and_the_open_command(make_napari_viewer, tmp_path, how, capsys):
+    root = small_workspace(tmp_path / "ws")
+    if how == "cli":
+        from napari_dmd.cli import main
+
+        assert main(["open", str(tmp_path / "none")]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+        return
+    viewer = make_napari_viewer()
+    viewer.open(str(root), plugin="napari-dmd")
+    from napari_dmd.plugin.demo import dock_widget
+
+    widget = dock_widget(viewer)
+    assert widget.workspace.case == "case0" and user_layers(viewer) == ["case0", "case0 labels"]
+    widget.workspace.close()
