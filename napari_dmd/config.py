@@ -28,6 +28,7 @@ WEIGHTING = "uniform"  # measured better than nnU-Net's Gaussian on la_half and 
 COMBINES = ("a", "mean")  # a prediction's labels: network A's probabilities, or the mean of both networks'
 COMBINE = "mean"
 SAMPLINGS = ("uniform", "reviewed")  # how labeled crops are drawn (TrainConfig.labeled_sampling)
+VIEWS = ("same", "own")  # what each network sees of an unlabeled patch (TrainConfig.unlabeled_views)
 BATCH_NORMS = ("auto", "split", "joint")  # how a batch's patches share batch-norm statistics (TrainConfig.batch_norm)
 REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts the image in view whole up to this many megavoxels
 
@@ -171,6 +172,11 @@ class TrainConfig:
         0.0, "weight of cross pseudo-supervision: where no label is (unlabeled patches, unreviewed voxels, the "
              "unlabeled part of a copy-paste patch) each network is also trained towards the other's hard prediction, "
              "the weight ramped up as λ (0: off)", label="pseudo-label weight", minimum=0.0)
+    unlabeled_views: str = setting(
+        "same", "what each network sees of an unlabeled patch: 'same': the same patch, as the paper; 'own': its own "
+                "random flips, brightness, contrast and noise of it, the outputs compared after the flips are undone "
+                "(consistency across perturbations, as cross pseudo-supervision)", label="unlabeled views",
+        choices=VIEWS)
     batch_norm: str = setting(
         "auto", "batch-norm statistics of a training batch: 'split': the labeled patches and the unlabeled ones "
                 "normalised apart (measured far better with one labeled image); 'joint': all together, as the "

@@ -20,6 +20,7 @@ from .distributed import World
 from .errors import DMDError
 from .losses import Reduce, distillation_loss, pseudo_label_loss, supervised_loss
 from .precision import Precision, reset_fp32_layers
+from .views import network_views
 
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
 DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
@@ -135,7 +136,8 @@ class DMDStep:
         y, m = batch.label, batch.mask
         try:
             with self.precision.autocast(self.device):
-                logits = [net(batch.image) for net in self.nets]
+                views = network_views(batch.image, len(y), len(self.owned), cfg.unlabeled_views)
+                logits = [view.back(net(view.image)) for net, view in zip(self.nets, views)]
             sup = sum(supervised_loss(z[:len(y)], y, m, reduce, cfg.ce_weight) for z in logits)
             if pseudo > 0:
                 sup = sup + pseudo * self._pseudo_loss(logits, m, reduce)
