@@ -258,9 +258,9 @@ class RunOptions:
     threads: int = setting(0, "CPU threads of a training run (0: auto, PyTorch's default less one, at least 1: "
                            "the viewer keeps a core; benchmarks/threads.py)", label="training threads",
                            minimum=0, cli=False)
-    autosave: int = setting(10, "on a workspace: save the labels of the case in view every this many seconds while "
-                            "they hold unsaved strokes (and always on moving on, a merge, Start and closing)",
-                            label="autosave every (s)", minimum=1, cli=False)
+    autosave: int = setting(10, "on a workspace: no stroke older than this many seconds is lost; the labels of the "
+                            "case in view are saved every half of it while they hold unsaved strokes (and on moving "
+                            "on, a merge, Start and closing)", label="autosave within (s)", minimum=1, cli=False)
 
     def __post_init__(self) -> None:
         raise_problems(check_declared(self))

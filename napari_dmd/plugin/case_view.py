@@ -112,6 +112,8 @@ class CaseView:
         self.control.look_at(None if index is None else View(image, index))
 
     def _go(self, s: Suggestion) -> None:
+        if self.workspace.ws is not None and s.image in self.workspace.names() and not self.workspace.go(s.image):
+            return
         if s.image not in self.session.images:
             show_warning(f"image '{s.image}' is no longer in the viewer")
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from napari.utils.notifications import show_error, show_warning
 
-from ..errors import DMDError
+from ..errors import DataError, DMDError
 from ..jobs import (
     Control,
     Failed,
@@ -21,6 +21,7 @@ from ..jobs import (
 )
 from ..session import reviewed_dice
 from ..speed_store import record_speed
+from ..workspace_run import WorkspaceJob, train_workspace
 from .job_thread import Runner
 from .result_layers import slider_number
 from .run_panel import IDLE
@@ -36,8 +37,9 @@ class RunControl:
         form = self.settings
         before = reviewed_dice(self.session) if form.warm_start.value else None  # the current model's
         try:
-            job = self.session.begin_run(form.config, form.options(), form.warm_start.value,
-                                         form.run_folder.value.strip() or None)
+            job = self._workspace_job() if self.workspace.ws is not None else \
+                self.session.begin_run(form.config, form.options(), form.warm_start.value,
+                                       form.run_folder.value.strip() or None)
         except DMDError as exc:
             show_error(str(exc))
             self.run.refused(str(exc))
@@ -45,12 +47,28 @@ class RunControl:
         self._dice_before = before
         self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
         self.run.begin(job.config.iterations, "Preparing the data and the networks…")
-        for note in job.data.notes:  # under the status line; a warning is a notification too
+        for note in [] if isinstance(job, WorkspaceJob) else job.data.notes:  # under the status line, and a warning
             self.run.note(note)
             if not note.startswith("no unlabeled"):
                 show_warning(note)
         self._run_plan = None
-        self._launch(train_and_predict, job)
+        self._launch(train_workspace if isinstance(job, WorkspaceJob) else train_and_predict, job)
+
+    def _workspace_job(self) -> WorkspaceJob:
+        """A Start on the workspace: the labels in view saved first, then every case trains from its files."""
+        ws, form = self.workspace, self.settings
+        saved = ws.save_now()
+        if saved is not None and saved.error is not None:
+            raise DataError(f"not started: the labels of {saved.case} are not saved ({saved.error})")
+        if not any(c.label is not None and c.reviewed != 0 and not c.test for c in ws.cases):
+            raise DataError("the workspace has no labelled case yet: paint a few slices of a case first")
+        names = ws.ws.layout.class_names
+        init = self.session.current.path if form.warm_start.value and self.session.current.model is not None \
+            else None
+        config = form.config(max(2, len(names)), tuple(names), len(ws.cases[0].shape))
+        run_dir = ws.ws.new_run()
+        self.session.current.begun(run_dir, names)
+        return WorkspaceJob(ws.ws.layout.root, config, form.options(), run_dir, init, ws.image_of, len(ws.cases))
 
     def predict(self) -> None:
         """Predict every ticked image of the model's dimension with the current model."""
@@ -68,7 +86,7 @@ class RunControl:
     def _launch(self, func, *args) -> None:
         self._gone.clear()
         self.control = Control()
-        self._mode = "train" if func is train_and_predict else "predict"
+        self._mode = "train" if func in (train_and_predict, train_workspace) else "predict"
         self.worker = Runner(func(*args, self.control))
         self.worker.message.connect(self._on_message)
         self.worker.finished.connect(self._on_worker_finished)
@@ -106,6 +124,8 @@ class RunControl:
         elif isinstance(msg, ImageResult):
             self._show(msg)
         elif isinstance(msg, Refreshed):
+            if msg.final and self.workspace.ws is not None:  # written into the workspace: the case in view's shown
+                self.workspace.results_written()
             self._fill_ranking()
         elif isinstance(msg, Finished):
             self._on_finished(msg)
@@ -121,7 +141,7 @@ class RunControl:
         if self._mode == "predict":
             self.run.progress.setValue(self.run.progress.value() + 1)
         if r.name not in self.session.images:
-            if r.name not in self._gone:
+            if r.name not in self._gone and r.name not in self.workspace.names():  # (a workspace's case left)
                 self._gone.add(r.name)
                 show_warning(f"image '{r.name}' is no longer in the viewer: its prediction is not shown")
             return
@@ -133,6 +153,12 @@ class RunControl:
             self.results.queue(r.name)
 
     def _fill_ranking(self) -> None:
+        cohort = self.workspace.suggestions() if self.worker is None else []
+        if cohort:  # a workspace's latest predictions rank every case (one case in view: the index is its number)
+            self.next.ranking.show_suggestions(cohort, lambda image, index: str(index))
+            self.next.coverage.setText(f"Ranks the {len(self.workspace.results.files)} cases predicted by run "
+                                       f"{self.workspace.results.run}.")
+            return
         self.next.ranking.show_suggestions(self.session.suggestions(),
                                            lambda image, index: slider_number(self.viewer, image, index))
         self.next.coverage.setText(self.session.ranking_coverage())

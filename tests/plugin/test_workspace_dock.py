@@ -180,3 +180,81 @@ def test_file_open_of_a_workspace_folder_and_the_open_command(make_napari_viewer
     widget = dock_widget(viewer)
     assert widget.workspace.case == "case0" and user_layers(viewer) == ["case0", "case0 labels"]
     widget.workspace.close()
+
+
+def test_napari_killed_while_painting_loses_no_stroke_older_than_the_autosave_interval(tmp_path):
+    """A real napari under this screen paints through the dock's labels layer, is killed with SIGKILL, and the
+    workspace reopened: every stroke made more than N seconds before the kill is on disk, the lock is free."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = small_workspace(tmp_path / "ws", cases=2, labelled=0)
+    seconds, step = 2, 0.25
+    script = Path(__file__).with_name("paint_and_wait.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(root), str(seconds), str(step)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    strokes: list[tuple[int, float]] = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("stroke"):
+                _, index, when = line.split()
+                strokes.append((int(index), float(when)))
+            if len(strokes) == 12 or line.startswith("all"):
+                break
+    finally:
+        killed = time.time()
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and len(strokes) == 12, err[-2000:]
+    old = {index for index, when in strokes if when < killed - seconds}
+    assert old, "no stroke old enough to be checked"
+    with Workspace(root) as ws:
+        assert ws.read_only is None  # the lock went with the killed process
+        labels = ws.read("case0").labels
+    assert labels is not None, "nothing was saved"
+    kept = {i for i in range(labels.shape[0]) if labels[i, 1, 1] == 1}
+    assert old <= kept, f"lost strokes on slices {sorted(old - kept)}"
+    assert kept <= {index for index, _ in strokes}
+
+
+def test_start_trains_on_the_whole_workspace_and_its_predictions_come_back_as_results(make_napari_viewer, tmp_path,
+                                                                                      qtbot):
+    """Start reads every case from the workspace's files (one case open), predicts the workspace at the end as
+    predict --workspace does; a dock opening the workspace later (another machine's predictions alike) shows
+    them as that run's results, and 'label this next' over the cohort opens the case it names."""
+    from plugin_helpers import wait_done
+
+    from napari_dmd.plugin.result_layers import disagreement_name, prediction_name
+
+    root = small_workspace(tmp_path / "ws", cases=3, labelled=1)
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    paint(viewer.layers["case0 labels"], 9)  # saved at Start
+    widget.start()
+    wait_done(qtbot, widget)
+    assert "saved" in widget.workspace.box.saving.text()
+    runs = list((root / ".napari-dmd" / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "model.pt").is_file()
+    import json
+
+    trained = json.loads((runs[0] / "data.json").read_text())
+    assert len(trained["labeled"]) + len(trained["unlabeled"]) == 3  # every case, two never opened
+    predicted = root / ".napari-dmd" / "predictions" / runs[0].name
+    assert sorted(p.name for p in predicted.glob("case*.nii.gz")) == ["case1.nii.gz", "case2.nii.gz"]
+    widget.workspace.go("case1")
+    assert prediction_name("case1") in viewer.layers and disagreement_name("case1") in viewer.layers
+    widget.workspace.close()
+
+    viewer2 = make_napari_viewer()  # a dock opening the workspace afresh: the latest predictions are its results
+    _, fresh = viewer2.window.add_plugin_dock_widget("napari-dmd", "DMD training")
+    fresh.workspace.open(root)
+    box = fresh.workspace.box
+    assert box.table.item(1, 1).text() == "unlabelled · predicted" and box.table.item(1, 2).text().endswith("%")
+    ranking = fresh.next.ranking
+    assert ranking.rowCount() and runs[0].name in fresh.next.coverage.text()
+    first = ranking.suggestions[0]
+    fresh._go(first)
+    assert fresh.workspace.case == first.image and prediction_name(first.image) in viewer2.layers
+    fresh.workspace.close()
