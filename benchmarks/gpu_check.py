@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_dmd.compiling import CompiledNets
 from napari_dmd.config import TrainConfig
 from napari_dmd.inference import predict
 from napari_dmd.io import read_image
@@ -92,8 +93,8 @@ def plain_step(trainer: Trainer):
 def dmd_step(trainer: Trainer, dtype: torch.dtype, backend: str | None):
     """napari-dmd's step in ``dtype`` (forced: no self-check), its networks compiled with ``backend`` (None: eager)."""
     trainer.dmd.precision = Precision(dtype, (), "gpu_check")
-    if backend is not None:
-        trainer.dmd.nets = [torch.compile(n, backend=backend) for n in trainer.dmd.nets]
+    if backend is not None:  # as a run with ``--compile on`` (CUDA graphs on CUDA), with the check's backend
+        trainer.dmd.running = CompiledNets(trainer.dmd.running.eager, trainer.device, True, backend=backend)
     return lambda i: trainer.step(i, more=True).loss
 
 
@@ -127,7 +128,7 @@ def loops(lab, unl, setup: dict, device: torch.device) -> list[dict]:
                 first_s, rate = timed(step, setup["warmup"], setup["steps"], device)
                 row = {"patch": patch, "variant": name, "its_per_s": rate}
                 if backend is not None:
-                    row.update(compile_s=first_s - setup["warmup"] / rate, backend=backend)
+                    row.update(compile_s=first_s - setup["warmup"] / rate, networks=trainer.dmd.running.describe())
             except Exception as exc:  # a capture that fails: measured and reported, the other variants go on
                 row = {"patch": patch, "variant": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             finally:

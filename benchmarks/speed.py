@@ -11,18 +11,23 @@ seeded patch sampler over the same la_half scans, the same two V-Nets, the same 
 Also inference seconds per la_half volume (patch 32x64x64, stride 2/9/9, both networks).
 
 The step against today's (``--compare`` alone: only this): in one process, on the same data, fp32, blocks of
-``--block`` steps of each interleaved for ``--rounds`` rounds (a busy machine slows all alike), median seconds:
+``--block`` steps of each interleaved for ``--rounds`` rounds (a busy machine slows all alike), median seconds of
+the wall clock and of the process's CPU time (with ``--threads 1`` the latter is the step's own work, whatever
+else the machine runs):
   today's step   : the step of commit 118c1a4 (benchmarks/step_ops.py ``todays_step``: 5 host reads a step)
   new step       : ``Trainer.step`` with its batch drawn in line, its values read once after it (as ``run`` does)
   batches ahead  : the same with the next batch drawn in a background thread meanwhile
+  compiled step  : the new step with its networks ``torch.compile``d (``--compile on``; inductor's default mode on a
+                   CPU), its compile time the seconds of its warm-up steps less as many median steps
 
     python benchmarks/speed.py --iterations 30
-    python benchmarks/speed.py --compare --block 3 --rounds 5
+    python benchmarks/speed.py --compare --block 2 --rounds 3 --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -116,31 +121,43 @@ def compare(device: str, block: int, rounds: int) -> dict:
     module's docstring), and the ratios of the first to the others (above 1: the new one is faster)."""
     lab, unl = data()
     total = WARMUP + block * rounds
+    names = ("today's step", "new step", "batches ahead", "compiled step")
     trainers = {name: Trainer(lab, unl, TrainConfig(iterations=total, patch_size=PATCH, device=device,
-                                                    precision="fp32"), ahead=name == "batches ahead")
-                for name in ("today's step", "new step", "batches ahead")}
+                                                    precision="fp32", compile="on" if "compiled" in name else "off"),
+                              ahead=name == "batches ahead") for name in names}
     steps = {"today's step": todays_step(trainers["today's step"]),
-             "new step": lambda i: trainers["new step"].step(i, more=True).loss,
-             "batches ahead": lambda i: trainers["batches ahead"].step(i, more=True).loss}
+             **{name: (lambda t: lambda i: t.step(i, more=True).loss)(trainers[name]) for name in names[1:]}}
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
+    warmup_s = {}
+    for name, step in steps.items():
+        t0 = time.perf_counter()
         for i in range(WARMUP):
             step(i)
+        warmup_s[name] = time.perf_counter() - t0
     for r in range(rounds):
         for name, step in steps.items():
             for i in range(block):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 step(WARMUP + r * block + i)
                 if trainers[name].device.type == "cuda":
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
     for t in trainers.values():
         t.batches.close()
     median = {name: float(np.median(v)) for name, v in times.items()}
-    return {"steps_each": block * rounds, "median_s": median,
+    median_cpu = {name: float(np.median(v)) for name, v in cpu.items()}
+    return {"steps_each": block * rounds, "median_s": median, "median_cpu_s": median_cpu,
+            "cpu_today_over_new": median_cpu["today's step"] / median_cpu["new step"],
+            "cpu_eager_over_compiled": median_cpu["new step"] / median_cpu["compiled step"],
+            "load_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "today_over_new": median["today's step"] / median["new step"],
             "today_over_ahead": median["today's step"] / median["batches ahead"],
-            "inline_over_ahead": median["new step"] / median["batches ahead"]}
+            "inline_over_ahead": median["new step"] / median["batches ahead"],
+            "eager_over_compiled": median["new step"] / median["compiled step"],
+            "compile_s": warmup_s["compiled step"] - WARMUP * median["compiled step"],
+            "networks": trainers["compiled step"].dmd.running.describe()}
 
 
 def inference_seconds(device: str, volumes: int = 3) -> float:
@@ -161,8 +178,11 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="only the step against today's (see above)")
     ap.add_argument("--block", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="PyTorch's CPU threads (0: its default)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.variant:
         print(json.dumps(variant(args.variant, args.iterations, args.device)))
         return

@@ -88,7 +88,7 @@ def todays_step(trainer):
             net.train()
         saved = [b.clone() for b in dmd.buffers]
         with dmd.precision.autocast(trainer.device):
-            logits = [net(x) for net in dmd.nets]
+            logits = [net(x) for net in dmd.running.nets]
         sup = sum(supervised_loss(z[:len(y)], y, m, None, cfg.ce_weight) for z in logits)
         dis = distillation_loss(*logits, cfg.temperature)
         loss = sup + trainer.lambda_at(iteration) * dis

@@ -20,6 +20,7 @@ CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 LEVELS = ("basic", "advanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILES = ("auto", "on", "off")  # torch.compile of the networks a training step runs (napari_dmd/compiling.py)
 MIN_PATCH = 16  # the networks' smallest input for isotropic data (fewer along the axes of thick slices)
 PREDICT_BATCH = 4  # windows per forward pass when predicting
 RANKING_SLAB = 5  # slices of one 'label this next' suggestion (the slab around the suggested slice)
@@ -186,6 +187,10 @@ class TrainConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", affects_model=False)
     precision: str = setting("auto", "numeric precision of training and prediction", choices=PRECISIONS,
                              affects_model=False)
+    compile: str = setting("auto", "torch.compile the networks for training ('auto': on CUDA, with CUDA graphs; off on "
+                                   "a CPU, where it measured slower with its compile time; a failing compile "
+                                   "falls back to eager, said in the log)", label="compile networks",
+                           choices=COMPILES, affects_model=False)
     checkpoint_every: int = setting(500, "write the checkpoint every this many iterations",
                                     label="checkpoint every", minimum=1, affects_model=False)
     seed: int = setting(0, "random seed of the initialisation, the crops and the augmentation", minimum=0)

@@ -345,7 +345,7 @@ def predict(model: ModelPair, image: np.ndarray | Channels, patch_size: tuple[in
     grid = _Grid.of(image.shape, patch, stride, rows, batch_size)
     stats = stats or tuple(IntensityStats.of(a) for a in image.arrays)  # before the outputs (their temporaries)
     out = _Outputs(image.shape, rows, model.num_classes, tuple(dict.fromkeys((MEASURE, *measures))), combine)
-    precision = Plan.of_config(model.config, model.device, patch, batch_size).choose_precision()
+    precision = Plan.of_config(model.config, model.device, patch, batch_size, training=False).choose_precision()
     modes = [net.training for net in model.nets]
     for net in model.nets:
         precision.apply(net)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .compiling import wants_compile
 from .config import RunOptions, TrainConfig
 from .errors import DataError
 from .heads import out_channels
@@ -33,15 +34,17 @@ class Plan:
     precision: str  # as asked for: auto, fp32, bf16, fp16
     spacing: tuple[float, ...] | None = None  # the data's, which sets the pooling per axis
     channels: int = 1  # input channels of the networks
+    compiled: bool = False  # the networks compiled for training (``compiling.wants_compile``)
 
     @classmethod
     def of_config(cls, config: TrainConfig, device: torch.device, patch: tuple[int, ...],
-                  batch: int | None = None) -> Plan:
+                  batch: int | None = None, training: bool = True) -> Plan:
         """The plan of a run of ``config`` on ``device`` with ``patch`` (a step of ``batch`` inputs, default the
-        config's labeled + unlabeled patches)."""
+        config's labeled + unlabeled patches); ``training=False``: of a prediction (never compiled)."""
+        device = torch.device(device)
         batch = batch if batch is not None else config.labeled_batch + config.unlabeled_batch
-        return cls(torch.device(device), len(patch), config.num_classes, tuple(patch), batch, config.precision,
-                   config.spacing, len(config.channels))
+        return cls(device, len(patch), config.num_classes, tuple(patch), batch, config.precision, config.spacing,
+                   len(config.channels), training and wants_compile(config.compile, device))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -50,7 +53,7 @@ class Plan:
 
     def _key_args(self) -> tuple:
         return (self.device, self.ndim, out_channels(self.num_classes), self.input_shape, memory_format(self.ndim),
-                self.spacing)
+                self.spacing, self.compiled)
 
     def known_precision(self) -> Precision | None:
         """The precision the run computes in when known without a self-check (``precision.known_precision``)."""
@@ -121,14 +124,17 @@ def parse_patch(text: str, ndim: int) -> tuple[int, ...] | None:
 
 
 def make_plan(shapes: dict[str, tuple[int, ...]], num_classes: int, device: str, precision: str, patch: str,
-              batch: int, spacing: tuple[float, ...] | None = None, channels: int = 1) -> Plan | None:
+              batch: int, spacing: tuple[float, ...] | None = None, channels: int = 1,
+              compile: str = "auto") -> Plan | None:
     """The plan of a Start on images of ``shapes``, ``spacing`` and ``channels`` with these settings; ``None``
     without an image, ``DataError`` for an unknown device or a bad patch size."""
     if not shapes:
         return None
     ndim = len(next(iter(shapes.values())))
     size = parse_patch(patch, ndim) or choose_patch(list(shapes.values()), spacing)
-    return Plan(resolve_device(device), ndim, num_classes, tuple(size), batch, precision, spacing, channels)
+    device = resolve_device(device)
+    return Plan(device, ndim, num_classes, tuple(size), batch, precision, spacing, channels,
+                wants_compile(compile, device))
 
 
 def display_name(device: torch.device) -> str:

@@ -6,8 +6,9 @@ batch, forward and backward, in fp32 and in the reduced precision several times,
 distinct convolution on its own. Layers that fail alone run in fp32 while the rest keeps the reduced
 precision, provided the whole network then passes; otherwise the run is fp32. For ``auto`` the
 reduced precision must also be faster: a training step in it is timed against fp32 (on a GPU with
-small patches bf16 measured slower); both are timed in turn, ``SPEED_ROUNDS`` times, and the medians compared,
-so a machine busy with other work slows both alike. The verdict is cached per machine (CPU model or GPU name),
+small patches bf16 measured slower), the networks compiled where the run compiles them; both are timed in turn,
+at least ``SPEED_ROUNDS`` times and ``SPEED_SECONDS`` long, and the medians compared, so a machine busy with other
+work slows both alike. The verdict is cached per machine (CPU model or GPU name),
 torch version, network, shape and request, so it costs once; it is measured again when it was taken by another
 version of napari-dmd, or, when speed decided it, while the machine's load exceeded its cores.
 """
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .compiling import compile_mode
 from .networks import build_network
 from .spacing import is_isotropic, pooling
 
@@ -40,7 +42,9 @@ NETWORK_OUTPUT_TOLERANCE = 0.5  # whole network: relative L2 error of the logits
 LAYER_SECONDS = 0.3  # a layer is probed LAYER_REPS times, or at least once and then within this time
 CHECK_REPS = 3
 SPEED_REPS = 1  # timed steps per precision and round when 'auto' weighs speed (the correctness check warmed both up)
-SPEED_ROUNDS = 5  # rounds of fp32 then the reduced precision; their medians are compared
+SPEED_ROUNDS = 5  # at least this many rounds of fp32 then the reduced precision; their medians are compared
+SPEED_SECONDS = 4.0  # and rounds until both were timed this long together (at most SPEED_MAX_ROUNDS)
+SPEED_MAX_ROUNDS = 50
 MIN_SPEEDUP = 1.1  # 'auto' keeps a reduced precision only when a step is at least this much faster
 LAYER_REPS = 50
 _LAYER_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -323,32 +327,33 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def run_key(device: torch.device, ndim: int, out_channels: int, shape: tuple[int, ...],
-            fmt: torch.memory_format, spacing: tuple[float, ...] | None = None) -> list[str]:
+            fmt: torch.memory_format, spacing: tuple[float, ...] | None = None, compiled: bool = False) -> list[str]:
     """What a measurement of a run depends on: the machine, torch, the network (its pooling where the spacing
-    is anisotropic) and its input (batch, channels, patch): keys of the verdict cache here and of the dock's
-    measured speeds."""
+    is anisotropic, compiled or not) and its input (batch, channels, patch): keys of the verdict cache here and
+    of the dock's measured speeds."""
     pools = pooling(spacing, ndim)
     shown = [] if is_isotropic(pools) else ["pools " + ",".join("x".join(map(str, level)) for level in pools)]
     return [machine_name(device), f"torch {torch.__version__}", f"{ndim}D", f"out {out_channels}", *shown,
-            f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch.")]
+            f"input {'x'.join(map(str, shape))}", str(fmt).removeprefix("torch."), *(["compiled"] if compiled else [])]
 
 
 def _verdict_key(requested: str, dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
-                 shape: tuple[int, ...], fmt: torch.memory_format, spacing: tuple[float, ...] | None) -> str:
-    key = "|".join([*run_key(device, ndim, out_channels, shape, fmt, spacing), NAMES[dtype],
+                 shape: tuple[int, ...], fmt: torch.memory_format, spacing: tuple[float, ...] | None,
+                 compiled: bool) -> str:
+    key = "|".join([*run_key(device, ndim, out_channels, shape, fmt, spacing, compiled), NAMES[dtype],
                     "if faster" if requested == "auto" else "asked for"])
     return f"{key} #{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def known_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
                     shape: tuple[int, ...], fmt: torch.memory_format,
-                    spacing: tuple[float, ...] | None = None) -> Precision | None:
+                    spacing: tuple[float, ...] | None = None, compiled: bool = False) -> Precision | None:
     """The precision a run will compute in when it is known without a self-check: fp32 asked for, a CPU
     without bf16, or this machine's cached verdict (``cache_key`` set); ``None`` when the check must run."""
     target = _target(requested, device)
     if isinstance(target, Precision):
         return target
-    key = _verdict_key(requested, target, device, ndim, out_channels, shape, fmt, spacing)
+    key = _verdict_key(requested, target, device, ndim, out_channels, shape, fmt, spacing, compiled)
     cached = _read_cache().get(key)
     try:
         return None if cached is None or _stale(cached) else replace(Precision.from_dict(cached), cache_key=key)
@@ -358,17 +363,17 @@ def known_precision(requested: str, device: torch.device, ndim: int, out_channel
 
 def choose_precision(requested: str, device: torch.device, ndim: int, out_channels: int,
                      shape: tuple[int, ...], fmt: torch.memory_format,
-                     spacing: tuple[float, ...] | None = None) -> Precision:
+                     spacing: tuple[float, ...] | None = None, compiled: bool = False) -> Precision:
     """The precision to run in: ``requested`` ('auto', 'fp32', 'bf16', 'fp16') as far as this machine
-    computes it correctly (and, for 'auto', faster) for the network (pooled for ``spacing``) at input ``shape``
-    (batch, channels, *patch)."""
-    known = known_precision(requested, device, ndim, out_channels, shape, fmt, spacing)
+    computes it correctly (and, for 'auto', faster, ``compiled`` or not) for the network (pooled for ``spacing``)
+    at input ``shape`` (batch, channels, *patch)."""
+    known = known_precision(requested, device, ndim, out_channels, shape, fmt, spacing, compiled)
     if known is not None:
         return known
     dtype = _target(requested, device)
-    key = _verdict_key(requested, dtype, device, ndim, out_channels, shape, fmt, spacing)
+    key = _verdict_key(requested, dtype, device, ndim, out_channels, shape, fmt, spacing, compiled)
     choice = self_check(dtype, device, ndim, out_channels, shape, fmt, faster_only=requested == "auto",
-                        spacing=spacing)
+                        spacing=spacing, compiled=compiled)
     _write_cache(key, {**choice.to_dict(), **_circumstances(requested == "auto")})
     return replace(choice, cache_key=key)
 
@@ -382,11 +387,11 @@ def remember_fallback(checked: Precision, fallback: Precision) -> None:
 
 def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels: int,
                shape: tuple[int, ...], fmt: torch.memory_format, faster_only: bool = False,
-               spacing: tuple[float, ...] | None = None) -> Precision:
+               spacing: tuple[float, ...] | None = None, compiled: bool = False) -> Precision:
     """Run the check (uncached) of the run's own network (its input channels ``shape[1]``, its pooling for
     ``spacing``): whole network, then each layer alone, then the network again with the failing layers in
     fp32; with ``faster_only``, a correct reduced precision must also make a step ``MIN_SPEEDUP`` times faster
-    than fp32."""
+    than fp32 (``compiled``: with the network compiled as the run compiles it)."""
     t0 = time.perf_counter()
     state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
@@ -405,10 +410,14 @@ def self_check(dtype: torch.dtype, device: torch.device, ndim: int, out_channels
             problem = whole or f"all {len(bad)} convolutions wrong"
             return Precision(torch.float32, (), f"this machine computes the network wrongly in {name} ({problem})")
         if faster_only:
+            timed = torch.compile(net, mode=compile_mode(device)) if compiled else net
+            contexts = (contextlib.nullcontext, lambda: torch.autocast(device.type, dtype=dtype))
+            for context in contexts if compiled else ():  # compiled in both precisions before timing
+                step_seconds(timed, x, context)
             fp32, reduced = [], []
-            for _ in range(SPEED_ROUNDS):  # in turn: load from other work slows both alike
-                fp32.append(step_seconds(net, x, contextlib.nullcontext))
-                reduced.append(step_seconds(net, x, lambda: torch.autocast(device.type, dtype=dtype)))
+            while len(fp32) < SPEED_MAX_ROUNDS and (len(fp32) < SPEED_ROUNDS or sum(fp32 + reduced) < SPEED_SECONDS):
+                fp32.append(step_seconds(timed, x, contexts[0]))  # in turn: load from other work slows both alike
+                reduced.append(step_seconds(timed, x, contexts[1]))
             fp32_s, reduced_s = statistics.median(fp32), statistics.median(reduced)
             if reduced_s * MIN_SPEEDUP > fp32_s:
                 return Precision(torch.float32, (), f"{name} computes correctly but is not faster here "

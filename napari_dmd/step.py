@@ -10,11 +10,13 @@ batch-norm settling, checkpoints, progress) is ``training.Trainer``.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from .compiling import CompiledNets
 from .config import TrainConfig
 from .distributed import World
 from .errors import DMDError
@@ -100,12 +102,15 @@ class Snapshot:
 
 class DMDStep:
     """The DMD step of two networks: ``step(batch, lr, lam, pseudo)`` updates both (or, when something is not
-    finite, leaves them, their momenta and their batch-norm statistics as they were). ``nets`` are the networks
-    as they run (wrapped for split statistics or several processes), ``owned`` the networks themselves."""
+    finite, leaves them, their momenta and their batch-norm statistics as they were). ``owned`` are the networks
+    themselves, ``running`` the networks as they run (wrapped for split statistics or several processes, maybe
+    compiled: ``compiling.CompiledNets``; the owned ones, eager, until the run sets it). ``note`` says what changed
+    in the last step's way of computing ('' mostly)."""
 
-    def __init__(self, nets: list[torch.nn.Module], owned: list[torch.nn.Module], config: TrainConfig,
-                 precision: Precision, device: torch.device, world: World):
-        self.nets, self.owned, self.config = nets, owned, config
+    def __init__(self, owned: list[torch.nn.Module], config: TrainConfig, precision: Precision,
+                 device: torch.device, world: World):
+        self.owned, self.config, self.note = owned, config, ""
+        self.running = CompiledNets(owned, device, False)
         self.precision, self.device, self.world = precision, device, world
         self.params = [p for net in owned for p in net.parameters()]
         self.buffers = [b for net in owned for b in net.buffers()]
@@ -125,7 +130,22 @@ class DMDStep:
             group.update(fused=True, foreach=None)
 
     def __call__(self, batch: Batch, lr: float, lam: float, pseudo: float) -> Step:
-        """One SGD step at learning rate ``lr``, distillation weight ``lam`` and pseudo-label weight ``pseudo``."""
+        """One SGD step at learning rate ``lr``, distillation weight ``lam`` and pseudo-label weight ``pseudo``; a
+        step of compiled networks that fails is done again eager (``note`` says so)."""
+        self.running.begin_step()
+        t0 = time.perf_counter()
+        try:
+            result = self._step(batch, lr, lam, pseudo)
+        except Exception as exc:  # the step changed nothing (``_step``)
+            note = self.running.failed(exc)
+            if note is None:
+                raise
+            self.note = note
+            return self._step(batch, lr, lam, pseudo)
+        self.note = self.running.first_step(time.perf_counter() - t0)
+        return result
+
+    def _step(self, batch: Batch, lr: float, lam: float, pseudo: float) -> Step:
         cfg = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -137,7 +157,7 @@ class DMDStep:
         try:
             with self.precision.autocast(self.device):
                 views = network_views(batch.image, len(y), len(self.owned), cfg.unlabeled_views)
-                logits = [view.back(net(view.image)) for net, view in zip(self.nets, views)]
+                logits = [view.back(net(view.image)) for net, view in zip(self.running.nets, views)]
             sup = sum(supervised_loss(z[:len(y)], y, m, reduce, cfg.ce_weight) for z in logits)
             if pseudo > 0:
                 sup = sup + pseudo * self._pseudo_loss(logits, m, reduce)
@@ -150,7 +170,7 @@ class DMDStep:
             problem = self._problem(loss.detach())
             if self.world.distributed:  # every process skips, or none
                 dist.all_reduce(problem, op=dist.ReduceOp.MAX)
-        except RuntimeError:  # out of memory, or another process lost: this step changes nothing
+        except Exception:  # out of memory, another process lost, compiling failed: this step changes nothing
             self.snapshot.restore()
             self.optimizer.zero_grad(set_to_none=True)
             raise

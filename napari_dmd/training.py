@@ -17,6 +17,7 @@ import torch
 from .augment import Augmentation
 from .channels import describe
 from .checkpoint import ModelPair, load_checkpoint
+from .compiling import CompiledNets
 from .config import CHECKPOINT_NAME, LOG_NAME, TrainConfig
 from .data import PatchSampler, Volume
 from .distributed import (
@@ -131,9 +132,10 @@ def _running_nets(nets: list[torch.nn.Module], config: TrainConfig, reviewed: li
     return nets
 
 
-def runtime(device: torch.device, world: World, precision: Precision) -> dict:
+def runtime(device: torch.device, world: World, dmd: DMDStep) -> dict:
     """Where and how a run computes, for config.json and the user."""
-    return {"device": str(device), "processes": world.size, "torch": torch.__version__, **precision.to_dict()}
+    return {"device": str(device), "processes": world.size, "torch": torch.__version__,
+            "networks": dmd.running.describe(), **dmd.precision.to_dict()}
 
 
 def _resume(dmd: DMDStep, rng: np.random.Generator, state: dict | None, device: torch.device) -> None:
@@ -184,7 +186,7 @@ class Trainer:
         for net in self.model.nets:
             precision.apply(net.to(memory_format=self._memory))
         self._buffers = [b for net in self.model.nets for b in net.buffers()]
-        self.dmd = DMDStep(list(self.model.nets), list(self.model.nets), config, precision, self.device, world)
+        self.dmd = DMDStep(list(self.model.nets), config, precision, self.device, world)
         self.guard = Guard(self.dmd)
         self.rng, self.start = np.random.default_rng(config.seed), 0
         if resume:
@@ -202,7 +204,8 @@ class Trainer:
                                   self.device.type == "cuda" if ahead is None else ahead)
         nets = _running_nets(list(self.model.nets), config, self.sampler.reviewed_voxels, self.labeled_batch)
         self.batch_norm = "split" if nets[0] is not self.model.nets[0] else "joint"  # what runs ('auto' resolved)
-        self.dmd.nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
+        nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
+        self.dmd.running = CompiledNets(nets, self.device, self.plan.compiled)
 
     @property
     def precision(self) -> Precision:
@@ -304,7 +307,7 @@ class Trainer:
     def _steps(self) -> Iterator[Progress]:
         cfg = self.config
         self.folder.prepare()
-        self.folder.write_config(cfg.to_dict(), runtime(self.device, self.world, self.precision))
+        self.folder.write_config(cfg.to_dict(), runtime(self.device, self.world, self.dmd))
         t0, saved, last = time.perf_counter(), self.start, None
         for it in range(self.start, cfg.iterations):
             try:
@@ -320,11 +323,12 @@ class Trainer:
                     raise
                 raise self.folder.lost(exc, it, saved, self.save) from exc
             done, checked = it + 1, self.precision
-            note = self.guard.after(step, done, self.lr_at(it))  # the step's values: read here, once
+            fallback = self.guard.after(step, done, self.lr_at(it))  # the step's values: read here, once
+            if fallback and self.world.writes:
+                remember_fallback(checked, self.precision)
+            note = "; ".join(filter(None, (self.dmd.note, fallback)))
             if note:
-                if self.world.writes:
-                    remember_fallback(checked, self.precision)
-                self.folder.write_config(cfg.to_dict(), runtime(self.device, self.world, self.precision))
+                self.folder.write_config(cfg.to_dict(), runtime(self.device, self.world, self.dmd))
             elapsed = time.perf_counter() - t0
             self.folder.log((done, f"{step.sup_loss:.6g}", f"{step.distill_loss:.6g}", f"{step.loss:.6g}",
                              f"{self.lambda_at(it):.6g}", f"{self.lr_at(it):.6g}", checked.name, self.skipped,

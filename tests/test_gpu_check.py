@@ -28,7 +28,8 @@ def test_the_quick_cpu_check_gives_every_part(tmp_path):
     native = native_bf16(torch.device("cpu"))
     assert all(r.get("its_per_s", 0) > 0 or not native and "bf16" in r["variant"] and "no native bf16" in r["skipped"]
                for r in result["loops"]), result["loops"]
-    assert all("compile_s" in r for r in result["loops"] if "compiled" in r["variant"] and "skipped" not in r)
+    compiled = [r for r in result["loops"] if "compiled" in r["variant"] and "skipped" not in r]
+    assert compiled and all("compile_s" in r and r["networks"] == "compiled (backend eager)" for r in compiled)
     assert result["profile"]["steps"] == 5 and result["profile"]["top"]
     assert result["peak_memory_mb"] > 0 and result["inference"]["s_per_volume"] > 0
     schedule = result["schedule"]

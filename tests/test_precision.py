@@ -281,3 +281,19 @@ def test_a_timed_verdict_taken_under_load_is_measured_again(monkeypatch):
     monkeypatch.setattr(P, "machine_load", lambda: cores + 1.5)
     P.choose_precision("bf16", CPU, 3, 1, SHAPE, FMT)
     assert len(checks) == 4  # a verdict on correctness alone does not depend on the load
+
+
+@pytest.mark.parametrize("seconds, rounds", [(1.0, P.SPEED_ROUNDS), (1e-4, P.SPEED_MAX_ROUNDS)])
+def test_auto_times_the_networks_as_the_run_computes_them_long_enough(monkeypatch, seconds, rounds):
+    """'auto' weighs the precisions on the networks compiled where the run compiles them (compiled in both before
+    timing), kept as a verdict of its own; a step too quick to time stably is timed over more rounds."""
+    quick_check(monkeypatch)
+    monkeypatch.setattr(P, "_target", lambda requested, device: torch.bfloat16)
+    timed = []
+    monkeypatch.setattr(P, "step_seconds", lambda net, x, ctx_factory, reps=1: timed.append(net) or seconds)
+    assert P.choose_precision("auto", CPU, 3, 1, SHAPE, FMT, compiled=True).dtype == torch.float32
+    assert len(timed) == 2 + 2 * rounds and all(isinstance(n, torch._dynamo.eval_frame.OptimizedModule) for n in timed)
+    timed.clear()
+    assert P.known_precision("auto", CPU, 3, 1, SHAPE, FMT, compiled=False) is None  # the eager step: not known
+    P.choose_precision("auto", CPU, 3, 1, SHAPE, FMT)
+    assert len(timed) == 2 * rounds and not any(isinstance(n, torch._dynamo.eval_frame.OptimizedModule) for n in timed)

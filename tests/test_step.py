@@ -23,7 +23,7 @@ def make_step(**kw) -> DMDStep:
     torch.manual_seed(0)
     nets = [build_network(3, 1).to(memory_format=torch.channels_last_3d) for _ in range(2)]
     cfg = TrainConfig(patch_size=(16, 16, 16), precision="fp32", **kw)
-    return DMDStep(nets, nets, cfg, FP32, CPU, World())
+    return DMDStep(nets, cfg, FP32, CPU, World())
 
 
 def make_batch(n_labeled: int = 1, n_all: int = 2) -> Batch:

@@ -301,10 +301,11 @@ def test_batch_norm_statistics_are_apart_where_one_image_holds_most_of_the_super
     assert TrainConfig().batch_norm == "auto"
     patch = {"labeled_batch": 2, "unlabeled_batch": 2, "patch_size": (32, 32, 32)}
     one = Trainer([whole], unl, config(**patch))
-    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in one.dmd.nets) and one.batch_norm == "split"
+    assert all(isinstance(n, SplitStatistics) and n.first == 2 for n in one.dmd.running.nets)
+    assert one.batch_norm == "split"
     assert Trainer([whole, few], unl, config(**patch)).batch_norm == "split"
     several = Trainer([whole, other], unl, config(**patch))  # half each: one pass
-    assert several.dmd.nets == list(several.model.nets) and several.batch_norm == "joint"
+    assert several.dmd.running.nets == list(several.model.nets) and several.batch_norm == "joint"
     assert Trainer([whole, other], unl, config(**patch, batch_norm="split")).batch_norm == "split"
     assert Trainer([whole], unl, config(**patch, batch_norm="joint")).batch_norm == "joint"
     tiny = Trainer([whole], unl, config(labeled_batch=2, unlabeled_batch=2))  # 16³: 2 values per part, coarsest level
