@@ -13,16 +13,22 @@ def _free_folder(base: Path) -> Path:
     return next(p for p in candidates if not p.exists())
 
 
-def cmd_demo(args: argparse.Namespace) -> int | None:
-    """napari with the plugin and the sample data, or the same loop headless."""
-    if args.headless:
-        import shutil
+def sample_workspace(out: Path) -> Path:
+    """A copy of the sample workspace in a new folder under ``out`` (its labels are saved there as you go)."""
+    import shutil
 
+    workspace = _free_folder(out / "workspace")
+    shutil.copytree(SAMPLE_DIR, workspace, ignore=shutil.ignore_patterns("__init__.py", "__pycache__", ".*"))
+    print(f"the sample workspace copied to {workspace}")
+    return workspace
+
+
+def cmd_demo(args: argparse.Namespace) -> int | None:
+    """napari with the dock on a copy of the sample workspace, or the same loop headless."""
+    if args.headless:
         from .parser import build_parser
 
-        workspace = _free_folder(args.out / "workspace")
-        shutil.copytree(SAMPLE_DIR, workspace, ignore=shutil.ignore_patterns("__init__.py", "__pycache__", ".*"))
-        print(f"the sample workspace copied to {workspace}")
+        workspace = sample_workspace(args.out)
         for argv in (["train", "--workspace", str(workspace), "--iterations", str(args.iterations), "--lr-step",
                       str(args.iterations)],
                      ["predict", "--workspace", str(workspace)]):
@@ -34,12 +40,13 @@ def cmd_demo(args: argparse.Namespace) -> int | None:
         return None
     import napari
 
-    from ..plugin.demo import open_demo, train_and_screenshot
+    from ..plugin.demo import check_screen, open_workspace, train_and_screenshot
 
     if args.screenshot:
         print(train_and_screenshot(args.screenshot, args.iterations, args.iterations // 3))
         return None
-    open_demo()
+    check_screen()
+    open_workspace(sample_workspace(args.out))
     napari.run()
     return None
 

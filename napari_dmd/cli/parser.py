@@ -123,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="CSV file for the table (new, or one evaluate wrote)")
     _spacing_option(p)
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("demo", help="napari with the plugin and sample data (--headless: the loop without a screen)")
+    p = sub.add_parser("demo", help="napari with the dock on a copy of the sample workspace (--headless: the loop "
+                       "without a screen)")
     p.add_argument("--headless", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("napari-dmd-demo"))
+    p.add_argument("--out", type=Path, default=Path("napari-dmd-demo"), help="where the sample workspace is copied")
     p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
                    help="training iterations of --headless and --screenshot")
     p.add_argument("--screenshot", type=Path, help="train in the dock, save a picture of the window there, and quit")

@@ -1,7 +1,7 @@
 """The 'Training data' box: the case in view, the table and what will train."""
 from __future__ import annotations
 
-from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..session import Session, unpaired_reasons
 from .case_nav import CaseNavigator
@@ -11,14 +11,17 @@ from .data_table import TrainingTable
 class DataPanel(QGroupBox):
     """The case navigator, the training table and a summary line (what trains, what is not used and why)."""
 
-    def __init__(self, nav: CaseNavigator, table: TrainingTable) -> None:
+    def __init__(self, nav: CaseNavigator, table: TrainingTable, open_button: QWidget) -> None:
         super().__init__("Training data")
         self.nav, self.table = nav, table
         self.summary = QLabel(wordWrap=True)
         layout = QVBoxLayout(self)
         layout.addWidget(nav)
         layout.addWidget(table)
-        layout.addWidget(self.summary)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.summary, 1)
+        bottom.addWidget(open_button)  # 'Open workspace…'
+        layout.addLayout(bottom)
 
     def show_session(self, s: Session) -> None:
         """The case in view, the table, how many images train, and unusable labels with the reason."""

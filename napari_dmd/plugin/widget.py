@@ -107,7 +107,7 @@ class DMDWidget(CaseView, RunControl, QWidget):
         self.workspace = WorkspaceCases(self)
         self.table = TrainingTable(self._on_include, self._on_pair, self.show_case, self._on_group)
         self.nav = CaseNavigator(self._go_case, self._show_unsure)
-        self.data = DataPanel(self.nav, self.table)
+        self.data = DataPanel(self.nav, self.table, self.workspace.box.open_button)
         self.settings = SettingsForm(cpu)
         self.settings_box = folding(self.settings)
         self.run = RunPanel(self.start, self.stop, LossCurves())
@@ -158,6 +158,7 @@ class DMDWidget(CaseView, RunControl, QWidget):
     def show_workspace(self, on: bool) -> None:
         """A workspace opened (its case table replaces the table of layers) or closed."""
         self.table.setVisible(not on)
+        self.workspace.box.setVisible(on)
         self.refresh_view()
 
     def _schedule(self, *_changed) -> None:

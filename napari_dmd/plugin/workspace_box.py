@@ -47,10 +47,7 @@ class WorkspaceBox(QGroupBox):
         self.open_button.setToolTip("a folder of cases (nnU-Net or MSD layout, or a folder of images): its labels "
                                     "are saved as you go, every case trains")
         self.open_button.clicked.connect(self.ask_folder)
-        self.folder = QLabel("No workspace: the layers in the viewer are the data.", wordWrap=True)
-        top = QHBoxLayout()
-        top.addWidget(self.open_button)
-        top.addWidget(self.folder, 1)
+        self.folder = QLabel(wordWrap=True)  # (the open button sits beside the dock's summary line)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Case", "State", "Doubt"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -92,11 +89,10 @@ class WorkspaceBox(QGroupBox):
         self.history.setLayout(history)
         history.setContentsMargins(0, 0, 0, 0)
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        for w in (self.table, self.saving, self.conflict, self.history):
+        for w in (self.folder, self.table, self.saving, self.conflict, self.history):
             layout.addWidget(w)
-        self.table.hide()
         self.history.hide()
+        self.hide()  # until a workspace is open
 
     def ask_folder(self) -> None:
         """The folder dialog of *Open workspace…*."""
@@ -109,7 +105,7 @@ class WorkspaceBox(QGroupBox):
         """The workspace's cases and their state; the case in view selected."""
         self.folder.setText(f"{root} · {len(cases)} cases" + (f" · read-only: {read_only}" if read_only else ""))
         self.folder.setToolTip(str(root))
-        self.table.show()
+        self.show()
         self.table.setRowCount(len(cases))
         for row, info in enumerate(cases):
             score = doubt.get(info.name)

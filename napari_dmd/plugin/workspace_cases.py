@@ -155,6 +155,7 @@ class WorkspaceCases(CohortView, WorkspaceSaves, QObject):
             return False
         case = self.case
         self.case, self.layer = None, None
+        self.viewer.layers.selection.clear()  # (removing the active layer just after it was added crashed napari)
         for name in (prediction_name(case), disagreement_name(case), *self._layers):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)

@@ -9,10 +9,11 @@ import pytest
 
 from napari_dmd import io as dmd_io
 from napari_dmd.io import read_image, write_image
+from napari_dmd.plugin.result_layers import disagreement_name, prediction_name
 from napari_dmd.review import load_reviewed, sidecar_path
 from napari_dmd.workspace import Workspace
 
-from plugin_helpers import small_workspace, workspace_dock
+from plugin_helpers import small_workspace, wait_done, workspace_dock
 
 
 def user_layers(viewer):
@@ -85,7 +86,7 @@ def test_strokes_are_saved_every_n_seconds_off_the_gui_thread(make_napari_viewer
     finally:
         dmd_io.write_image = original
     assert threads and all(name.startswith("napari-dmd-save") for name in threads)
-    qtbot.waitUntil(lambda: "saved" in widget.workspace.box.saving.text(), timeout=5_000)
+    qtbot.waitUntil(lambda: " saved at " in widget.workspace.box.saving.text(), timeout=5_000)
     assert widget.workspace.box.versions.count() == 1  # the version before, ready to restore
     assert not widget.workspace.saver.dirty
 
@@ -195,7 +196,8 @@ def test_napari_killed_while_painting_loses_no_stroke_older_than_the_autosave_in
     seconds, step = 2, 0.25
     script = Path(__file__).with_name("paint_and_wait.py")
     proc = subprocess.Popen([sys.executable, str(script), str(root), str(seconds), str(step)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            errors="replace", env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     strokes: list[tuple[int, float]] = []
     try:
         for line in proc.stdout:
@@ -225,36 +227,47 @@ def test_start_trains_on_the_whole_workspace_and_its_predictions_come_back_as_re
     """Start reads every case from the workspace's files (one case open), predicts the workspace at the end as
     predict --workspace does; a dock opening the workspace later (another machine's predictions alike) shows
     them as that run's results, and 'label this next' over the cohort opens the case it names."""
-    from plugin_helpers import wait_done
-
-    from napari_dmd.plugin.result_layers import disagreement_name, prediction_name
-
-    root = small_workspace(tmp_path / "ws", cases=3, labelled=1)
+    root = small_workspace(tmp_path / "ws", cases=2, labelled=1)
     viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
     paint(viewer.layers["case0 labels"], 9)  # saved at Start
     widget.start()
     wait_done(qtbot, widget)
-    assert "saved" in widget.workspace.box.saving.text()
+    assert " saved at " in widget.workspace.box.saving.text()
     runs = list((root / ".napari-dmd" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model.pt").is_file()
     import json
 
     trained = json.loads((runs[0] / "data.json").read_text())
-    assert len(trained["labeled"]) + len(trained["unlabeled"]) == 3  # every case, two never opened
+    assert len(trained["labeled"]) + len(trained["unlabeled"]) == 2  # every case, one never opened
     predicted = root / ".napari-dmd" / "predictions" / runs[0].name
-    assert sorted(p.name for p in predicted.glob("case*.nii.gz")) == ["case1.nii.gz", "case2.nii.gz"]
+    assert sorted(p.name for p in predicted.glob("case*.nii.gz")) == ["case1.nii.gz"]
     widget.workspace.go("case1")
     assert prediction_name("case1") in viewer.layers and disagreement_name("case1") in viewer.layers
     widget.workspace.close()
 
-    viewer2 = make_napari_viewer()  # a dock opening the workspace afresh: the latest predictions are its results
-    _, fresh = viewer2.window.add_plugin_dock_widget("napari-dmd", "DMD training")
-    fresh.workspace.open(root)
-    box = fresh.workspace.box
+    assert widget.workspace.open(root)  # opened afresh (another machine's predictions alike): its results
+    box = widget.workspace.box
     assert box.table.item(1, 1).text() == "unlabelled · predicted" and box.table.item(1, 2).text().endswith("%")
-    ranking = fresh.next.ranking
-    assert ranking.rowCount() and runs[0].name in fresh.next.coverage.text()
+    ranking = widget.next.ranking
+    assert ranking.rowCount() and runs[0].name in widget.next.coverage.text()
     first = ranking.suggestions[0]
-    fresh._go(first)
-    assert fresh.workspace.case == first.image and prediction_name(first.image) in viewer2.layers
-    fresh.workspace.close()
+    assert first.image == "case1" and widget.workspace.case == "case0"
+    widget._go(first)  # 'label this next' opens the case it names
+    assert widget.workspace.case == "case1" and prediction_name("case1") in viewer.layers
+    widget.workspace.close()
+
+
+def test_the_demo_opens_a_copy_of_the_sample_workspace(make_napari_viewer, monkeypatch, tmp_path):
+    import napari
+
+    from napari_dmd.cli import main
+    from napari_dmd.plugin.demo import dock_widget
+
+    viewers = []
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: viewers.append(make_napari_viewer()) or viewers[-1])
+    monkeypatch.setattr(napari, "run", lambda: None)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    widget = dock_widget(viewers[0])
+    assert widget.workspace.ws.layout.root == tmp_path / "workspace" and len(widget.workspace.cases) == 12
+    assert widget.workspace.box.table.rowCount() == 12 and len(viewers[0].layers) == 2  # one case in view
+    widget.workspace.close()
