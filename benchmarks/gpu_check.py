@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from protocol import load
 from results_file import save_report
 
 BUDGET_S = 360  # the whole check on one GPU
+LOOPS_SHARE = 0.6  # of it, for the loops (compiling included): later variants are skipped (not with --quick)
 FULL = {"patches": [(32, 64, 64), (80, 112, 112)], "steps": 20, "warmup": 3, "backend": "inductor",
         "labeled": 8, "unlabeled": 72, "iterations": 6000, "test": None, "stride": LA_HALF.stride,
         "schedule_patch": LA_HALF.patch}
@@ -111,15 +113,18 @@ def timed(step, warmup: int, steps: int, device: torch.device) -> tuple[float, f
     return t1 - t0, steps / (time.perf_counter() - t1)
 
 
-def loops(lab, unl, setup: dict, device: torch.device) -> list[dict]:
+def loops(lab, unl, setup: dict, device: torch.device, deadline: float) -> list[dict]:
+    """The loops' rows; a variant not started by ``deadline`` (perf_counter) is skipped and says so."""
     rows = []
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for patch in setup["patches"]:
         variants = [("plain fp32", None, None)] + [(f"napari-dmd {name} {'compiled' if b else 'eager'}", d, b)
                                                     for b in (None, setup["backend"]) for name, d in dtypes.items()]
         for name, dtype, backend in variants:
-            if dtype is torch.bfloat16 and not native_bf16(device):  # emulated: napari-dmd runs fp32 there
-                rows.append({"patch": patch, "variant": name, "skipped": "this device has no native bf16"})
+            skip = "this device has no native bf16" if dtype is torch.bfloat16 and not native_bf16(device) else \
+                "the check's time for the loops ran out" if time.perf_counter() > deadline and dtype is not None else ""
+            if skip:  # emulated bf16: napari-dmd runs fp32 there
+                rows.append({"patch": patch, "variant": name, "skipped": skip})
                 print(json.dumps(rows[-1]), flush=True)
                 continue
             trainer = trainer_for(lab, unl, patch, str(device))
@@ -219,7 +224,8 @@ def main() -> None:
     split = LA_HALF.split()
     lab, unl = load(split.labeled[:2]), load([(p, None) for p in split.unlabeled[:2]])
     result = {"machine": machine_name(device), "device": str(device), "torch": torch.__version__, "quick": args.quick,
-              "batch": "2 labeled + 2 unlabeled", "loops": loops(lab, unl, setup, device)}
+              "batch": "2 labeled + 2 unlabeled",
+              "loops": loops(lab, unl, setup, device, math.inf if args.quick else start + LOOPS_SHARE * args.budget)}
     result["peak_memory_mb"] = peak_memory_mb(device)
     result["profile"] = profile(lab, unl, setup["patches"][0], device)
     result["inference"] = inference(lab, setup, device)

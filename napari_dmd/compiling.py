@@ -7,8 +7,9 @@ the mode is "reduce-overhead" (the networks' kernels replayed as CUDA graphs); o
 kernels generated with the system compiler). The compiled networks share their parameters and buffers with the
 eager ones, which checkpoints, batch-norm settling and prediction keep using unchanged.
 
-``auto`` compiles on CUDA and not on a CPU: on the 2-core EPYC, compiling cost minutes and the compiled step was
-not faster (benchmarks/speed.py ``--compare``, benchmarks/README.md "Compiled networks").
+``auto`` compiles on CUDA and not on a CPU: on the 2-core EPYC compiling took 114 s for a step 1.13x faster, which
+pays only after about 170 iterations and would leave a dock run without results for its first two minutes; ``on`` is
+there for long runs (benchmarks/speed.py ``--compare``, benchmarks/README.md, "The step").
 """
 from __future__ import annotations
 
