@@ -271,3 +271,13 @@ def test_the_demo_opens_a_copy_of_the_sample_workspace(make_napari_viewer, monke
     assert widget.workspace.ws.layout.root == tmp_path / "workspace" and len(widget.workspace.cases) == 12
     assert widget.workspace.box.table.rowCount() == 12 and len(viewers[0].layers) == 2  # one case in view
     widget.workspace.close()
+
+
+def test_closing_the_dock_saves_the_strokes_and_releases_the_workspace(make_napari_viewer, tmp_path):
+    root = small_workspace(tmp_path / "ws")
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    mine = paint(viewer.layers["case0 labels"], 9)
+    viewer.window.remove_dock_widget(widget.parent() if widget.parent() is not None else widget)
+    widget.shutdown()  # what closing the dock (or napari's window) calls
+    assert read_image(root / "labelsTr" / "case0.nii.gz")[0][9, 5, 5] == mine
+    assert Workspace(root).read_only is None and widget.workspace.ws is None
