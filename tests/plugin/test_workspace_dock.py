@@ -281,3 +281,23 @@ def test_closing_the_dock_saves_the_strokes_and_releases_the_workspace(make_napa
     widget.shutdown()  # what closing the dock (or napari's window) calls
     assert read_image(root / "labelsTr" / "case0.nii.gz")[0][9, 5, 5] == mine
     assert Workspace(root).read_only is None and widget.workspace.ws is None
+
+
+def test_a_case_of_several_channel_files_is_one_case_drawn_as_one_picture(make_napari_viewer, tmp_path):
+    import json
+
+    from plugin_helpers import cube_case
+
+    root = tmp_path / "ws"
+    for c in range(2):
+        write_image(root / "imagesTr" / f"case0_{c:04d}.nii.gz", cube_case(0)[0] * (c + 1))
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2", "1": "ADC"},
+                                                   "labels": {"background": 0, "box": 1}, "file_ending": ".nii.gz"}))
+    viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
+    assert user_layers(viewer) == ["case0", "case0 labels", "case0_0001"]
+    assert widget.session.grouping.cases() == ["case0"]
+    assert widget.session.grouping.channels_of("case0") == ["case0", "case0_0001"]
+    assert viewer.layers["case0_0001"].blending == "additive"
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("case0 labels") > max(names.index("case0"), names.index("case0_0001"))  # labels on top
+    widget.workspace.close()
