@@ -82,6 +82,20 @@ def predict_workspace(root: Path, model: Path) -> Path:
     return args.out
 
 
+def predict_on_workspace(root: Path, model, checkpoint: Path, cases: int, control: Control) -> Iterator[object]:
+    """The prediction thread of Predict on a workspace: every case predicted into it with ``checkpoint``."""
+    try:
+        yield Predicting(model.model_iterations, cases)
+        predict_workspace(root, checkpoint)
+        yield Refreshed(model.model_iterations, True)
+        yield Finished(model, None, model.model_iterations, control.stopped, control.aborted)
+    except Exception as exc:
+        yield _failure(exc, "predicting the workspace")
+    finally:
+        _release()
+        control.done.set()
+
+
 def train_workspace(job: WorkspaceJob, control: Control) -> Iterator[object]:
     """The training thread of a Start on a workspace (see the module's text)."""
     import torch

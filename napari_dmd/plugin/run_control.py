@@ -21,7 +21,7 @@ from ..jobs import (
 )
 from ..session import reviewed_dice
 from ..speed_store import record_speed
-from ..workspace_run import WorkspaceJob, train_workspace
+from ..workspace_run import WorkspaceJob, predict_on_workspace, train_workspace
 from .job_thread import Runner
 from .result_layers import slider_number
 from .run_panel import IDLE
@@ -73,6 +73,12 @@ class RunControl:
     def predict(self) -> None:
         """Predict every ticked image of the model's dimension with the current model."""
         if self.worker is not None:
+            return
+        current, ws = self.session.current, self.workspace
+        if ws.ws is not None and current.model is not None and current.path is not None:  # into the workspace
+            self.run.offset = 0
+            self.run.begin(len(ws.cases), f"Predicting the {len(ws.cases)} cases of the workspace…")
+            self._launch(predict_on_workspace, ws.ws.layout.root, current.model, current.path, len(ws.cases))
             return
         try:
             images = self.session.begin_prediction()

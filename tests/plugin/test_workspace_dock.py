@@ -254,6 +254,11 @@ def test_start_trains_on_the_whole_workspace_and_its_predictions_come_back_as_re
     assert first.image == "case1" and widget.workspace.case == "case0"
     widget._go(first)  # 'label this next' opens the case it names
     assert widget.workspace.case == "case1" and prediction_name("case1") in viewer.layers
+    stamp = (predicted / "case1.nii.gz").stat().st_mtime_ns
+    widget.predict()  # Predict on a workspace: every case into it, with the current model
+    wait_done(qtbot, widget)
+    assert "Predicted with the model" in widget.run.status.text(), widget.run.status.text()
+    assert (predicted / "case1.nii.gz").stat().st_mtime_ns > stamp
     widget.workspace.close()
 
 
