@@ -1,4 +1,4 @@
-"""``napari-dmd``: train, predict and evaluate from the command line, and the demo.
+"""``napari-dmd``: train, predict and evaluate from the command line, workspaces, napari on one (``open``), the demo.
 
 Bad input ends with one line on stderr and exit status 2; Ctrl-C (SIGINT) and SIGTERM stop a
 training after the current step with a checkpoint written (exit status 130 and 143).
