@@ -84,10 +84,15 @@ def run_grid(args: argparse.Namespace) -> None:
                 print(f"{key}: Dice {structure_dice(res):.2f} ({seconds:.0f} s)", flush=True)
 
 
+def scores(results: dict, iterations: int) -> dict[tuple[tuple[int, ...], str, int], float]:
+    """The structures' Dice (%) of every run of ``iterations``: {(choice, mode, seed): dice}."""
+    return {(tuple(r["choice"]), r["mode"], r["seed"]): structure_dice(r) for r in results.values()
+            if r["config"]["iterations"] == iterations}
+
+
 def differences(results: dict, iterations: int, dmd: str = "dmd", supervised: str = "supervised") -> dict:
     """Per labeled choice, DMD minus the supervised pair (Dice points) for each seed both ran: {choice: {seed: d}}."""
-    runs = {(tuple(r["choice"]), r["mode"], r["seed"]): structure_dice(r) for r in results.values()
-            if r["config"]["iterations"] == iterations}
+    runs = scores(results, iterations)
     out: dict[tuple[int, ...], dict[int, float]] = {}
     for (choice, mode, seed), dice in sorted(runs.items()):
         if mode == dmd and (choice, supervised, seed) in runs:
@@ -96,19 +101,17 @@ def differences(results: dict, iterations: int, dmd: str = "dmd", supervised: st
 
 
 def table(results: dict, iterations: int, dmd: str = "dmd", supervised: str = "supervised") -> str:
-    """Markdown: per labeled choice the two methods' Dice (mean over seeds), DMD minus the supervised pair per seed
-    and on the mean; then the mean over the single-volume choices and its worst choice, and over the pairs."""
-    diffs = differences(results, iterations, dmd, supervised)
-    dice = {(tuple(r["choice"]), r["mode"]): [] for r in results.values()}
-    for r in results.values():
-        if r["config"]["iterations"] == iterations:
-            dice[(tuple(r["choice"]), r["mode"])].append(structure_dice(r))
+    """Markdown: per labeled choice the two methods' Dice and DMD minus the supervised pair, per seed and on their
+    mean (the seeds both ran); then, for one and for two labeled volumes, the mean over the choices, the worst
+    choice and the largest spread over seeds."""
+    runs, diffs = scores(results, iterations), differences(results, iterations, dmd, supervised)
     lines = [f"| labeled | {dmd} Dice % | {supervised} Dice % | difference per seed | difference |",
              "|---|---|---|---|---|"]
     for choice, per_seed in diffs.items():
+        dice = [np.mean([runs[(choice, mode, seed)] for seed in per_seed]) for mode in (dmd, supervised)]
         seeds = " / ".join(f"{d:+.2f}" for d in per_seed.values())
-        lines.append(f"| {choice_name(choice)} | {np.mean(dice[(choice, dmd)]):.2f} | "
-                     f"{np.mean(dice[(choice, supervised)]):.2f} | {seeds} | {np.mean(list(per_seed.values())):+.2f} |")
+        lines.append(f"| {choice_name(choice)} | {dice[0]:.2f} | {dice[1]:.2f} | {seeds} | "
+                     f"{np.mean(list(per_seed.values())):+.2f} |")
     for size, what in ((1, "one labeled volume"), (2, "two labeled volumes")):
         means = [np.mean(list(s.values())) for c, s in diffs.items() if len(c) == size]
         if means:

@@ -164,6 +164,7 @@ def _record(data: TrainingData) -> dict[str, list[str]]:
 def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, options: RunOptions) -> int:
     """Train with signals stopping after the current step; the run folder also gets ``reviewed.json``
     when review records or ``--ignore-label`` limited the supervision."""
+    from ..regime import weaker_dmd
     from ..training import Trainer
 
     trainer = Trainer(data.labeled, data.unlabeled, cfg, run_dir=args.out, init=args.init, resume=args.resume)
@@ -180,6 +181,11 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, optio
           f"{cfg.num_classes} classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch} "
           f"({describe(trainer.config.spacing, trainer.model.nets[0].pools)}), {trainer.device}, "
           f"precision {trainer.precision.describe()}, batch norm {trainer.batch_norm}{note}", flush=True)
+    distills = bool(data.unlabeled) and cfg.lambda_distill > 0 and cfg.unlabeled_batch > 0
+    weaker = weaker_dmd(len(data.labeled), trainer.model.trained_before + cfg.iterations) if distills else None
+    if weaker is not None:  # the honest default: say what was measured, offer the supervised pair
+        print(f"note: {weaker.describe()}; the supervised pair trains with --lambda 0 --unlabeled-batch 0",
+              flush=True)
     progress = bar(total=cfg.iterations, initial=trainer.start, unit="it", desc="DMD")
     every = 0 if sys.stderr.isatty() else max(1, min(cfg.checkpoint_every, LOG_EVERY))  # no bar: a line instead
     received: list[int] = []

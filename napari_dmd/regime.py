@@ -1,0 +1,53 @@
+"""What was measured of DMD against the supervised pair (the same two networks with λ 0 and no unlabeled patches)
+by labeled volumes and run length, and what to say where a user decides to train.
+
+The figures are those of ``benchmarks/low_label.py`` (benchmarks/README.md, "Few labels and a short run"; a test
+checks them against the committed results file). A measured regime covers runs of its labeled volumes no longer than
+it was measured: in a shorter run the ramped-up distillation weighs less still; longer runs are not covered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measured:
+    """DMD minus the supervised pair (Dice points, structures averaged) with ``labeled`` volumes and ``iterations``:
+    the ``mean`` over ``choices`` labeled choices (each the mean of its seeds; ``runs`` paired runs in all), and the
+    ``worst`` choice."""
+
+    labeled: int
+    iterations: int
+    mean: float
+    worst: float
+    choices: int
+    runs: int
+    data: str
+
+    def describe(self) -> str:
+        """One sentence of what was measured."""
+        volumes = "volume" if self.labeled == 1 else "volumes"
+        side = "below" if self.mean < 0 else "above"
+        return (f"with {self.labeled} labeled {volumes} and {self.iterations} iterations DMD measured "
+                f"{abs(self.mean):.1f} Dice points {side} the supervised pair (mean of {self.choices} labeled "
+                f"choices, {self.runs} paired runs on {self.data}; worst choice {self.worst:+.1f})")
+
+
+MEASURED = (
+    Measured(labeled=1, iterations=300, mean=1.55, worst=-0.14, choices=2, runs=4, data="hippocampus MRI"),
+)
+
+
+def measured(labeled: int, iterations: int) -> Measured | None:
+    """The measured regime covering a run of ``iterations`` (the model's, warm starts included) on ``labeled``
+    volumes: the shortest measured run of that many volumes at least as long (None: nothing measured covers it)."""
+    covering = [m for m in MEASURED if m.labeled == labeled and iterations <= m.iterations]
+    return min(covering, key=lambda m: m.iterations, default=None)
+
+
+def weaker_dmd(labeled: int, iterations: int) -> Measured | None:
+    """The measured regime of such a run where DMD was below the supervised pair on the mean (None: DMD level or
+    ahead there, or nothing measured covers the run): what the CLI's ``train`` and the dock's Start say, offering
+    the supervised pair."""
+    m = measured(labeled, iterations)
+    return m if m is not None and m.mean < 0 else None
