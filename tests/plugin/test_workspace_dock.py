@@ -226,7 +226,8 @@ def test_start_trains_on_the_whole_workspace_and_its_predictions_come_back_as_re
                                                                                       qtbot):
     """Start reads every case from the workspace's files (one case open), predicts the workspace at the end as
     predict --workspace does; a dock opening the workspace later (another machine's predictions alike) shows
-    them as that run's results, and 'label this next' over the cohort opens the case it names."""
+    them as that run's results, and 'label this next' over the cohort opens the case it names at its slice, its
+    results drawn between the image and the labels."""
     root = small_workspace(tmp_path / "ws", cases=2, labelled=1)
     viewer, widget = workspace_dock(make_napari_viewer, root, tmp_path / "run")
     paint(viewer.layers["case0 labels"], 9)  # saved at Start
@@ -252,8 +253,11 @@ def test_start_trains_on_the_whole_workspace_and_its_predictions_come_back_as_re
     assert ranking.rowCount() and runs[0].name in widget.next.coverage.text()
     first = ranking.suggestions[0]
     assert first.image == "case1" and widget.workspace.case == "case0"
-    widget._go(first)  # 'label this next' opens the case it names
+    widget._go(first)  # 'label this next' opens the case it names, at its slice as the slider numbers it
     assert widget.workspace.case == "case1" and prediction_name("case1") in viewer.layers
+    assert viewer.dims.current_step[first.axis] == first.index
+    names = [layer.name for layer in viewer.layers]  # the results above the image, the labels above them
+    assert names.index("case1") < names.index(prediction_name("case1")) < names.index("case1 labels")
     stamp = (predicted / "case1.nii.gz").stat().st_mtime_ns
     widget.predict()  # Predict on a workspace: every case into it, with the current model
     wait_done(qtbot, widget)
