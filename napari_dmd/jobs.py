@@ -330,9 +330,7 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
             yield from _timed(predict_images(trainer.model, items, trainer.patch, last, control, volumes), items,
                               predicting)
             yield Refreshed(last, True)
-        speed = None if progress is None or last == trainer.start else Speed(
-            setup, (progress.elapsed - in_training) / (last - trainer.start),
-            predicting[0] / predicting[1] if predicting[1] else None, trainer.precision.name)
+        speed = run_speed(trainer, progress, last, setup, in_training, predicting)
         model, checkpoint, precision = trainer.model, trainer.checkpoint_path, trainer.precision.describe()
         trainer = volumes = None
         control.detach()
@@ -341,10 +339,28 @@ def train_and_predict(job: TrainJob, control: Control) -> Iterator[object]:
         yield _failure(exc, what)
     finally:
         trainer = None
-        control.detach()
-        _release()
-        torch.set_num_threads(threads)
-        control.done.set()
+        thread_ended(control, threads)
+
+
+def run_speed(trainer, progress, last: int, setup: float, in_training: float, predicting: list[float]) -> Speed | None:
+    """A training thread's measured speed for the next run's estimate: its set-up seconds, seconds per iteration
+    without the predictions (``in_training``: their seconds up to the last step), seconds per predicted megavoxel;
+    ``None`` when no step ran."""
+    if progress is None or last == trainer.start:
+        return None
+    return Speed(setup, (progress.elapsed - in_training) / (last - trainer.start),
+                 predicting[0] / predicting[1] if predicting[1] else None, trainer.precision.name)
+
+
+def thread_ended(control: Control, threads: int) -> None:
+    """What a training thread does last, however it ended: the trainer let go, memory released, PyTorch's
+    ``threads`` given back, the run's end signalled."""
+    import torch
+
+    control.detach()
+    _release()
+    torch.set_num_threads(threads)
+    control.done.set()
 
 
 def training_threads(setting: int, default: int) -> int:

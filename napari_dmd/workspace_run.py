@@ -28,11 +28,12 @@ from .jobs import (
     _timed,
     predict_images,
     refresh_items,
+    run_speed,
+    thread_ended,
     training_threads,
 )
 from .plan import preparing_text
 from .spacing import data_spacing
-from .speed_store import Speed
 
 
 @dataclass
@@ -141,9 +142,7 @@ def train_workspace(job: WorkspaceJob, control: Control) -> Iterator[object]:
                                   predicting)
                 yield Refreshed(last, False)
                 what = "training"
-        speed = None if progress is None or last == trainer.start else Speed(
-            setup, (progress.elapsed - in_training) / (last - trainer.start),
-            predicting[0] / predicting[1] if predicting[1] else None, trainer.precision.name)
+        speed = run_speed(trainer, progress, last, setup, in_training, predicting)
         model, checkpoint, precision = trainer.model, trainer.checkpoint_path, trainer.precision.describe()
         trainer = None
         control.detach()
@@ -157,7 +156,4 @@ def train_workspace(job: WorkspaceJob, control: Control) -> Iterator[object]:
         yield _failure(exc, what)
     finally:
         trainer = None
-        control.detach()
-        _release()
-        torch.set_num_threads(threads)
-        control.done.set()
+        thread_ended(control, threads)
