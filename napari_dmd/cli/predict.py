@@ -15,6 +15,7 @@ from ..folders import KINDS, by_case, folder_images, image_cases, reviewed_of
 from ..outputs import Outputs, locked
 from ..progress import bar, windows
 from ..structures import VOLUMES_CSV
+from ..workspace_results import DISAGREEMENT, LABEL_NEXT
 from .common import write_csv
 from .workspace import workspace_cases
 
@@ -94,10 +95,10 @@ def _check_outputs(cases: list[Case], targets: list[Path], out: Path, outputs: O
             raise DataError(f"{other.absolute()} and {paths[0].absolute()} have the same name, {target.name!r}, so "
                             f"their predictions would overwrite each other: predict them into different --out "
                             f"folders, or rename one")
-    outputs.claim([out / "disagreement.csv", out / "label_next.csv", out / VOLUMES_CSV,
+    outputs.claim([out / "disagreement.csv", out / LABEL_NEXT, out / VOLUMES_CSV,
                    *(f for t in targets for f in _written_by(t))])
-    folder = Outputs(out / "disagreement", "predict")
-    folder.claim(f for case, paths in cases for f in _written_by(output_path(out / "disagreement", paths[0], case)))
+    folder = Outputs(out / DISAGREEMENT, "predict")
+    folder.claim(f for case, paths in cases for f in _written_by(output_path(out / DISAGREEMENT, paths[0], case)))
 
 
 def _reviews(cases: list[Case], labels: Path | None) -> dict[str, Path]:
@@ -178,10 +179,10 @@ def _predict(args: argparse.Namespace, given: list, outputs: Outputs, grouped: b
             return
         for r in gathered:
             record(r)
-    _write_label_next(args.out / "label_next.csv", slice_scores, reviewed)
-    outputs.wrote(args.out / "label_next.csv")
+    _write_label_next(args.out / LABEL_NEXT, slice_scores, reviewed)
+    outputs.wrote(args.out / LABEL_NEXT)
     print(f"{len(slice_scores)} predictions in {args.out}; the slices to label next are in "
-          f"{args.out / 'label_next.csv'}")
+          f"{args.out / LABEL_NEXT}")
 
 
 def _predict_case(args: argparse.Namespace, model, case: str, files: list[Path], target: Path,
@@ -208,7 +209,7 @@ def _predict_case(args: argparse.Namespace, model, case: str, files: list[Path],
     done()
     written = largest_components(pred.labels) if args.largest_component else pred.labels
     write_image(target, written, geometry)
-    disagreement = output_path(args.out / "disagreement", files[0], case)
+    disagreement = output_path(args.out / DISAGREEMENT, files[0], case)
     write_image(disagreement, pred.disagreement, geometry)
     return {"name": target.name, "target": target, "disagreement": disagreement,
             "volumes": volumes_table(written, geometry, model.class_names), "score": pred.volume_score,
@@ -222,7 +223,7 @@ def _record(out: Path, outputs: Outputs, r: dict, table: dict[str, dict]) -> Non
     outputs.wrote(*_written_by(r["target"]))
     update_volumes_csv(out / VOLUMES_CSV, r["name"], r["volumes"])
     outputs.wrote(out / VOLUMES_CSV)
-    Outputs(out / "disagreement", "predict").wrote(*_written_by(r["disagreement"]))
+    Outputs(out / DISAGREEMENT, "predict").wrote(*_written_by(r["disagreement"]))
     table[r["name"]] = {"case": r["name"], "disagreement": f"{r['score']:.6f}"}
     write_csv(out / "disagreement.csv", sorted(table.values(), key=lambda r: -float(r["disagreement"])))
     outputs.wrote(out / "disagreement.csv")
