@@ -158,20 +158,33 @@ class Workspace:
 
     def read(self, name: str) -> CaseData:
         """Case ``name`` read for view: image, labels, review record and the label file's hash."""
-        from .folders import check_geometry, read_case
-        from .io import read_image
+        from .folders import read_case
 
         info = self.case(name)
         image, geometry = read_case(list(info.images), self.layout.channel_names)
-        labels, read_hash = None, None
-        if info.label is not None:
-            read_hash = label_hash(info.label)
-            labels, gl = read_image(info.label)
-            check_geometry(info.images[0], info.label, image.shape, labels.shape, geometry, gl)
-        record = sidecar_path(info.label) if info.label is not None else None
-        reviewed = load_reviewed(record, image.shape) if record is not None and record.is_file() else \
-            Reviewed.complete(image.shape) if info.label is not None else Reviewed(image.shape)
-        return CaseData(info, image, geometry, labels, reviewed, read_hash)
+        return CaseData(info, image, geometry, *self._labels(info, image.shape, geometry))
+
+    def reread_labels(self, case: CaseData) -> None:
+        """``case``'s labels, review record and label hash as its label file is on disk now (another program
+        changed it); ``case.labels`` is None where there is no label file."""
+        case.labels, case.reviewed, case.label_hash = self._labels(case.info, case.image.shape, case.geometry)
+
+    def _labels(self, info: CaseInfo, shape: tuple[int, ...],
+                geometry: Geometry) -> tuple[np.ndarray | None, Reviewed, str | None]:
+        """The label file of a case (hashed before it is read, so a later change is caught), its review record (the
+        whole case reviewed without one), and the hash; nothing but an empty record without a label file."""
+        from .folders import check_geometry
+        from .io import read_image
+
+        path = self.label_path(info)
+        if not path.is_file():
+            return None, Reviewed(shape), None
+        read_hash = label_hash(path)
+        labels, gl = read_image(path)
+        check_geometry(info.images[0], path, shape, labels.shape, geometry, gl)
+        record = sidecar_path(path)
+        reviewed = load_reviewed(record, shape) if record.is_file() else Reviewed.complete(shape)
+        return labels, reviewed, read_hash
 
     # ------------------------------------------------------------------ saving
     def label_path(self, info: CaseInfo) -> Path:

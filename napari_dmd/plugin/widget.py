@@ -208,7 +208,7 @@ class DMDWidget(CaseView, RunControl, QWidget):
         self.run.curves.show_log(self.session.current.path.parent / LOG_NAME)  # not the previous run's
 
     def _after_merge(self) -> None:
-        self.workspace.save_soon()
+        self.workspace.autosave()  # a merge: saved now, in the saving thread
         self._update_buttons()
         self.refresh_view()
         self._fill_ranking()

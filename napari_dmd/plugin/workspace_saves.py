@@ -14,8 +14,7 @@ import numpy as np
 from ..case_saver import SaveResult
 from ..config import RunOptions
 from ..errors import DMDError
-from ..label_history import label_hash
-from ..review import Reviewed, load_reviewed, sidecar_path
+from ..review import Reviewed
 from ._layers import REVIEWED
 from .reader import as_label_array
 
@@ -58,10 +57,6 @@ class WorkspaceSaves:
                 self.saver.submit(*got)
         finally:
             self._arm()
-
-    def save_soon(self) -> None:
-        """Save now in the saving thread (after a merge)."""
-        self.autosave()
 
     def save_now(self) -> SaveResult | None:
         """Save the case in view before returning (moving on, Start, closing); None when nothing was to save."""
@@ -108,28 +103,18 @@ class WorkspaceSaves:
         case = self.saver.case if self.saver is not None else None
         if case is None:
             return
-        path = self.ws.label_path(case.info)
         try:
-            labels = as_label_array(self._read_labels(path)) if path.is_file() else np.zeros(case.image.shape,
-                                                                                                np.uint8)
-            record = sidecar_path(path)
-            rec = load_reviewed(record, labels.shape) if record.is_file() else \
-                Reviewed.complete(labels.shape) if path.is_file() else Reviewed(labels.shape)
+            self.ws.reread_labels(case)
         except DMDError as exc:
             self.say(f"not loaded: {exc}", problem=True)
             return
-        case.label_hash = label_hash(path)
+        labels = np.zeros(case.image.shape, np.uint8) if case.labels is None else as_label_array(case.labels)
+        case.labels = None  # the layer holds them
         self._conflict = False
         self.box.ask_conflict(None)
-        self._show_labels(labels, rec)
+        self._show_labels(labels, case.reviewed)
         self.saver.load(case)
         self.say(f"{case.info.name}: the labels on disk loaded")
-
-    @staticmethod
-    def _read_labels(path: Path) -> np.ndarray:
-        from ..io import read_image
-
-        return read_image(path)[0]
 
     def restore(self, version: Path) -> None:
         """Make a saved version the labels of the case in view (its current labels saved and kept first)."""
