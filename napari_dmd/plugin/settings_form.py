@@ -130,7 +130,7 @@ class SettingsForm(QWidget):
         try:
             plan = make_plan(shapes, classes, self.device(), self["precision"].value, str(self["patch_size"].value),
                              self["labeled_batch"].value + self["unlabeled_batch"].value,
-                             session.training_spacing(), session.training_channels())
+                             session.training_spacing(), session.training_channels(), self["compile"].value)
             options = self.options()
         except DataError as exc:
             return f"{CANNOT_START}: {exc}", ""
