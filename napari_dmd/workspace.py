@@ -162,29 +162,13 @@ class Workspace:
 
         info = self.case(name)
         image, geometry = read_case(list(info.images), self.layout.channel_names)
-        return CaseData(info, image, geometry, *self._labels(info, image.shape, geometry))
+        return CaseData(info, image, geometry, *_labels(self.label_path(info), info.images[0], image.shape, geometry))
 
     def reread_labels(self, case: CaseData) -> None:
         """``case``'s labels, review record and label hash as its label file is on disk now (another program
         changed it); ``case.labels`` is None where there is no label file."""
-        case.labels, case.reviewed, case.label_hash = self._labels(case.info, case.image.shape, case.geometry)
-
-    def _labels(self, info: CaseInfo, shape: tuple[int, ...],
-                geometry: Geometry) -> tuple[np.ndarray | None, Reviewed, str | None]:
-        """The label file of a case (hashed before it is read, so a later change is caught), its review record (the
-        whole case reviewed without one), and the hash; nothing but an empty record without a label file."""
-        from .folders import check_geometry
-        from .io import read_image
-
-        path = self.label_path(info)
-        if not path.is_file():
-            return None, Reviewed(shape), None
-        read_hash = label_hash(path)
-        labels, gl = read_image(path)
-        check_geometry(info.images[0], path, shape, labels.shape, geometry, gl)
-        record = sidecar_path(path)
-        reviewed = load_reviewed(record, shape) if record.is_file() else Reviewed.complete(shape)
-        return labels, reviewed, read_hash
+        case.labels, case.reviewed, case.label_hash = _labels(self.label_path(case.info), case.info.images[0],
+                                                              case.image.shape, case.geometry)
 
     # ------------------------------------------------------------------ saving
     def label_path(self, info: CaseInfo) -> Path:
@@ -274,3 +258,21 @@ class Workspace:
             raise DataError(f"{beyond[0].absolute()} holds label value {beyond[1]}, but "
                             f"{self.layout.root / 'dataset.json'} declares {len(names)} labels "
                             f"({', '.join(f'{i} {n}' for i, n in enumerate(names))})")
+
+
+def _labels(path: Path, image_path: Path, shape: tuple[int, ...],
+            geometry: Geometry) -> tuple[np.ndarray | None, Reviewed, str | None]:
+    """The label file ``path`` of a case (hashed before it is read, so a later change is caught; its geometry
+    checked against the case's image), its review record (the whole case reviewed without one), and the hash; an
+    empty record alone where there is no label file."""
+    from .folders import check_geometry
+    from .io import read_image
+
+    if not path.is_file():
+        return None, Reviewed(shape), None
+    read_hash = label_hash(path)
+    labels, gl = read_image(path)
+    check_geometry(image_path, path, shape, labels.shape, geometry, gl)
+    record = sidecar_path(path)
+    reviewed = load_reviewed(record, shape) if record.is_file() else Reviewed.complete(shape)
+    return labels, reviewed, read_hash
