@@ -45,9 +45,14 @@ def measured(labeled: int, iterations: int) -> Measured | None:
     return min(covering, key=lambda m: m.iterations, default=None)
 
 
-def weaker_dmd(labeled: int, iterations: int) -> Measured | None:
-    """The measured regime of such a run where DMD was below the supervised pair on the mean (None: DMD level or
-    ahead there, or nothing measured covers the run): what the CLI's ``train`` and the dock's Start say, offering
-    the supervised pair."""
+def weaker_dmd(labeled: int, unlabeled: int, iterations: int, lambda_distill: float,
+               unlabeled_batch: int) -> Measured | None:
+    """Where a run distilling on ``unlabeled`` images (λ ``lambda_distill``, ``unlabeled_batch`` patches a step) of
+    ``iterations`` (the model's, warm starts included) on ``labeled`` volumes falls in a measured regime in which
+    DMD was below the supervised pair on the mean, that regime (None: the run does not distil, DMD was level or
+    ahead there, or nothing measured covers it): what the CLI's ``train`` and the dock say before training,
+    offering the supervised pair."""
+    if not (unlabeled and lambda_distill > 0 and unlabeled_batch > 0):
+        return None
     m = measured(labeled, iterations)
     return m if m is not None and m.mean < 0 else None

@@ -141,6 +141,12 @@ class Session:
         ndim = len(shapes[next(iter(tops))]) if tops else len(next(iter(shapes.values()), ()))
         return {n: shape for n, shape in shapes.items() if len(shape) == ndim}, max([1, *tops.values()]) + 1
 
+    def training_counts(self) -> tuple[int, int]:
+        """How many labeled and unlabeled cases a Start would train on (from the cached statistics)."""
+        shapes, pairs = self.training_shapes()[0], self.pairs()
+        labeled = sum(bool(pairs[n]) and self.stats[pairs[n]].shape == shape for n, shape in shapes.items())
+        return labeled, len(shapes) - labeled
+
     def training_set(self, warm: bool = False) -> TrainingSet:
         """The checked training data (``DataError`` saying what is wrong)."""
         model = self.current.model if warm else None

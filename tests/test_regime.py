@@ -31,7 +31,9 @@ def test_a_regime_covers_runs_of_its_labeled_volumes_no_longer_than_measured(mon
     monkeypatch.setattr(regime, "MEASURED", (long, short))
     assert measured(1, 300) is short and measured(1, 100) is short
     assert measured(1, 301) is long and measured(1, 5000) is None and measured(2, 300) is None
-    assert weaker_dmd(1, 200) is short and weaker_dmd(1, 600) is None  # DMD ahead at 1000 iterations
+    assert weaker_dmd(1, 5, 200, 4.0, 2) is short and weaker_dmd(1, 5, 600, 4.0, 2) is None  # DMD ahead at 1000
+    assert weaker_dmd(1, 0, 200, 4.0, 2) is None and weaker_dmd(1, 5, 200, 0.0, 2) is None  # no distillation
+    assert weaker_dmd(1, 5, 200, 4.0, 0) is None
     assert "2.0 Dice points below the supervised pair" in short.describe()
 
 

@@ -181,8 +181,8 @@ def _train(args: argparse.Namespace, data: TrainingData, cfg: TrainConfig, optio
           f"{cfg.num_classes} classes (label values found: {', '.join(map(str, found))}), patch {trainer.patch} "
           f"({describe(trainer.config.spacing, trainer.model.nets[0].pools)}), {trainer.device}, "
           f"precision {trainer.precision.describe()}, batch norm {trainer.batch_norm}{note}", flush=True)
-    distills = bool(data.unlabeled) and cfg.lambda_distill > 0 and cfg.unlabeled_batch > 0
-    weaker = weaker_dmd(len(data.labeled), trainer.model.trained_before + cfg.iterations) if distills else None
+    weaker = weaker_dmd(len(data.labeled), len(data.unlabeled), trainer.model.trained_before + cfg.iterations,
+                        cfg.lambda_distill, cfg.unlabeled_batch)
     if weaker is not None:  # the honest default: say what was measured, offer the supervised pair
         print(f"note: {weaker.describe()}; the supervised pair trains with --lambda 0 --unlabeled-batch 0",
               flush=True)

@@ -52,6 +52,12 @@ class CohortView:
         """'Label this next' over the whole cohort, from the latest predictions (best first)."""
         return list(self.results.ranking) if self.results is not None else []
 
+    def training_counts(self) -> tuple[int, int]:
+        """How many labelled (wholly or partly) and unlabelled cases a Start trains on (test cases never)."""
+        train = [c for c in self.cases if not c.test]
+        labelled = sum(c.label is not None and c.reviewed != 0 for c in train)
+        return labelled, len(train) - labelled
+
     def summary(self) -> str:
         """What the workspace holds: '40 cases: 3 labelled, 2 partly reviewed, 35 unlabelled (1 test)'."""
         train = [c for c in self.cases if not c.test]

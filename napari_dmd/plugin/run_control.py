@@ -47,6 +47,8 @@ class RunControl:
         self._dice_before = before
         self.settings_box.collapse(animate=False)  # the first screen shows the run and its results
         self.run.begin(job.config.iterations, "Preparing the data and the networks…")
+        if not form.weaker.isHidden():  # said again under the status line: the settings fold away now
+            self.run.note(form.regime.text())
         for note in [] if isinstance(job, WorkspaceJob) else job.data.notes:  # under the status line, and a warning
             self.run.note(note)
             if not note.startswith("no unlabeled"):

@@ -14,12 +14,13 @@ from dataclasses import Field
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, Widget, create_widget
-from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..config import RunOptions, TrainConfig, declared_settings, default_of, label_of
 from ..errors import DataError
 from ..plan import describe_plan, make_plan, parse_patch
+from ..regime import weaker_dmd
 
 CANNOT_START = "Start cannot run yet"
 
@@ -71,9 +72,20 @@ class SettingsForm(QWidget):
         self.plan = QLabel(wordWrap=True)
         self.plan.setToolTip("where Start runs, in which precision, and how long these settings take on this "
                              "machine (measured by its last run of the same settings)")
+        self.weaker = QWidget()  # where DMD measured below the supervised pair: what was measured, and the pair
+        self.regime = QLabel(wordWrap=True)
+        pair = QPushButton("Train the supervised pair instead")
+        pair.setToolTip("λ 0 and no unlabeled patches: both networks learn from the labels alone (the unlabeled "
+                        "images are still predicted)")
+        pair.clicked.connect(lambda: self.set(lambda_distill=0.0, unlabeled_batch=0))
+        weaker = QVBoxLayout(self.weaker)
+        weaker.setContentsMargins(0, 0, 0, 0)
+        weaker.addWidget(self.regime)
+        weaker.addWidget(pair)
+        self.weaker.hide()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for w in (self.basic.native, self.advanced, self.plan):
+        for w in (self.basic.native, self.advanced, self.plan, self.weaker):
             layout.addWidget(w)
 
     def device(self) -> str:
@@ -136,6 +148,16 @@ class SettingsForm(QWidget):
             return f"{CANNOT_START}: {exc}", ""
         megavoxels = sum(math.prod(shape) for shape in shapes.values()) / 1e6
         return describe_plan(plan, megavoxels, self["iterations"].value, options)
+
+
+    def show_weaker(self, labeled: int, unlabeled: int, trained_before: int) -> None:
+        """Below the plan, where a run of these settings on ``labeled`` and ``unlabeled`` cases (continuing weights
+        trained ``trained_before`` iterations) falls where DMD measured below the supervised pair: what was
+        measured, and a button that sets the pair up (``regime.weaker_dmd``)."""
+        m = weaker_dmd(labeled, unlabeled, trained_before + self["iterations"].value, self["lambda_distill"].value,
+                       self["unlabeled_batch"].value)
+        self.regime.setText("" if m is None else f"Measured: {m.describe()}.")
+        self.weaker.setHidden(m is None)
 
 
 def folding(form: QWidget) -> QCollapsible:

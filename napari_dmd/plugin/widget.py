@@ -138,6 +138,9 @@ class DMDWidget(CaseView, RunControl, QWidget):
                               lambda index: slider_number(self.viewer, image, index))
         plan, estimate = self.settings.describe_plan(self.session)
         self.settings.plan.setText(plan)
+        model, cohort = self.session.current.model, self.workspace if self.workspace.ws is not None else self.session
+        self.settings.show_weaker(*cohort.training_counts(),
+                                  model.model_iterations if model is not None and self.settings.warm_start.value else 0)
         self.settings_box.setText(f"Settings: {self.settings.summary()}{estimate}")
         self._can_start = not plan.startswith(CANNOT_START)
         if self.run.refusal is not None and self.worker is None and self._can_start:

@@ -443,3 +443,28 @@ def test_a_refresh_during_training_predicts_the_slab_in_view_first(dock, qtbot, 
     assert coverage[0].startswith("Ranks the 0 of 2 images predicted whole")
     assert widget.next.coverage.text() == "Ranks all 2 image(s)."
     assert viewer.layers["case1 pred"].data.shape == viewer.layers["case1"].data.shape
+
+
+def test_where_dmd_measured_weaker_the_dock_says_so_and_offers_the_supervised_pair(dock, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QPushButton
+
+    from napari_dmd import regime
+
+    viewer, widget = dock  # one labeled case and one unlabeled
+    monkeypatch.setattr(regime, "MEASURED", (regime.Measured(1, 300, -2.0, -4.0, 4, 8, "hippocampus MRI"),))
+    widget.settings.set(iterations=200, lambda_distill=4.0, unlabeled_batch=1)
+    widget.refresh_view()
+    assert not widget.settings.weaker.isHidden()
+    assert "2.0 Dice points below the supervised pair" in widget.settings.regime.text()
+    widget.settings.set(iterations=301)  # longer than measured: nothing covers the run
+    widget.refresh_view()
+    assert widget.settings.weaker.isHidden()
+    widget.settings.set(iterations=5)
+    widget.refresh_view()
+    widget.start()  # said again where the run shows, as the settings fold away
+    assert "2.0 Dice points below" in widget.run.notes.text()
+    wait_done(qtbot, widget)
+    widget.settings.weaker.findChild(QPushButton).click()  # the pair, set up in the form
+    assert widget.settings["lambda_distill"].value == 0 and widget.settings["unlabeled_batch"].value == 0
+    widget.refresh_view()
+    assert widget.settings.weaker.isHidden()

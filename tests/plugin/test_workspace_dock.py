@@ -36,6 +36,7 @@ def test_a_workspace_opens_with_its_cases_listed_and_only_the_case_in_view_loade
     assert box.table.item(0, 1).text() == "labelled" and box.table.item(1, 1).text() == "unlabelled"
     assert user_layers(viewer) == ["case0", "case0 labels"]
     assert widget.nav.label.text() == "Case 1 of 3: case0" and "1 labelled" in widget.data.summary.text()
+    assert widget.workspace.training_counts() == (1, 2)  # what a Start trains on, the cases not yet opened too
     assert viewer.layers["case0 labels"].metadata["class_names"] == ["background", "box"]
 
     widget.nav.step(1)  # ▶: case0 released, case1 loaded with an empty labels layer
