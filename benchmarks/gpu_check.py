@@ -12,9 +12,9 @@
               reached, when the time runs out)
 
 The bf16 variants are skipped (and said so) on a device without native bf16, where napari-dmd trains in fp32.
-``--device cpu --quick`` runs every part on the CPU at small sizes (patches 16x16x16 and 16x32x32, one step,
+``--device cpu --quick`` runs every part on the CPU at small sizes (the loops at patch 16x16x16, one step,
 ``torch.compile`` with its eager backend: the capture, not the code generation; 4 iterations on 2 + 2 scans,
-patch 16x32x32, 2 test volumes at half-patch stride) in under 3 minutes, so the script is known to work before a
+patch 16x32x32, 1 test volume at half-patch stride) in under a minute, so the script is known to work before a
 GPU is at hand (tests/test_gpu_check.py runs it).
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json
@@ -51,8 +51,8 @@ LOOPS_SHARE = 0.6  # of it, for the loops (compiling included): later variants a
 FULL = {"patches": [(32, 64, 64), (80, 112, 112)], "steps": 20, "warmup": 3, "backend": "inductor",
         "labeled": 8, "unlabeled": 72, "iterations": 6000, "test": None, "stride": LA_HALF.stride,
         "schedule_patch": LA_HALF.patch}
-QUICK = {"patches": [(16, 16, 16), (16, 32, 32)], "steps": 1, "warmup": 1, "backend": "eager",
-         "labeled": 2, "unlabeled": 2, "iterations": 4, "test": 2, "stride": None, "schedule_patch": (16, 32, 32)}
+QUICK = {"patches": [(16, 16, 16)], "steps": 1, "warmup": 1, "backend": "eager",
+         "labeled": 2, "unlabeled": 2, "iterations": 4, "test": 1, "stride": None, "schedule_patch": (16, 32, 32)}
 PROFILED_STEPS = 5
 
 

@@ -2,6 +2,7 @@
 import pytest
 from cli_helpers import GEOM
 
+from napari_dmd import settle
 from napari_dmd.checkpoint import ModelPair, save_model
 from napari_dmd.config import TrainConfig
 from napari_dmd.runtime import resolve_device
@@ -16,6 +17,14 @@ def precision_cache(tmp_path_factory):
     mp.setenv("NAPARI_DMD_CACHE", str(tmp_path_factory.mktemp("napari-dmd-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def quick_settling(request, monkeypatch):
+    """Batch-norm settling over 2 batches instead of 16 (it runs at every refresh and at every run's end, and on the
+    suite's tiny runs took more time than training); a test marked ``real_settling`` keeps the product's count."""
+    if request.node.get_closest_marker("real_settling") is None:
+        monkeypatch.setattr(settle, "SETTLE_BATCHES", 2)
 
 
 @pytest.fixture

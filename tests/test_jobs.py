@@ -101,11 +101,9 @@ def test_an_abort_during_a_prediction_ends_it_within_a_batch_of_windows(tmp_path
 
 
 def test_time_limit_and_an_early_first_refresh(tmp_path):
-    msgs = list(train_and_predict(job(tmp_path, iterations=6), Control()))
-    assert [m.iteration for m in msgs if isinstance(m, Refreshed)] == [1, 2, 3, 4, 5, 6]
-    j = job(tmp_path, iterations=6)
-    j.options = RunOptions(refresh_every=4, first_refresh=1)
-    assert [m.iteration for m in train_and_predict(j, Control()) if isinstance(m, Refreshed)] == [1, 4, 6]
+    j = job(tmp_path, iterations=4)  # refreshes after every step: test_messages_in_order_...
+    j.options = RunOptions(refresh_every=3, first_refresh=1)
+    assert [m.iteration for m in train_and_predict(j, Control()) if isinstance(m, Refreshed)] == [1, 3, 4]
     j.options = RunOptions(refresh_every=4, first_refresh=1, minutes=1e-9)  # stops after the first step
     msgs = list(train_and_predict(j, Control()))
     assert msgs[-1].stopped and msgs[-1].iteration == 1

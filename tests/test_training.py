@@ -316,6 +316,7 @@ def _statistics(trainer):
     return [b.clone() for b in trainer._buffers if b.is_floating_point()]
 
 
+@pytest.mark.real_settling
 def test_settling_replaces_running_statistics_without_touching_training(tiny_cases):
     """Before a checkpoint the running statistics are recomputed at the current weights from unlabeled patches of
     their own generator: the patches and dropout masks training draws next stay the same."""
