@@ -67,7 +67,7 @@ def run_grid(args: argparse.Namespace) -> None:
             "class_names": HIPPOCAMPUS.class_names}
     for seed in args.seeds:
         for choice in args.choices:
-            split = grid_split(args.data, choice, args.unlabeled, args.test, tuple(args.choices))
+            split = grid_split(args.data, choice, args.unlabeled, args.test)  # the whole grid's pool, any --choices
             for mode in args.modes:
                 cfg = TrainConfig(**{**base, "seed": seed, **({} if mode == "dmd" else SUPERVISED)})
                 name = mode + options_tag(cfg)
@@ -79,7 +79,8 @@ def run_grid(args: argparse.Namespace) -> None:
                 seconds = train(mode, split if mode == "dmd" else Split(split.labeled, [], split.test), cfg, run_dir)
                 res = evaluate(run_dir, split, cfg.patch_size, HIPPOCAMPUS.stride)
                 res.update(mode=name, choice=list(choice), seed=seed, config=cfg.to_dict(), train_seconds=seconds,
-                           unlabeled=len(split.unlabeled) if mode == "dmd" else 0, test=len(split.test))
+                           unlabeled=len(split.unlabeled) if mode == "dmd" else 0, test=len(split.test),
+                           unlabeled_cases=[Path(p).name for p in split.unlabeled] if mode == "dmd" else [])
                 save_result(args.out, key, res)
                 print(f"{key}: Dice {structure_dice(res):.2f} ({seconds:.0f} s)", flush=True)
 
