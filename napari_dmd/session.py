@@ -133,19 +133,23 @@ class Session:
     def training_shapes(self) -> tuple[dict[str, tuple[int, ...]], int]:
         """The shapes of the ticked usable images of the labeled images' dimension, and the number of
         classes their labels show (at least 2): what a Start would train on, from the cached statistics."""
+        shapes, tops = self._training_images()
+        return shapes, max([1, *tops.values()]) + 1
+
+    def training_counts(self) -> tuple[int, int]:
+        """How many labeled and unlabeled cases a Start would train on (from the cached statistics)."""
+        shapes, tops = self._training_images()
+        return sum(n in shapes for n in tops), sum(n not in tops for n in shapes)
+
+    def _training_images(self) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        """``training_shapes``' images; the top label of every ticked usable image with labels of its shape."""
         pairs = self.pairs()
         shapes = {n: self.images[n].shape for n in pairs if self.choices[n].include
                   and image_problem(self.images[n].info) is None}
         tops = {n: self.stats[lab].top for n, lab in pairs.items()
                 if lab and n in shapes and self.stats[lab].shape == shapes[n]}
         ndim = len(shapes[next(iter(tops))]) if tops else len(next(iter(shapes.values()), ()))
-        return {n: shape for n, shape in shapes.items() if len(shape) == ndim}, max([1, *tops.values()]) + 1
-
-    def training_counts(self) -> tuple[int, int]:
-        """How many labeled and unlabeled cases a Start would train on (from the cached statistics)."""
-        shapes, pairs = self.training_shapes()[0], self.pairs()
-        labeled = sum(bool(pairs[n]) and self.stats[pairs[n]].shape == shape for n, shape in shapes.items())
-        return labeled, len(shapes) - labeled
+        return {n: shape for n, shape in shapes.items() if len(shape) == ndim}, tops
 
     def training_set(self, warm: bool = False) -> TrainingSet:
         """The checked training data (``DataError`` saying what is wrong)."""

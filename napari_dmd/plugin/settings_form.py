@@ -149,7 +149,6 @@ class SettingsForm(QWidget):
         megavoxels = sum(math.prod(shape) for shape in shapes.values()) / 1e6
         return describe_plan(plan, megavoxels, self["iterations"].value, options)
 
-
     def show_weaker(self, labeled: int, unlabeled: int, trained_before: int) -> None:
         """Below the plan, where a run of these settings on ``labeled`` and ``unlabeled`` cases (continuing weights
         trained ``trained_before`` iterations) falls where DMD measured below the supervised pair: what was
