@@ -27,7 +27,8 @@ from results_file import load_results, save_result
 METRICS = ("dice", "jaccard", "hd95", "asd")
 SUPERVISED = {"lambda_distill": 0.0, "unlabeled_batch": 0, "mix_probability": 0.0}  # the supervised pair's settings
 OPTIONS = ("labeled_sampling", "augment_spatial", "augment_intensity", "mix_probability", "mix_ratio", "mix_start",
-           "pseudo_weight", "ce_weight", "unlabeled_views", "batch_norm", "lr", "lr_step", "lr_gamma")
+           "pseudo_weight", "ce_weight", "unlabeled_views", "batch_norm", "lr", "lr_step", "lr_gamma", "lambda_rampup",
+           "temperature", "distill_target", "ema_decay", "distill_confidence")
 
 
 def options_tag(cfg: TrainConfig) -> str:

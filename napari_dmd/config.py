@@ -30,6 +30,7 @@ COMBINES = ("a", "mean")  # a prediction's labels: network A's probabilities, or
 COMBINE = "mean"
 SAMPLINGS = ("uniform", "reviewed")  # how labeled crops are drawn (TrainConfig.labeled_sampling)
 VIEWS = ("same", "own")  # what each network sees of an unlabeled patch (TrainConfig.unlabeled_views)
+DISTILL_TARGETS = ("mutual", "ema")  # what each network is distilled towards (TrainConfig.distill_target)
 BATCH_NORMS = ("auto", "split", "joint")  # how a batch's patches share batch-norm statistics (TrainConfig.batch_norm)
 REFRESH_WHOLE_MVOXELS = 16  # a refresh during training predicts the image in view whole up to this many megavoxels
 
@@ -178,6 +179,16 @@ class TrainConfig:
                 "random flips, brightness, contrast and noise of it, the outputs compared after the flips are undone "
                 "(consistency across perturbations, as cross pseudo-supervision)", label="unlabeled views",
         choices=VIEWS)
+    distill_target: str = setting(
+        "mutual", "what each network's output is distilled towards: 'mutual': the other network's, both getting "
+                  "gradients (the paper); 'ema': the other network's mean teacher, an average of its weights over "
+                  "about 1/(1 - EMA decay) steps (BCP, AD-MT)", label="distillation target", choices=DISTILL_TARGETS)
+    ema_decay: float = setting(0.99, "decay of the mean teachers' weight average (distillation target 'ema')",
+                               label="EMA decay", minimum=0.0, maximum=0.9999)
+    distill_confidence: float = setting(
+        0.0, "distil only the voxels whose target (the pair's mean, or the mean teachers') gives its class at "
+             "least this probability (0: every voxel, as the paper)", label="distillation confidence",
+        minimum=0.0, maximum=0.99)
     batch_norm: str = setting(
         "auto", "batch-norm statistics of a training batch: 'split': the labeled patches and the unlabeled ones "
                 "normalised apart (measured far better with one labeled image); 'joint': all together, as the "

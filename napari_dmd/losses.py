@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .heads import foreground, hard_labels, probabilities
+from .heads import class_probabilities, foreground, hard_labels, probabilities
 
 EPS = 1e-5
 Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over the processes of a run (differentiably)
@@ -80,13 +80,23 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
 
 
 def distillation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float,
-                      reduce: Reduce | None = None) -> torch.Tensor:
-    """Dice loss between the temperature-softened outputs of the two networks.
+                      reduce: Reduce | None = None, where: torch.Tensor | None = None) -> torch.Tensor:
+    """Dice loss between the temperature-softened outputs of the two networks, on the voxels where ``where``
+    (B, 1, *S) is 1 when given (``confident``).
 
-    Neither side is detached, so the gradient reaches both networks (mutual distillation).
+    Neither side is detached, so the gradient reaches both networks (mutual distillation); a detached side (a
+    mean teacher's output) is a target.
     """
     return dice_loss(foreground(probabilities(logits_a, temperature)), foreground(probabilities(logits_b, temperature)),
-                     reduce=reduce)
+                     where, reduce)
+
+
+@torch.no_grad()
+def confident(logits: list[torch.Tensor], threshold: float) -> torch.Tensor:
+    """(B, 1, *S): 1 where the mean of the networks' class probabilities (T 1) gives its most likely class at least
+    ``threshold``, 0 elsewhere: the voxels a confidence-weighted distillation keeps."""
+    p = torch.stack([class_probabilities(z) for z in logits]).mean(0)
+    return (p.amax(1, keepdim=True) >= threshold).float()
 
 
 def pseudo_label_loss(logits: torch.Tensor, other: torch.Tensor, where: torch.Tensor,

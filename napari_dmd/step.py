@@ -20,9 +20,10 @@ from .compiling import CompiledNets
 from .config import TrainConfig
 from .distributed import World
 from .errors import DMDError
-from .losses import Reduce, distillation_loss, pseudo_label_loss, supervised_loss
+from .losses import Reduce, confident, distillation_loss, pseudo_label_loss, supervised_loss
 from .precision import Precision, reset_fp32_layers
-from .views import network_views
+from .teachers import MeanTeachers
+from .views import View, network_views
 
 FALLBACK_AFTER = 3  # skipped reduced-precision steps before the run continues in fp32
 DIVERGED_AFTER = 3  # non-finite fp32 steps in a row that end the run
@@ -122,6 +123,7 @@ class DMDStep:
                 self.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
         self._zero = torch.zeros((), device=device)
+        self.teachers = MeanTeachers(owned, config.ema_decay) if config.distill_target == "ema" else None
 
     def load_optimizer(self, state: dict) -> None:
         """The optimiser's state of a checkpoint (one written before the update was fused, too)."""
@@ -161,7 +163,7 @@ class DMDStep:
             sup = sum(supervised_loss(z[:len(y)], y, m, reduce, cfg.ce_weight) for z in logits)
             if pseudo > 0:
                 sup = sup + pseudo * self._pseudo_loss(logits, m, reduce)
-            dis = distillation_loss(*logits, cfg.temperature, reduce) if cfg.lambda_distill > 0 else self._zero
+            dis = self._distillation(logits, views, reduce) if cfg.lambda_distill > 0 else self._zero
             loss = sup + lam * dis
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -177,11 +179,26 @@ class DMDStep:
         bad = problem > 0
         self.optimizer.found_inf, self.optimizer.grad_scale = bad.float(), None  # read by the fused update
         self.optimizer.step()
+        if self.teachers is not None:
+            self.teachers.update()
         if self.scaler.is_enabled():
             self.scaler.update()  # an fp16 overflow lowers the loss scale
         self.snapshot.restore(bad)
         self.optimizer.zero_grad(set_to_none=True)
         return Step(torch.stack([sup.detach().float(), dis.detach().float(), loss.detach().float(), problem.float()]))
+
+    def _distillation(self, logits: list[torch.Tensor], views: list[View], reduce: Reduce | None) -> torch.Tensor:
+        """The distillation term: the two networks' outputs against each other (the paper), or each network's
+        against the other's mean teacher (``distill_target`` 'ema'), on the voxels the targets are confident of
+        where ``distill_confidence`` asks for it."""
+        cfg = self.config
+        if self.teachers is None:
+            where = confident(logits, cfg.distill_confidence) if cfg.distill_confidence > 0 else None
+            return distillation_loss(*logits, cfg.temperature, reduce, where)
+        with self.precision.autocast(self.device):
+            targets = self.teachers.outputs(views)[::-1]  # network A towards B's teacher, B towards A's
+        where = confident(targets, cfg.distill_confidence) if cfg.distill_confidence > 0 else None
+        return sum(distillation_loss(z, t, cfg.temperature, reduce, where) for z, t in zip(logits, targets))
 
     @staticmethod
     def _pseudo_loss(logits: list[torch.Tensor], mask: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
@@ -203,6 +220,8 @@ class DMDStep:
         self.precision = Precision(torch.float32, (), reason)
         for net in self.owned:
             reset_fp32_layers(net)
+        if self.teachers is not None:
+            self.teachers.fall_back()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
 
 

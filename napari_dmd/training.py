@@ -154,11 +154,10 @@ def _resume(dmd: DMDStep, rng: np.random.Generator, state: dict | None, device: 
 class Trainer:
     """Trains a ``ModelPair`` with DMD; ``run()`` yields a ``Progress`` per step, ``stop()`` ends it.
 
-    ``init`` warm-starts both networks from a checkpoint; with ``resume=True`` the optimiser,
-    iteration and random state are restored too, so the run continues where it stopped.
-    ``world`` (default: the process group joined, if any) makes this process one of several:
-    rank 0 alone writes ``run_dir``, every process stops together. ``ahead`` draws each next batch while a
-    step runs (default: on CUDA; measured slower on a 2-core CPU, benchmarks/README.md).
+    ``init`` warm-starts both networks from a checkpoint; with ``resume=True`` the optimiser, iteration and random
+    state are restored too, so the run continues where it stopped. ``world`` (default: the process group joined, if
+    any) makes this process one of several: rank 0 alone writes ``run_dir``, every process stops together. ``ahead``
+    draws each next batch while a step runs (default: on CUDA; measured slower on a 2-core CPU, benchmarks/README.md).
     """
 
     def __init__(self, labeled: list[Volume], unlabeled: list[Volume], config: TrainConfig,
@@ -204,6 +203,8 @@ class Trainer:
                                   self.device.type == "cuda" if ahead is None else ahead)
         nets = _running_nets(list(self.model.nets), config, self.sampler.reviewed_voxels, self.labeled_batch)
         self.batch_norm = "split" if nets[0] is not self.model.nets[0] else "joint"  # what runs ('auto' resolved)
+        if self.dmd.teachers is not None and self.batch_norm == "split":
+            self.dmd.teachers.running = [SplitStatistics(net, self.labeled_batch) for net in self.dmd.teachers.nets]
         nets = [data_parallel(net, world) for net in nets] if world.distributed else nets
         self.dmd.running = CompiledNets(nets, self.device, self.plan.compiled)
 
