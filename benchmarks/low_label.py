@@ -16,6 +16,7 @@ where it stopped (one training thread per process by default: run at most two pr
     python benchmarks/low_label.py --iterations 300 --seeds 0 1 --unlabeled-views own \
         --out benchmarks/results/cpu/low_label_views.json          # a lever: its own grid, the same pairing
     python benchmarks/low_label.py --table --out benchmarks/results/cpu/low_label.json   # the table only
+    python benchmarks/low_label.py --levers        # one row per lever: against the pair and against today's DMD
 """
 from __future__ import annotations
 
@@ -122,6 +123,33 @@ def table(results: dict, iterations: int, dmd: str = "dmd", supervised: str = "s
     return "\n".join(lines)
 
 
+def levers(results: dict, iterations: int) -> str:
+    """Markdown: one row per DMD variant (today's default and every lever of ``results``) and number of labeled
+    volumes: its difference to the supervised pair and to today's DMD (the mean over the choices, the worst choice,
+    the runs it won), over the choices and seeds both ran, and its largest spread over seeds against the pair."""
+    lines = ["| DMD run | labeled | choices × seeds | − supervised pair: mean, worst | − today's DMD: mean, worst, "
+             "runs won | largest spread over seeds |", "|---|---|---|---|---|---|"]
+    names = sorted({r["mode"] for r in results.values() if r["mode"].startswith("dmd")}, key=lambda n: (n != "dmd", n))
+    for name in names:
+        pair, today = differences(results, iterations, name), differences(results, iterations, name, "dmd")
+        for size in (1, 2):
+            chosen = {c: s for c, s in pair.items() if len(c) == size}
+            if not chosen:
+                continue
+            means = [np.mean(list(s.values())) for s in chosen.values()]
+            runs = sum(len(s) for s in chosen.values())
+            vs = "—"
+            if name != "dmd" and (versus := [s for c, s in today.items() if len(c) == size]):
+                won = sum(d > 0 for s in versus for d in s.values())
+                means_today = [np.mean(list(s.values())) for s in versus]
+                vs = (f"{np.mean(means_today):+.2f}, {min(means_today):+.2f}, "
+                      f"{won} of {sum(len(s) for s in versus)}")
+            spread = max(max(s.values()) - min(s.values()) for s in chosen.values())
+            lines.append(f"| {name} | {size} | {len(chosen)} × {runs // len(chosen)} | {np.mean(means):+.2f}, "
+                         f"{min(means):+.2f} | {vs} | {spread:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HIPPOCAMPUS.root)
@@ -138,9 +166,13 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the table of --out and train nothing")
     ap.add_argument("--compare", nargs=2, metavar=("DMD", "SUPERVISED"),
                     help="the table between two other result names of --out")
+    ap.add_argument("--levers", action="store_true", help="print one row per DMD variant of --out and train nothing")
     add_training_options(ap, {"iterations": 300}, replaced=("seed",))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.levers:
+        print(levers(load_results(args.out), args.iterations))
+        return
     if not args.table:
         run_grid(args)
     names = args.compare or ("dmd", "supervised")
