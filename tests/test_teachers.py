@@ -7,6 +7,7 @@ from napari_dmd.data import Volume
 from napari_dmd.errors import DataError
 from napari_dmd.losses import confident, distillation_loss
 from napari_dmd.networks import VNet
+from napari_dmd.precision import run_in_fp32
 from napari_dmd.teachers import MeanTeachers
 from napari_dmd.training import Trainer
 from napari_dmd.views import View
@@ -94,3 +95,19 @@ def test_the_distillation_settings_are_checked():
         TrainConfig(distill_target="teacher")
     with pytest.raises(DataError, match="distill_confidence"):
         TrainConfig(distill_confidence=1.0)
+
+
+def test_a_teacher_of_a_network_with_fp32_layers_runs_its_own_weights():
+    owned = nets(1)
+    run_in_fp32(owned[0].enc[4])  # as a reduced-precision run keeps its deepest layers in fp32
+    teachers = MeanTeachers(owned, decay=0.99)
+    with torch.no_grad():
+        for p in owned[0].enc[4].parameters():
+            p.add_(1.0)  # the network moves on; its teacher has not followed yet
+    image = torch.randn(2, 1, 16, 16, 16)
+    owned[0].train()
+    for module in owned[0].modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.eval()
+    assert not torch.allclose(teachers.outputs([View(image)])[0], owned[0](image))
+    assert teachers.nets[0].enc[4]._napari_dmd_fp32
