@@ -41,6 +41,16 @@ class PaddedNet(nn.Module):
         raise NotImplementedError
 
 
+def batch_statistics_without_dropout(net: nn.Module) -> nn.Module:
+    """``net`` in training mode (batch norm on the batch's statistics) with its dropout off: a forward pass that
+    draws no dropout mask (settling statistics, checking a precision, a mean teacher)."""
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()
+    return net
+
+
 class SplitStatistics(nn.Module):
     """A network run apart on the first ``first`` patches of a batch (the labeled ones) and on the others (the
     unlabeled ones), so that batch norm normalises each part with statistics of its own, and its running

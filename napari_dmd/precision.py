@@ -32,7 +32,7 @@ from torch import nn
 
 from . import __version__
 from .compiling import compile_mode
-from .networks import build_network
+from .networks import batch_statistics_without_dropout, build_network
 from .spacing import is_isotropic, pooling
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -241,12 +241,8 @@ def compare(ref: tuple[torch.Tensor, list], got: tuple[torch.Tensor, list], loos
 
 
 def _prepare(net: nn.Module, device: torch.device, fmt: torch.memory_format) -> nn.Module:
-    net = net.to(device).to(memory_format=fmt)
-    net.train()
-    for m in net.modules():  # the same dropout mask in both precisions: none
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.eval()
-    return net
+    # the same dropout mask in both precisions: none
+    return batch_statistics_without_dropout(net.to(device).to(memory_format=fmt))
 
 
 def check_network(net: nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype,

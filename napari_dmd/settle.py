@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .networks import batch_statistics_without_dropout
 from .precision import Precision
 from .step import Snapshot
 
@@ -19,7 +20,6 @@ def settle_statistics(nets: list[torch.nn.Module], snapshot: Snapshot, images: C
     ``images()`` (dropout off, batch statistics on); statistics that come out not finite leave the old ones
     (kept in ``snapshot``) in place. The networks' modes and momenta are left as they were."""
     norms = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    drops = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
     modes, momenta = [net.training for net in nets], [m.momentum for m in norms]
     snapshot.save()
     try:
@@ -27,9 +27,7 @@ def settle_statistics(nets: list[torch.nn.Module], snapshot: Snapshot, images: C
             m.reset_running_stats()
             m.momentum = None  # a cumulative average
         for net in nets:
-            net.train()
-        for d in drops:
-            d.eval()
+            batch_statistics_without_dropout(net)
         with torch.no_grad(), precision.autocast(device):
             for _ in range(SETTLE_BATCHES):
                 x = torch.from_numpy(images()).to(device).contiguous(memory_format=memory)

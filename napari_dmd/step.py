@@ -123,7 +123,8 @@ class DMDStep:
                 self.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
         self._zero = torch.zeros((), device=device)
-        self.teachers = MeanTeachers(owned, config.ema_decay) if config.distill_target == "ema" else None
+        distils_to_teachers = config.distill_target == "ema" and config.lambda_distill > 0
+        self.teachers = MeanTeachers(owned, config.ema_decay) if distils_to_teachers else None  # none for λ 0
 
     def load_optimizer(self, state: dict) -> None:
         """The optimiser's state of a checkpoint (one written before the update was fused, too)."""

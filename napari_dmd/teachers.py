@@ -15,6 +15,7 @@ import copy
 import torch
 from torch import nn
 
+from .networks import batch_statistics_without_dropout
 from .precision import reset_fp32_layers
 from .views import View
 
@@ -24,13 +25,8 @@ class MeanTeachers:
     networks are for split batch-norm statistics: the trainer sets it)."""
 
     def __init__(self, owned: list[nn.Module], decay: float):
-        self.owned, self.decay, self.updates = owned, decay, 0
-        self.nets = [copy.deepcopy(net).requires_grad_(False) for net in owned]
-        for net in self.nets:
-            net.train()
-            for module in net.modules():
-                if isinstance(module, nn.modules.dropout._DropoutNd):
-                    module.eval()
+        self.decay, self.updates = decay, 0
+        self.nets = [batch_statistics_without_dropout(copy.deepcopy(net).requires_grad_(False)) for net in owned]
         self.running: list[nn.Module] = list(self.nets)
         self._teacher_params = [p for net in self.nets for p in net.parameters()]
         self._owned_params = [p for net in owned for p in net.parameters()]

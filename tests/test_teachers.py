@@ -6,7 +6,7 @@ from napari_dmd.config import TrainConfig
 from napari_dmd.data import Volume
 from napari_dmd.errors import DataError
 from napari_dmd.losses import confident, distillation_loss
-from napari_dmd.networks import VNet
+from napari_dmd.networks import VNet, batch_statistics_without_dropout
 from napari_dmd.precision import run_in_fp32
 from napari_dmd.teachers import MeanTeachers
 from napari_dmd.training import Trainer
@@ -88,6 +88,7 @@ def test_a_step_towards_the_mean_teachers_trains_both_networks_and_moves_the_tea
     for teacher, p, s in zip((p for net in teachers.nets for p in net.parameters()), after, start):
         torch.testing.assert_close(teacher, 0.5 * (p + s))
     assert tiny_trainer(tiny_cases).dmd.teachers is None  # the paper's mutual target needs none
+    assert tiny_trainer(tiny_cases, distill_target="ema", lambda_distill=0.0).dmd.teachers is None  # nor λ 0
 
 
 def test_the_distillation_settings_are_checked():
@@ -105,9 +106,6 @@ def test_a_teacher_of_a_network_with_fp32_layers_runs_its_own_weights():
         for p in owned[0].enc[4].parameters():
             p.add_(1.0)  # the network moves on; its teacher has not followed yet
     image = torch.randn(2, 1, 16, 16, 16)
-    owned[0].train()
-    for module in owned[0].modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.eval()
+    batch_statistics_without_dropout(owned[0])
     assert not torch.allclose(teachers.outputs([View(image)])[0], owned[0](image))
     assert teachers.nets[0].enc[4]._napari_dmd_fp32
